@@ -1,0 +1,148 @@
+"""``biggan-deep-128``: the paper's generator, BigGAN-deep at 128 px, 1000 ImageNet classes.
+
+Architecture from the ``pytorch-pretrained-biggan`` package; weights (``config.json`` and
+``pytorch_model.bin``) from ``--weights DIR`` or from the Hugging Face hub repository
+``osanseviero/BigGAN-deep-128`` through ``huggingface_hub``'s cache (offline mode honoured).
+The package's own download URLs are dead and its loader unpickles freely, so neither is used.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from directions.generators.base import Generator
+from directions.generators.registry import register_generator
+from directions.generators.weights import load_state_dict_strict, load_torch_weights
+from saliency.errors import UserError
+
+HUB_REPO = "osanseviero/BigGAN-deep-128"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "pytorch_model.bin"
+TRUNCATION_BOUND = 2.0  # latents are drawn from N(0, 1) truncated to [-2, 2], then scaled
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve_weight_files(weights: str | os.PathLike | None) -> tuple[Path, Path]:
+    """``(config.json, pytorch_model.bin)`` from a folder, else from the hub's cache.
+
+    The hub is asked only when no folder is given; offline (``HF_HUB_OFFLINE=1``, or no
+    network) only its cache is read. Missing weights are a one-line error that says which
+    files to put where.
+    """
+    if weights is not None:
+        folder = Path(weights)
+        config, model = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+        missing = [p.name for p in (config, model) if not p.is_file()]
+        if missing:
+            raise UserError(
+                f"biggan-deep-128: {folder} lacks {' and '.join(missing)}; it needs "
+                f"{CONFIG_NAME} and {WEIGHTS_NAME} from https://huggingface.co/{HUB_REPO}"
+            )
+        return config, model
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise UserError("biggan-deep-128 needs huggingface_hub: pip install huggingface_hub") from exc
+    cache_dir = os.environ.get("HF_HUB_CACHE") or None
+    try:
+        config = hf_hub_download(HUB_REPO, CONFIG_NAME, cache_dir=cache_dir, local_files_only=_hub_offline())
+        model = hf_hub_download(HUB_REPO, WEIGHTS_NAME, cache_dir=cache_dir, local_files_only=_hub_offline())
+    except Exception as exc:  # offline, no network, or not in the cache
+        raise UserError(
+            f"biggan-deep-128 weights not found ({type(exc).__name__}): put {CONFIG_NAME} and "
+            f"{WEIGHTS_NAME} from https://huggingface.co/{HUB_REPO} in a folder and pass "
+            f"--weights DIR, or go online once so huggingface_hub caches them"
+        ) from exc
+    return Path(config), Path(model)
+
+
+def _read_config(path: Path):
+    from pytorch_pretrained_biggan import BigGANConfig
+
+    try:
+        return BigGANConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise UserError(f"biggan-deep-128: {path} is not a valid BigGAN config.json") from exc
+
+
+class BigGANDeep(Generator):
+    """BigGAN-deep wrapped in the generator protocol: class one-hot in, [0, 1] images out."""
+
+    def __init__(self, model: torch.nn.Module, truncation: float = 0.4) -> None:
+        super().__init__()
+        if not 0.0 < truncation <= 1.0:
+            raise UserError(f"truncation must lie in (0, 1], got {truncation}")
+        self.model = model
+        self.truncation = float(truncation)
+        config = model.config
+        self.latent_dim = int(config.z_dim)
+        self.num_classes = int(config.num_classes)
+        self.resolution = int(config.output_dim)
+
+    def sample_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """The truncation trick's prior: ``truncation * z``, z ~ N(0, 1) truncated to [-2, 2]
+        (drawn by inverting the normal CDF, so one seed gives one sample everywhere)."""
+        lo = 0.5 * (1 + math.erf(-TRUNCATION_BOUND / math.sqrt(2)))
+        u = lo + (1 - 2 * lo) * torch.rand(n, self.latent_dim, generator=generator, dtype=torch.float64)
+        z = torch.special.ndtri(u) * self.truncation
+        return z.to(self.device, self.dtype)
+
+    def synthesize(self, z: Tensor, classes: Tensor) -> Tensor:
+        one_hot = F.one_hot(classes, self.num_classes).to(z.dtype)
+        images = self.model(z, one_hot, self.truncation)
+        return (images + 1) * 0.5
+
+
+def load_biggan(weights: str | os.PathLike | None = None, truncation: float = 0.4) -> BigGANDeep:
+    """Build BigGAN-deep from ``config.json`` + ``pytorch_model.bin`` (see module docstring)."""
+    from pytorch_pretrained_biggan import BigGAN
+
+    config_path, model_path = resolve_weight_files(weights)
+    config = _read_config(config_path)
+    model = BigGAN(config)
+    state = load_torch_weights(model_path, "biggan-deep-128")
+    load_state_dict_strict(model, state, model_path, "biggan-deep-128")
+    return BigGANDeep(model.eval(), truncation=truncation)
+
+
+def save_random_weights(folder: str | os.PathLike, seed: int = 0, config: dict | None = None) -> Path:
+    """Write a random-weight BigGAN-deep in the hub's file format (for tests and benchmarks).
+
+    The package's random init leaves the last batch norm's affine parameters uninitialised
+    (NaN images); they are set to identity here, and a few power iterations make the
+    spectral norms consistent so the images are finite and varied.
+    """
+    from pytorch_pretrained_biggan import BigGAN, BigGANConfig
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    cfg = BigGANConfig.from_dict(config) if config else BigGANConfig()
+    model = BigGAN(cfg)
+    with torch.no_grad():
+        model.generator.bn.weight.fill_(1.0)
+        model.generator.bn.bias.zero_()
+        model.train()
+        z = torch.randn(2, cfg.z_dim)
+        one_hot = F.one_hot(torch.tensor([0, 1]), cfg.num_classes).float()
+        for _ in range(3):
+            model(z, one_hot, 0.4)
+    (folder / CONFIG_NAME).write_text(json.dumps(cfg.to_dict(), indent=2), encoding="utf-8")
+    torch.save(model.state_dict(), folder / WEIGHTS_NAME)
+    return folder
+
+
+@register_generator("biggan-deep-128")
+def build_biggan(weights: str | None = None, truncation: float = 0.4) -> BigGANDeep:
+    """BigGAN-deep-128 (weights: --weights DIR or the hub cache)."""
+    return load_biggan(weights, truncation)

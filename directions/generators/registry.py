@@ -1,0 +1,80 @@
+"""Generators by name, so a stage takes ``--generator NAME`` and a user adds one in one file.
+
+Register a factory with :func:`register_generator`; build with :func:`build_generator`.
+A name of the form ``package.module:factory`` imports a user's own factory without
+registering it first.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Callable
+
+import torch
+
+from directions.generators.base import Generator
+from saliency.device import resolve_device
+from saliency.errors import UserError
+
+GeneratorFactory = Callable[..., Generator]
+
+_REGISTRY: dict[str, GeneratorFactory] = {}
+
+
+def register_generator(name: str) -> Callable[[GeneratorFactory], GeneratorFactory]:
+    """Decorator: make ``factory(**options) -> Generator`` buildable as ``name``."""
+
+    def decorate(factory: GeneratorFactory) -> GeneratorFactory:
+        if name in _REGISTRY and _REGISTRY[name] is not factory:
+            raise ValueError(f"generator {name!r} is registered twice")
+        _REGISTRY[name] = factory
+        return factory
+
+    return decorate
+
+
+def available_generators() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_factory(name: str) -> GeneratorFactory:
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise UserError(f"cannot import generator module {module_name!r}: {exc}") from exc
+        factory = getattr(module, attr, None)
+        if not callable(factory):
+            raise UserError(f"{module_name!r} has no generator factory {attr!r}")
+        return factory
+    known = ", ".join(available_generators())
+    raise UserError(f"unknown generator {name!r}; known: {known} (or package.module:factory)")
+
+
+def build_generator(
+    name: str,
+    device: str | torch.device | None = None,
+    **options,
+) -> Generator:
+    """Build generator ``name``, frozen and in eval mode, on ``device`` (default: best).
+
+    ``options`` with value None are dropped, so CLI flags left unset fall back to each
+    generator's defaults; an option the generator does not take is a :class:`UserError`.
+    """
+    factory = get_factory(name)
+    options = {key: value for key, value in options.items() if value is not None}
+    params = inspect.signature(factory).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = sorted(set(options) - set(params)) if not takes_any else []
+    if unknown:
+        flags = ", ".join("--" + key.replace("_", "-") for key in unknown)
+        raise UserError(f"generator {name!r} does not take {flags}")
+    generator = factory(**options)
+    if not isinstance(generator, Generator):
+        raise UserError(f"generator factory {name!r} did not return a directions Generator")
+    generator.eval().requires_grad_(False)
+    return generator.to(resolve_device(device))

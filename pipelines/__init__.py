@@ -1,0 +1,1 @@
+"""Stage configuration (typed dataclasses) and the runs that wire the stages together."""

@@ -1,0 +1,65 @@
+"""``saliency sample``: render a grid of samples, the quickest look at a generator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from saliency.errors import UserError
+
+MAX_SAMPLES = 1024
+
+
+@dataclass
+class SampleConfig:
+    generator: str = "scenes"
+    count: int = 16
+    out: Path = Path("checkpoints/sample.png")
+    classes: list[int] | None = None
+    seed: int = 0
+    device: str = "auto"
+    nrow: int | None = None
+    generator_options: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if not 1 <= self.count <= MAX_SAMPLES:
+            raise UserError(f"--n must lie in [1, {MAX_SAMPLES}], got {self.count}")
+        if self.nrow is not None and self.nrow < 1:
+            raise UserError(f"--nrow must be positive, got {self.nrow}")
+        if Path(self.out).suffix.lower() != ".png":
+            raise UserError(f"--out must be a .png file, got {self.out}")
+        resolution = self.generator_options.get("resolution")
+        if resolution is not None and not 16 <= resolution <= 1024:
+            raise UserError(f"--resolution must lie in [16, 1024], got {resolution}")
+
+
+def run_sample(config: SampleConfig) -> Path:
+    """Build the generator, draw ``count`` seeded samples, save them as a PNG grid."""
+    from directions.generators import build_generator
+    from saliency.visualize import save_grid
+
+    config.validate()
+    generator = build_generator(config.generator, device=config.device, **config.generator_options)
+    rng = torch.Generator().manual_seed(config.seed)
+    z = generator.sample_latents(config.count, rng)
+    classes = None
+    if generator.conditional:
+        if config.classes is None:
+            classes = generator.sample_classes(config.count, rng)
+        else:
+            bad = [c for c in config.classes if not 0 <= c < generator.num_classes]
+            if bad:
+                raise UserError(f"--classes {bad} out of range: {config.generator} has classes 0..{generator.num_classes - 1}")
+            repeats = -(-config.count // len(config.classes))
+            classes = torch.tensor((config.classes * repeats)[: config.count])
+    elif config.classes is not None:
+        raise UserError(f"{config.generator} is unconditional: --classes does not apply")
+    images = []
+    with torch.inference_mode():
+        for start in range(0, config.count, 64):
+            stop = min(start + 64, config.count)
+            batch_classes = None if classes is None else classes[start:stop]
+            images.append(generator(z[start:stop], batch_classes).float().cpu())
+    return save_grid(torch.cat(images), config.out, nrow=config.nrow)

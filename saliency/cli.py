@@ -1,0 +1,113 @@
+"""The ``saliency`` command line: one sub-command per stage, the same option names throughout.
+
+Bad input ends with one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from saliency import __version__
+from saliency.errors import UserError
+
+DEVICE_HELP = "Torch device: auto (default: the best available), cpu, cuda, cuda:N or mps."
+
+
+def parse_int_list(text: str | None) -> list[int] | None:
+    """``"1,5,9"`` -> ``[1, 5, 9]``; None stays None."""
+    if text is None:
+        return None
+    try:
+        values = [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError as exc:
+        raise UserError(f"expected a comma-separated list of integers, got {text!r}") from exc
+    if not values:
+        raise UserError("the class list is empty")
+    return values
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="saliency")
+def cli() -> None:
+    """Saliency detection from a GAN's latent directions, with no pixel labels.
+
+    Stages (Voynov & Babenko, ICML 2020): discover latent directions and the
+    background-removal direction, synthesize (image, mask) pairs with it, train a U-Net
+    on them, evaluate on a saliency benchmark such as ECSSD.
+    """
+
+
+@cli.command()
+@click.option("--generator", "generator_name", default="scenes", show_default=True,
+              help="Generator name (see `saliency generators`) or package.module:factory.")
+@click.option("--n", "count", type=int, default=16, show_default=True, help="Number of images.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="PNG file to write the grid to.")
+@click.option("--classes", default=None,
+              help="Comma-separated class indices, cycled over the images (conditional generators).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latents and classes.")
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@click.option("--nrow", type=int, default=None, help="Images per grid row (default: about square).")
+@click.option("--resolution", type=int, default=None, help="Image size, for generators that take one (scenes).")
+@click.option("--weights", default=None,
+              help="Weights: a folder (biggan-deep-128) or file (dcgan-faces); default: hub cache / package.")
+@click.option("--truncation", type=float, default=None, help="Truncation (biggan-deep-128; default 0.4).")
+def sample(generator_name, count, out, classes, seed, device, nrow, resolution, weights, truncation) -> None:
+    """Render a grid of samples from a generator."""
+    from pipelines.sample import SampleConfig, run_sample
+
+    config = SampleConfig(
+        generator=generator_name,
+        count=count,
+        out=out,
+        classes=parse_int_list(classes),
+        seed=seed,
+        device=device,
+        nrow=nrow,
+        generator_options={"resolution": resolution, "weights": weights, "truncation": truncation},
+    )
+    path = run_sample(config)
+    click.echo(f"wrote {path}")
+
+
+@cli.command()
+def generators() -> None:
+    """List the registered generators."""
+    from directions.generators import available_generators
+    from directions.generators.registry import get_factory
+
+    for name in available_generators():
+        doc = (get_factory(name).__doc__ or "").strip().splitlines()
+        click.echo(f"{name:18s} {doc[0] if doc else ''}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI and turn user errors into one line and exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="saliency", standalone_mode=False)
+    except UserError as exc:
+        click.echo(f"saliency: error: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("saliency: aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("saliency: interrupted", err=True)
+        return 130
+    except click.ClickException as exc:
+        hint = ""
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None:
+            hint = f" (see '{ctx.command_path} --help')"
+        click.echo(f"saliency: error: {exc.format_message()}{hint}", err=True)
+        return exc.exit_code
+    except BrokenPipeError:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

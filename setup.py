@@ -1,0 +1,36 @@
+"""Install: ``pip install -e ".[test]"`` (see README.md)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="gan-saliency",
+    version="0.1.0",
+    description=(
+        "Unsupervised saliency detection from interpretable GAN latent directions "
+        "(Voynov & Babenko, ICML 2020)"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["saliency", "saliency.*", "directions", "directions.*", "pipelines", "pipelines.*"]),
+    install_requires=[
+        # torch 2.14.1 / torchvision 0.29.1 install from local files on the project's machines.
+        "torch>=2.2,<2.15",
+        "torchvision>=0.17,<0.30",
+        "numpy>=1.24,<3",
+        "pillow>=9.5",
+        "click>=8.1,<9",
+        "tqdm>=4.64",
+        "safetensors>=0.4",
+        "huggingface_hub>=0.20",
+        "pytorch-pretrained-biggan==0.1.1",
+    ],
+    extras_require={
+        # The DCGAN faces weights ship in this package. Installed through the extra, pip also
+        # pulls the package's unused declared dependencies (wandb[media], ...); the light way,
+        # which the README and CI use, is: pip install --no-deps gan-face-generate==1.1.1
+        "faces": ["gan-face-generate==1.1.1"],
+        "test": ["pytest>=7"],
+    },
+    entry_points={"console_scripts": ["saliency=saliency.cli:main"]},
+)
