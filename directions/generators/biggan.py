@@ -53,10 +53,15 @@ def resolve_weight_files(weights: str | os.PathLike | None) -> tuple[Path, Path]
         from huggingface_hub import hf_hub_download
     except ImportError as exc:  # pragma: no cover - a declared dependency
         raise UserError("biggan-deep-128 needs huggingface_hub: pip install huggingface_hub") from exc
-    cache_dir = os.environ.get("HF_HUB_CACHE") or None
+    # Read at call time (huggingface_hub reads its variables once, at import).
+    options = {
+        "cache_dir": os.environ.get("HF_HUB_CACHE") or None,
+        "endpoint": os.environ.get("HF_ENDPOINT") or None,
+        "local_files_only": _hub_offline(),
+    }
     try:
-        config = hf_hub_download(HUB_REPO, CONFIG_NAME, cache_dir=cache_dir, local_files_only=_hub_offline())
-        model = hf_hub_download(HUB_REPO, WEIGHTS_NAME, cache_dir=cache_dir, local_files_only=_hub_offline())
+        config = hf_hub_download(HUB_REPO, CONFIG_NAME, **options)
+        model = hf_hub_download(HUB_REPO, WEIGHTS_NAME, **options)
     except Exception as exc:  # offline, no network, or not in the cache
         raise UserError(
             f"biggan-deep-128 weights not found ({type(exc).__name__}): put {CONFIG_NAME} and "

@@ -1,0 +1,60 @@
+"""Shared fixtures: small generators, a subprocess runner for the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    # Tests run on 2-core machines; keep torch from oversubscribing them.
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    yield
+
+
+@pytest.fixture(scope="session")
+def scenes64():
+    from directions.generators.scenes import ScenesGenerator
+
+    return ScenesGenerator(resolution=64).eval()
+
+
+@pytest.fixture(scope="session")
+def scenes128():
+    from directions.generators.scenes import ScenesGenerator
+
+    return ScenesGenerator(resolution=128).eval()
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300):
+    """Run ``saliency ARGS`` as a user would: a separate process, its own exit code."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    full_env.setdefault("HF_HUB_OFFLINE", "1")
+    return subprocess.run(
+        [sys.executable, "-m", "saliency.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or REPO,
+        timeout=timeout,
+    )
+
+
+def assert_one_line_error(result, *needles: str) -> None:
+    """A bad input ends with exit code != 0 and one stderr line naming the problem."""
+    assert result.returncode != 0, result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert lines[0].startswith("saliency: error:"), lines[0]
+    for needle in needles:
+        assert needle in lines[0], lines[0]

@@ -1,0 +1,266 @@
+"""The generator registry, the device choice, and the BigGAN / DCGAN loaders on real formats."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import importlib.util
+import pickle
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from directions.generators import Generator, available_generators, build_generator
+from directions.generators.biggan import CONFIG_NAME, WEIGHTS_NAME, save_random_weights
+from directions.generators.dcgan_faces import CHECKPOINT_KEY, DCGANFaces
+from saliency.device import resolve_device
+from saliency.errors import UserError
+
+HAS_FACES = importlib.util.find_spec("gan_face_generate") is not None
+
+
+# ------------------------------------------------------------------------------ registry
+def test_registry_knows_the_three_generators():
+    assert {"scenes", "biggan-deep-128", "dcgan-faces"} <= set(available_generators())
+
+
+def test_built_generator_is_frozen_in_eval_mode_on_the_device():
+    gen = build_generator("scenes", device="cpu", resolution=32)
+    assert not gen.training
+    assert all(not p.requires_grad for p in gen.parameters())
+    assert gen.device == torch.device("cpu") and gen.resolution == 32
+
+
+def test_unknown_generator_and_unknown_option_are_user_errors():
+    with pytest.raises(UserError, match="unknown generator 'nope'.*scenes"):
+        build_generator("nope")
+    with pytest.raises(UserError, match="does not take --truncation"):
+        build_generator("scenes", truncation=0.5)
+    gen = build_generator("scenes", truncation=None, resolution=16)  # unset flags are dropped
+    assert gen.resolution == 16
+
+
+def test_a_users_generator_in_one_file_by_import_path():
+    gen = build_generator("toy_generators:build_toy", resolution=6)
+    assert isinstance(gen, Generator) and not gen.conditional
+    z = gen.sample_latents(3, torch.Generator().manual_seed(0))
+    assert gen.sample_classes(3) is None
+    image = gen(z)
+    assert image.shape == (3, 3, 6, 6)
+    with pytest.raises(UserError, match="did not return"):
+        build_generator("toy_generators:not_a_generator")
+    with pytest.raises(UserError, match="no generator factory"):
+        build_generator("toy_generators:missing")
+    with pytest.raises(UserError, match="cannot import"):
+        build_generator("no_such_module_xyz:build")
+
+
+def test_dtype_and_device_are_handled_by_the_base_class():
+    gen = build_generator("scenes", device="cpu", resolution=16).to(torch.float64)
+    assert gen.dtype == torch.float64
+    z = torch.randn(2, gen.latent_dim)  # float32 in, converted once
+    assert gen(z, [0, 1]).dtype == torch.float64
+    assert gen.sample_latents(2).dtype == torch.float64
+
+
+def test_device_resolution():
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else None
+    if expected is None:
+        assert resolve_device("auto").type in ("cpu", "mps")
+        with pytest.raises(UserError, match="no CUDA GPU"):
+            resolve_device("cuda")
+    with pytest.raises(UserError, match="unknown device"):
+        resolve_device("warp-drive")
+
+
+# ------------------------------------------------------------------------------ BigGAN
+@pytest.fixture(scope="session")
+def biggan_folder(tmp_path_factory) -> Path:
+    """A random-weight BigGAN-deep-128 in the hub's file format (config.json + .bin)."""
+    return save_random_weights(tmp_path_factory.mktemp("biggan"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def biggan(biggan_folder):
+    return build_generator("biggan-deep-128", device="cpu", weights=str(biggan_folder))
+
+
+def test_biggan_from_a_weights_folder_gives_finite_images_in_unit_range(biggan):
+    assert (biggan.latent_dim, biggan.num_classes, biggan.resolution) == (128, 1000, 128)
+    rng = torch.Generator().manual_seed(0)
+    z = biggan.sample_latents(2, rng)
+    with torch.no_grad():
+        images = biggan(z, [1, 500])
+    assert images.shape == (2, 3, 128, 128)
+    assert torch.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
+    assert not torch.allclose(images[0], images[1])
+
+
+def test_biggan_is_differentiable_in_z(biggan):
+    z = biggan.sample_latents(1, torch.Generator().manual_seed(1)).requires_grad_(True)
+    biggan(z, [3]).mean().backward()
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+
+def test_biggan_latents_follow_the_truncated_prior(biggan):
+    z = biggan.sample_latents(4000, torch.Generator().manual_seed(2))
+    assert z.abs().max() <= 2 * biggan.truncation + 1e-6
+    assert abs(float(z.mean())) < 0.01
+    # std of N(0,1) truncated to [-2, 2] is 0.880
+    assert abs(float(z.std()) - 0.880 * biggan.truncation) < 0.01
+    again = biggan.sample_latents(4000, torch.Generator().manual_seed(2))
+    assert torch.equal(z, again)
+
+
+def test_biggan_truncation_out_of_range(biggan_folder):
+    with pytest.raises(UserError, match="truncation"):
+        build_generator("biggan-deep-128", weights=str(biggan_folder), truncation=1.5)
+
+
+class _HubHandler(http.server.BaseHTTPRequestHandler):
+    """Just enough of the hub's file endpoint for huggingface_hub to download a file."""
+
+    files: dict[str, bytes] = {}
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    requests: list[str] = []
+
+    def _answer(self, body: bool) -> None:
+        type(self).requests.append(f"{self.command} {self.path}")
+        prefix = "/osanseviero/BigGAN-deep-128/resolve/main/"
+        name = self.path[len(prefix):] if self.path.startswith(prefix) else None
+        if name not in self.files:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "EntryNotFound")
+            self.end_headers()
+            return
+        data = self.files[name]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+        self.send_header("X-Repo-Commit", self.commit)
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+    def do_HEAD(self):  # noqa: N802
+        self._answer(body=False)
+
+    def do_GET(self):  # noqa: N802
+        self._answer(body=True)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_biggan_downloads_from_the_hub_then_loads_offline_from_its_cache(
+    biggan_folder, biggan, tmp_path, monkeypatch
+):
+    """The user's path: huggingface_hub downloads into its cache (here from a hub on
+    loopback), and later runs load offline from that cache."""
+    _HubHandler.files = {name: (biggan_folder / name).read_bytes() for name in (CONFIG_NAME, WEIGHTS_NAME)}
+    _HubHandler.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HubHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    try:
+        online = build_generator("biggan-deep-128", device="cpu")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert any(WEIGHTS_NAME in r and r.startswith("GET") for r in _HubHandler.requests)
+    assert list(cache.glob("models--osanseviero--BigGAN-deep-128/snapshots/*/" + WEIGHTS_NAME))
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline = build_generator("biggan-deep-128", device="cpu")
+    z = biggan.sample_latents(1, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        reference = biggan(z, [7])
+        assert torch.equal(online(z, [7]), reference)
+        assert torch.equal(offline(z, [7]), reference)
+
+
+def test_biggan_offline_without_weights_says_what_to_put_where(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="config.json and pytorch_model.bin.*--weights DIR"):
+        build_generator("biggan-deep-128")
+    with pytest.raises(UserError, match="lacks config.json and pytorch_model.bin"):
+        build_generator("biggan-deep-128", weights=str(tmp_path))
+
+
+def test_biggan_weights_that_would_run_code_are_refused(biggan_folder, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    folder = tmp_path / "evil"
+    folder.mkdir()
+    (folder / CONFIG_NAME).write_bytes((biggan_folder / CONFIG_NAME).read_bytes())
+    torch.save({"generator.bn.weight": Exploit()}, folder / WEIGHTS_NAME)
+    with pytest.raises(UserError, match="cannot load"):
+        build_generator("biggan-deep-128", weights=str(folder))
+    assert not marker.exists()
+
+
+def test_biggan_truncated_weights_file_is_a_user_error(biggan_folder, tmp_path):
+    folder = tmp_path / "torn"
+    folder.mkdir()
+    (folder / CONFIG_NAME).write_bytes((biggan_folder / CONFIG_NAME).read_bytes())
+    data = (biggan_folder / WEIGHTS_NAME).read_bytes()
+    (folder / WEIGHTS_NAME).write_bytes(data[: len(data) // 3])
+    with pytest.raises(UserError, match="cannot load"):
+        build_generator("biggan-deep-128", weights=str(folder))
+    (folder / CONFIG_NAME).write_text("{not json")
+    with pytest.raises(UserError, match="not a valid BigGAN config"):
+        build_generator("biggan-deep-128", weights=str(folder))
+
+
+# ------------------------------------------------------------------------------ DCGAN
+@pytest.mark.skipif(not HAS_FACES, reason="gan-face-generate is not installed "
+                    "(pip install --no-deps gan-face-generate==1.1.1); CI installs it")
+def test_dcgan_faces_loads_the_packaged_pretrained_weights():
+    gen = build_generator("dcgan-faces", device="cpu")
+    assert (gen.latent_dim, gen.num_classes, gen.resolution) == (100, 0, 64)
+    z = gen.sample_latents(8, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        faces = gen(z)
+    assert faces.shape == (8, 3, 64, 64)
+    assert torch.isfinite(faces).all() and faces.min() >= 0 and faces.max() <= 1
+    # Trained weights draw structured images: neighbouring pixels agree far more than noise.
+    horizontal = (faces[..., 1:] - faces[..., :-1]).abs().mean()
+    assert horizontal < 0.5 * faces.std()
+    assert faces.std(dim=0).mean() > 0.05  # and the faces differ
+
+
+def test_dcgan_checkpoint_format_round_trip(tmp_path):
+    torch.manual_seed(0)
+    net = DCGANFaces()
+    for module in net.modules():  # non-trivial batch-norm statistics
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / "weights.tar"
+    torch.save({CHECKPOINT_KEY: net.state_dict()}, path)
+    gen = build_generator("dcgan-faces", device="cpu", weights=str(path))
+    z = gen.sample_latents(2, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(gen(z), net.eval()(z), atol=1e-6)
+    torch.save({"wrong_key": net.state_dict()}, path)
+    with pytest.raises(UserError, match="no 'netG_state_dict'"):
+        build_generator("dcgan-faces", weights=str(path))
+    state = net.state_dict()
+    state.pop("main.0.weight")
+    torch.save({CHECKPOINT_KEY: state}, path)
+    with pytest.raises(UserError, match="does not fit the architecture"):
+        build_generator("dcgan-faces", weights=str(path))
