@@ -27,6 +27,7 @@ def test_sample_writes_a_grid_of_the_requested_size(tmp_path):
     assert picture.size == (3 * 34 + 2, 2 * 34 + 2)  # 2 px padding around each tile
     assert picture.mode == "RGB"
     assert not list(out.parent.glob(".*.tmp"))  # written atomically, nothing left behind
+    assert out.stat().st_mode & 0o044  # readable by others under the usual umask, not 0600
 
 
 def test_sample_is_deterministic_for_a_seed(tmp_path):
