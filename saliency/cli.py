@@ -74,6 +74,65 @@ def sample(generator_name, count, out, classes, seed, device, nrow, resolution, 
 
 
 @cli.command()
+@click.option("--generator", "generator_name", default="scenes", show_default=True,
+              help="Generator name (see `saliency generators`) or package.module:factory.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Run folder (created; holds checkpoints, charts, directions.json).")
+@click.option("--deformator", type=click.Choice(["ortho", "unit", "random", "identity"]), default=None,
+              help="Direction matrix A: learned orthonormal or unit-norm columns, or a frozen "
+                   "random / coordinate baseline. Default: the generator's profile.")
+@click.option("--directions", "num_directions", type=int, default=None, help="K, the number of directions.")
+@click.option("--reconstructor", type=click.Choice(["lenet", "resnet18"]), default=None,
+              help="Reconstructor R. Default: the generator's profile.")
+@click.option("--steps", type=int, default=None, help="Training steps (total, also when resuming).")
+@click.option("--batch", "batch_size", type=int, default=None, help="Batch size.")
+@click.option("--lr", type=float, default=None, help="Adam learning rate for A and R.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--checkpoint-every", type=int, default=250, show_default=True, help="Steps between checkpoints.")
+@click.option("--refine-bg/--no-refine-bg", default=True, show_default=True,
+              help="Refine the best h_bg candidate on the image criterion; kept only if it scores higher.")
+@click.option("--refine-steps", type=int, default=300, show_default=True, help="Steps of the h_bg refinement.")
+@click.option("--bg-direction", default=None, metavar="INDEX[:MAGNITUDE]",
+              help="Use this direction as h_bg instead of the automatic choice.")
+@click.option("--bg-samples", type=int, default=128, show_default=True, help="Samples for scoring h_bg candidates.")
+@click.option("--charts/--no-charts", default=True, show_default=True, help="Write a chart per direction.")
+@click.option("--resolution", type=int, default=None, help="Image size, for generators that take one (scenes).")
+@click.option("--train-resolution", type=int, default=None,
+              help="Image size for the training game only (scenes default: 32; directions carry over).")
+@click.option("--weights", default=None, help="Generator weights (see `saliency sample --help`).")
+@click.option("--truncation", type=float, default=None, help="Truncation (biggan-deep-128).")
+def discover(generator_name, out, deformator, num_directions, reconstructor, steps, batch_size, lr, seed, device,
+             resume, checkpoint_every, refine_bg, refine_steps, bg_direction, bg_samples, charts, resolution, train_resolution,
+             weights, truncation) -> None:
+    """Stage 1: learn K latent directions and find the background-removal direction h_bg."""
+    from pipelines.discover import DiscoverConfig, run_discover
+
+    if checkpoint_every <= 0:
+        raise UserError(f"--checkpoint-every must be positive, got {checkpoint_every}")
+    config = DiscoverConfig(
+        generator=generator_name, out=out, deformator=deformator, num_directions=num_directions,
+        reconstructor=reconstructor, steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
+        resume=resume, checkpoint_every=checkpoint_every, refine_bg=refine_bg, refine_steps=refine_steps,
+        bg_direction=bg_direction,
+        bg_samples=bg_samples, charts=charts, train_resolution=train_resolution,
+        generator_options={"resolution": resolution, "weights": weights, "truncation": truncation},
+    )
+    summary = run_discover(config)
+    bg = summary["bg_direction"]
+    click.echo(f"RCA {summary['rca']:.3f} over {summary['num_directions']} directions "
+               f"({summary['steps']} steps, {summary['train_seconds']:.0f} s)")
+    click.echo(f"h_bg: direction {bg['index']}, sign {bg['sign']:+d}, magnitude {bg['magnitude']:g}, "
+               f"score {bg['score']:.3f}")
+    if summary.get("ground_truth"):
+        report = summary["ground_truth"]["background"]
+        click.echo(f"ground truth: bg_cos {report['bg_cos']:.3f}, bg_mask_iou {report['bg_mask_iou']:.3f}, "
+                   f"oracle_mask_iou {report['oracle_mask_iou']:.3f}")
+    click.echo(f"wrote {Path(out) / 'directions.json'}")
+
+
+@cli.command()
 def generators() -> None:
     """List the registered generators."""
     from directions.generators import available_generators

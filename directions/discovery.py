@@ -1,0 +1,265 @@
+"""The discovery game (paper, section 3): learn directions A jointly with a reconstructor R.
+
+Each step draws latents z (and classes), a direction index k and a shift eps, renders the
+pair (G(z), G(z + eps * A[:, k])) and trains R to tell k (cross-entropy) and eps (L1) from
+the pair, and A to make that easy. The generator is frozen: only the shifted image carries
+a graph, and no generator weight gets a gradient.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from directions.deformators import Deformator
+from directions.generators import Generator
+from directions.reconstructors import Reconstructor
+from saliency.artifacts import ensure_writable_dir
+from saliency.checkpoint import load_checkpoint, save_checkpoint
+from saliency.errors import UserError
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+METRICS_NAME = "metrics.jsonl"
+
+
+@dataclass
+class TrainSettings:
+    """The loop's settings; the paper's values unless a generator's profile says otherwise."""
+
+    steps: int = 100_000
+    batch_size: int = 32
+    lr: float = 1e-4  # Adam, for A and for R
+    deformator_lr: float | None = None  # None: same as lr
+    shift_scale: float = 6.0  # eps ~ shift_scale * U(-1, 1) ...
+    min_shift: float = 0.5  # ... with |eps| snapped up to this
+    shift_loss_weight: float = 0.25  # loss = CE + weight * L1
+    log_every: int = 50
+    checkpoint_every: int = 500
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.steps <= 0:
+            raise UserError(f"--steps must be positive, got {self.steps}")
+        if self.batch_size <= 0:
+            raise UserError(f"--batch must be positive, got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UserError(f"--lr must be positive, got {self.lr}")
+        if self.shift_scale <= 0 or not 0 <= self.min_shift < self.shift_scale:
+            raise UserError("need shift_scale > 0 and 0 <= min_shift < shift_scale")
+        if self.checkpoint_every <= 0 or self.log_every <= 0:
+            raise UserError("--checkpoint-every and log interval must be positive")
+
+
+def sample_shifts(
+    n: int, num_directions: int, rng: torch.Generator, scale: float, min_shift: float
+) -> tuple[Tensor, Tensor]:
+    """Direction indices k ~ U{0..K-1} and shifts eps ~ scale * U(-1, 1), |eps| >= min_shift."""
+    index = torch.randint(num_directions, (n,), generator=rng)
+    eps = scale * (2 * torch.rand(n, generator=rng) - 1)
+    sign = torch.where(eps < 0, -1.0, 1.0)
+    eps = torch.where(eps.abs() < min_shift, sign * min_shift, eps)
+    return index, eps
+
+
+def sample_game(generator: Generator, num_directions: int, n: int, rng: torch.Generator,
+                settings: TrainSettings):
+    """One batch of the game: z, classes (or None), k, eps; all drawn from ``rng`` on the CPU."""
+    z = generator.sample_latents(n, rng)
+    classes = generator.sample_classes(n, rng)
+    index, eps = sample_shifts(n, num_directions, rng, settings.shift_scale, settings.min_shift)
+    return z, classes, index.to(generator.device), eps.to(generator.device, z.dtype)
+
+
+def game_step(generator: Generator, deformator: Deformator, reconstructor: Reconstructor,
+              z: Tensor, classes: Tensor | None, index: Tensor, eps: Tensor, shift_loss_weight: float):
+    """Render the pair and score R on it. Returns (loss, ce, shift_l1, accuracy)."""
+    with torch.no_grad():
+        original = generator(z, classes)  # no graph: nothing upstream of it is trained
+    shifted = generator(z + deformator(index, eps), classes)
+    logits, eps_pred = reconstructor(original, shifted)
+    ce = F.cross_entropy(logits, index)
+    shift_l1 = (eps_pred - eps).abs().mean()
+    accuracy = (logits.argmax(1) == index).float().mean()
+    return ce + shift_loss_weight * shift_l1, ce, shift_l1, accuracy
+
+
+def _optimizers(deformator: Deformator, reconstructor: Reconstructor, settings: TrainSettings):
+    optimizers = {"reconstructor": torch.optim.Adam(reconstructor.parameters(), lr=settings.lr)}
+    if deformator.trainable:
+        lr = settings.deformator_lr if settings.deformator_lr is not None else settings.lr
+        optimizers["deformator"] = torch.optim.Adam(deformator.parameters(), lr=lr)
+    return optimizers
+
+
+def _trim_metrics(path: Path, last_step: int) -> None:
+    """Drop log lines past the checkpoint a resumed run restarts from (no step twice)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= last_step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line torn by a kill
+    path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+
+
+def train(
+    generator: Generator,
+    deformator: Deformator,
+    reconstructor: Reconstructor,
+    settings: TrainSettings,
+    run_dir: Path,
+    identity: dict,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Play the game for ``settings.steps`` steps, checkpointing into ``run_dir``.
+
+    ``identity`` (generator name, deformator, K, ...) is stored in every checkpoint; resuming
+    from a checkpoint whose identity differs is refused. Returns a summary of the run.
+    """
+    settings.validate()
+    run_dir = ensure_writable_dir(run_dir)
+    device = generator.device
+    deformator.to(device).train()
+    reconstructor.to(device).train()
+    optimizers = _optimizers(deformator, reconstructor, settings)
+    rng = torch.Generator().manual_seed(settings.seed)
+    checkpoint_path = run_dir / CHECKPOINT_NAME
+    metrics_path = run_dir / METRICS_NAME
+
+    step, elapsed = 0, 0.0
+    if checkpoint_path.exists():
+        if not resume:
+            raise UserError(f"{run_dir} already holds a discovery run: pass --resume to continue it, or another --out")
+        state = load_checkpoint(checkpoint_path)
+        saved = state.get("identity", {})
+        differs = sorted(k for k in identity if saved.get(k) != identity[k])
+        if differs:
+            detail = ", ".join(f"{k}: {saved.get(k)!r} in the run, {identity[k]!r} now" for k in differs)
+            raise UserError(f"cannot resume {run_dir}: it was made with other settings ({detail})")
+        try:
+            deformator.load_state_dict(state["deformator"])
+            reconstructor.load_state_dict(state["reconstructor"])
+            for name, optimizer in optimizers.items():
+                optimizer.load_state_dict(state["optimizers"][name])
+            rng.set_state(state["rng"])
+            step, elapsed = int(state["step"]), float(state["seconds"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise UserError(f"checkpoint {checkpoint_path} does not fit this run ({type(exc).__name__})") from exc
+        _trim_metrics(metrics_path, step)
+    elif metrics_path.exists():
+        metrics_path.unlink()  # a log with no checkpoint behind it: start afresh
+
+    def save(at_step: int, seconds: float) -> None:
+        save_checkpoint(checkpoint_path, {
+            "identity": identity,
+            "settings": asdict(settings),
+            "step": at_step,
+            "seconds": seconds,
+            "deformator": deformator.state_dict(),
+            "reconstructor": reconstructor.state_dict(),
+            "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+            "rng": rng.get_state(),
+        })
+
+    bar = tqdm(total=settings.steps, initial=step, desc="discover", unit="step", disable=not progress,
+               file=sys.stderr, mininterval=1.0, dynamic_ncols=True)
+    running_acc, running_loss = None, None
+    window = {"loss": 0.0, "ce": 0.0, "shift_l1": 0.0, "accuracy": 0.0, "n": 0}
+    started = time.perf_counter() - elapsed
+    first_loss = None
+    with open(metrics_path, "a", encoding="utf-8") as log:
+        while step < settings.steps:
+            z, classes, index, eps = sample_game(generator, deformator.num_directions, settings.batch_size, rng, settings)
+            loss, ce, shift_l1, accuracy = game_step(
+                generator, deformator, reconstructor, z, classes, index, eps, settings.shift_loss_weight
+            )
+            for optimizer in optimizers.values():
+                optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            for optimizer in optimizers.values():
+                optimizer.step()
+            step += 1
+
+            values = {"loss": loss.item(), "ce": ce.item(), "shift_l1": shift_l1.item(), "accuracy": accuracy.item()}
+            if not math.isfinite(values["loss"]):
+                raise UserError(f"the loss became {values['loss']} at step {step}: lower --lr")
+            first_loss = values["loss"] if first_loss is None else first_loss
+            for key, value in values.items():
+                window[key] += value
+            window["n"] += 1
+            running_acc = values["accuracy"] if running_acc is None else 0.98 * running_acc + 0.02 * values["accuracy"]
+            running_loss = values["loss"] if running_loss is None else 0.98 * running_loss + 0.02 * values["loss"]
+            bar.update(1)
+            if step % 10 == 0 or step == settings.steps:
+                bar.set_postfix(loss=f"{running_loss:.3f}", acc=f"{running_acc:.3f}", refresh=False)
+            if step % settings.log_every == 0 or step == settings.steps:
+                n = window.pop("n")
+                record = {"step": step, **{k: round(v / n, 5) for k, v in window.items()},
+                          "seconds": round(time.perf_counter() - started, 2)}
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                window = {"loss": 0.0, "ce": 0.0, "shift_l1": 0.0, "accuracy": 0.0, "n": 0}
+            if step % settings.checkpoint_every == 0 or step == settings.steps:
+                save(step, time.perf_counter() - started)
+    bar.close()
+    return {"steps": step, "seconds": round(time.perf_counter() - started, 2),
+            "first_loss": first_loss, "final_running_loss": running_loss, "final_running_accuracy": running_acc}
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(generator: Generator, deformator: Deformator, reconstructor: Reconstructor,
+                           settings: TrainSettings, batches: int = 20, seed: int = 54321) -> None:
+    """Re-estimate R's batch-norm statistics as plain averages over fresh batches of the final A.
+
+    The running averages kept during training trail a moving A; evaluated with them, R
+    scores visibly lower than it plays.
+    """
+    norms = [m for m in reconstructor.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    reconstructor.train()
+    rng = torch.Generator().manual_seed(seed)
+    for _ in range(batches):
+        z, classes, index, eps = sample_game(generator, deformator.num_directions, settings.batch_size, rng, settings)
+        reconstructor(generator(z, classes), generator(z + deformator(index, eps), classes))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+
+
+@torch.no_grad()
+def reconstructor_accuracy(generator: Generator, deformator: Deformator, reconstructor: Reconstructor,
+                           settings: TrainSettings, samples: int = 2048, batch_size: int = 128,
+                           seed: int = 12345) -> float:
+    """RCA: R's direction accuracy on fresh samples (a seed the training never used), in
+    inference mode, after :func:`recalibrate_batch_norm`."""
+    recalibrate_batch_norm(generator, deformator, reconstructor, settings)
+    reconstructor.eval()
+    rng = torch.Generator().manual_seed(seed)
+    correct, seen = 0, 0
+    while seen < samples:
+        n = min(batch_size, samples - seen)
+        z, classes, index, eps = sample_game(generator, deformator.num_directions, n, rng, settings)
+        original = generator(z, classes)
+        shifted = generator(z + deformator(index, eps), classes)
+        logits, _ = reconstructor(original, shifted)
+        correct += int((logits.argmax(1) == index).sum())
+        seen += n
+    reconstructor.train()
+    return correct / seen

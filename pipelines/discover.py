@@ -1,0 +1,313 @@
+"""``saliency discover``: stage 1 end to end, for one generator.
+
+train A and R (resumable) -> RCA on fresh samples -> charts -> h_bg (ranked candidates,
+optional refinement) -> ground-truth report where the generator has one -> directions.json.
+
+A run folder holds::
+
+    config.json               the settings of the run (written first)
+    checkpoint.safetensors    training state, replaced atomically every N steps
+    metrics.jsonl             loss, CE, shift L1 and accuracy every log interval
+    directions.safetensors    A (d x K) and h_bg (d,)
+    charts/                   one chart per direction, overview.png
+    bg_candidates.json/.png   the ranked h_bg candidates and a picture of the best ones
+    directions.json           the summary; written last, so its presence means "complete"
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from directions import background as bg
+from directions.charts import direction_strip, save_direction_charts
+from directions.deformators import build_deformator
+from directions.discovery import CHECKPOINT_NAME, TrainSettings, reconstructor_accuracy, train
+from directions.generators import Generator, build_generator
+from directions.ground_truth import background_report, factor_table, has_ground_truth
+from directions.reconstructors import build_reconstructor
+from saliency.artifacts import atomic_path, ensure_writable_dir, write_json
+from saliency.checkpoint import load_checkpoint
+from saliency.errors import UserError
+from saliency.visualize import save_grid
+
+SUMMARY_NAME = "directions.json"
+TENSORS_NAME = "directions.safetensors"
+CONFIG_NAME = "config.json"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A generator's default discovery settings."""
+
+    deformator: str
+    num_directions: int
+    reconstructor: str
+    batch_size: int
+    steps: int
+    lr: float
+    deformator_lr: float | None = None
+    # Generator options for training only. Directions live in latent space, so a generator
+    # with a resolution option can play the game at a smaller size and be charted, searched
+    # and synthesized at its full one.
+    train_options: tuple[tuple[str, object], ...] = ()
+    note: str = ""
+
+
+PROFILES: dict[str, Profile] = {
+    # The paper's BigGAN settings (section 4 and the reference code).
+    "biggan-deep-128": Profile("ortho", 128, "resnet18", 32, 100_000, 1e-4, note="paper"),
+    # Measured on a 2-core CPU to meet the acceptance bar in minutes (see README).
+    "scenes": Profile("ortho", 32, "lenet", 256, 2_400, 1e-3, train_options=(("resolution", 32),), note="measured"),
+    "dcgan-faces": Profile("ortho", 32, "lenet", 32, 2_000, 1e-3, note="measured"),
+}
+
+
+def default_profile(generator: Generator) -> Profile:
+    """For a user's generator: the paper's small-GAN choices, scaled to its latent size."""
+    k = min(generator.latent_dim, 64)
+    reconstructor = "resnet18" if generator.resolution >= 64 else "lenet"
+    return Profile("ortho", k, reconstructor, 32, 20_000, 1e-4, note="generic")
+
+
+@dataclass
+class DiscoverConfig:
+    generator: str = "scenes"
+    out: Path = Path("checkpoints/discover")
+    deformator: str | None = None
+    num_directions: int | None = None
+    reconstructor: str | None = None
+    steps: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = False
+    checkpoint_every: int = 250
+    refine_bg: bool = True
+    bg_direction: str | None = None  # "INDEX" or "INDEX:MAGNITUDE"
+    bg_samples: int = 128
+    refine_steps: int = 300
+    rca_samples: int = 2048
+    train_resolution: int | None = None
+    charts: bool = True
+    progress: bool = True
+    generator_options: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "num_directions"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                flag = {"batch_size": "--batch", "num_directions": "--directions"}.get(name, f"--{name}")
+                raise UserError(f"{flag} must be positive, got {value}")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UserError(f"--lr must be positive, got {self.lr}")
+        if self.bg_samples < 8 or self.rca_samples < 8:
+            raise UserError("--bg-samples and --rca-samples must be at least 8")
+        if self.train_resolution is not None and not 16 <= self.train_resolution <= 1024:
+            raise UserError(f"--train-resolution must lie in [16, 1024], got {self.train_resolution}")
+        if self.refine_steps < 0:
+            raise UserError("--refine-steps must be >= 0")
+        if self.bg_direction is not None:
+            parse_bg_direction(self.bg_direction)
+
+
+def parse_bg_direction(text: str) -> tuple[int, float | None]:
+    index_text, _, magnitude_text = text.partition(":")
+    try:
+        index = int(index_text)
+        magnitude = float(magnitude_text) if magnitude_text else None
+    except ValueError as exc:
+        raise UserError(f"--bg-direction takes INDEX or INDEX:MAGNITUDE, got {text!r}") from exc
+    if index < 0 or (magnitude is not None and not (magnitude > 0 and math.isfinite(magnitude))):
+        raise UserError(f"--bg-direction needs an index >= 0 and a magnitude > 0, got {text!r}")
+    return index, magnitude
+
+
+def _resolved(config: DiscoverConfig, generator: Generator) -> tuple[Profile, TrainSettings]:
+    profile = PROFILES.get(config.generator) or default_profile(generator)
+    profile = replace(
+        profile,
+        deformator=config.deformator or profile.deformator,
+        num_directions=config.num_directions or profile.num_directions,
+        reconstructor=config.reconstructor or profile.reconstructor,
+        batch_size=config.batch_size or profile.batch_size,
+        steps=config.steps or profile.steps,
+        lr=config.lr or profile.lr,
+    )
+    settings = TrainSettings(
+        steps=profile.steps, batch_size=profile.batch_size, lr=profile.lr,
+        deformator_lr=profile.deformator_lr, seed=config.seed,
+        checkpoint_every=config.checkpoint_every,
+    )
+    return profile, settings
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+
+
+def _candidate_chart(generator: Generator, candidates: list[bg.Candidate], vectors: dict, z, classes,
+                     path: Path, samples: int = 6) -> None:
+    """Row 0: the samples; then, for each top candidate, the samples shifted by it."""
+    rows = [generator(z[:samples], None if classes is None else classes[:samples]).float().cpu()]
+    for candidate in candidates:
+        vector = vectors[candidate.index] * candidate.sign
+        shifted = direction_strip(generator, vector, z[:samples], None if classes is None else classes[:samples],
+                                  shifts=(candidate.magnitude,))
+        rows.append(shifted)
+    save_grid(torch.cat(rows), path, nrow=samples)
+
+
+def choose_background(generator: Generator, directions: torch.Tensor, config: DiscoverConfig, out: Path,
+                      criterion: bg.BackgroundCriterion) -> tuple[dict, torch.Tensor, dict]:
+    """Rank every direction as h_bg, refine the best, keep whichever scores higher on held-out
+    samples (or take the user's ``--bg-direction``). Returns (summary, h_bg, evaluation batch)."""
+    z, classes = bg.evaluation_batch(generator, config.bg_samples, seed=config.seed + 101)
+    held_z, held_c = bg.evaluation_batch(generator, config.bg_samples, seed=config.seed + 202)
+    vectors = {k: directions[:, k] for k in range(directions.shape[1])}
+
+    if config.bg_direction is not None:
+        index, magnitude = parse_bg_direction(config.bg_direction)
+        if index >= directions.shape[1]:
+            raise UserError(f"--bg-direction {index}: the run has directions 0..{directions.shape[1] - 1}")
+        scored = bg.score_direction(generator, vectors[index], bg.DEFAULT_MAGNITUDES if magnitude is None else (magnitude,),
+                                    held_z, held_c, criterion)
+        sign, magnitude, terms = max(scored, key=lambda item: item[2]["score"])
+        winner = bg.Candidate(index=index, sign=sign, magnitude=magnitude, **terms, extra={"chosen_by": "user"})
+        ranked = [winner]
+    else:
+        with tqdm(total=directions.shape[1], desc="h_bg search", disable=not config.progress,
+                  file=sys.stderr, leave=False) as bar:
+            ranked = bg.rank_directions(generator, directions, z, classes, criterion, progress=bar)
+        best = ranked[0]
+        # Re-score the best on held-out samples so it competes fairly with the refinement.
+        held = bg.score_direction(generator, vectors[best.index] * best.sign, (best.magnitude,), held_z, held_c, criterion)
+        winner = replace(best, **held[0][2], extra={"chosen_by": "search", "search_score": best.score})
+        if config.refine_bg and config.refine_steps > 0:
+            with tqdm(total=config.refine_steps, desc="h_bg refine", disable=not config.progress,
+                      file=sys.stderr, leave=False) as bar:
+                refined = bg.refine_direction(generator, vectors[best.index] * best.sign, best.magnitude, criterion,
+                                              steps=config.refine_steps, seed=config.seed + 303, progress=bar)
+            scored = bg.score_direction(generator, refined, bg.DEFAULT_MAGNITUDES, held_z, held_c, criterion)
+            sign, magnitude, terms = max(scored, key=lambda item: item[2]["score"])
+            vectors["refined"] = refined
+            refined_candidate = bg.Candidate(index="refined", sign=sign, magnitude=magnitude, **terms,
+                                             extra={"chosen_by": "refinement", "start": best.index,
+                                                    "cos_to_start": round(float(torch.dot(refined, vectors[best.index] * best.sign)), 4)})
+            ranked = [refined_candidate] + ranked
+            if refined_candidate.score > winner.score:
+                winner = refined_candidate
+    h_bg = vectors[winner.index] * winner.sign
+    write_json(out / "bg_candidates.json", {"criterion": asdict(criterion), "ranked": [c.as_dict() for c in ranked[:50]],
+                                            "winner": winner.as_dict()})
+    _candidate_chart(generator, ranked[:5], vectors, held_z, held_c, out / "bg_candidates.png")
+    summary = {**winner.as_dict(), "threshold": criterion.threshold, "vector": [round(float(v), 6) for v in h_bg]}
+    return summary, h_bg, {"z": held_z, "classes": held_c}
+
+
+def run_discover(config: DiscoverConfig) -> dict:
+    """Run stage 1 into ``config.out``; returns the summary written to directions.json."""
+    config.validate()
+    out = ensure_writable_dir(config.out)
+    started = time.perf_counter()
+    checkpoint = out / CHECKPOINT_NAME
+    if config.resume and not checkpoint.exists():
+        raise UserError(f"--resume: {out} holds no discovery checkpoint ({CHECKPOINT_NAME})")
+    if not checkpoint.exists() and (out / SUMMARY_NAME).exists():
+        raise UserError(f"{out} holds a finished run without its checkpoint; choose another --out")
+    if checkpoint.exists() and not config.resume:
+        raise UserError(f"{out} already holds a discovery run: pass --resume to continue it, or another --out")
+    if config.resume:
+        saved = load_checkpoint(checkpoint).get("identity", {})
+        if saved.get("generator") != config.generator:
+            raise UserError(f"cannot resume {out}: it is a run of generator {saved.get('generator')!r}, "
+                            f"not {config.generator!r}")
+    generator = build_generator(config.generator, device=config.device, **config.generator_options)
+    profile, settings = _resolved(config, generator)
+    options = {k: v for k, v in config.generator_options.items() if v is not None}
+    train_options = dict(profile.train_options)
+    if config.train_resolution is not None:
+        train_options["resolution"] = config.train_resolution
+    if "resolution" in options and config.train_resolution is None:
+        train_options.pop("resolution", None)  # an explicit --resolution is used throughout
+    game_generator = generator
+    if train_options:
+        game_generator = build_generator(config.generator, device=config.device, **(options | train_options))
+    identity = {
+        "generator": config.generator, "generator_options": options, "train_options": train_options,
+        "latent_dim": generator.latent_dim,
+        "deformator": profile.deformator, "num_directions": profile.num_directions,
+        "reconstructor": profile.reconstructor, "batch_size": profile.batch_size, "seed": config.seed,
+    }
+
+    rng = torch.Generator().manual_seed(config.seed)
+    deformator = build_deformator(profile.deformator, generator.latent_dim, profile.num_directions, rng)
+    torch.manual_seed(config.seed)  # R's initial weights: the same seed, the same run
+    reconstructor = build_reconstructor(profile.reconstructor, profile.num_directions)
+    if not checkpoint.exists():
+        write_json(out / CONFIG_NAME, {"identity": identity, "profile": asdict(profile), "settings": asdict(settings),
+                                       "command": asdict(config) | {"out": str(config.out)}})
+
+    history = train(game_generator, deformator, reconstructor, settings, out, identity,
+                    resume=config.resume, progress=config.progress)
+    deformator.eval()
+    directions = deformator.directions().detach()
+    rca = reconstructor_accuracy(game_generator, deformator, reconstructor, settings, samples=config.rca_samples)
+
+    charts = {}
+    if config.charts:
+        charts = save_direction_charts(generator, directions, out / "charts", progress=config.progress)
+
+    criterion = bg.BackgroundCriterion()
+    bg_summary, h_bg, held = choose_background(generator, directions, config, out, criterion)
+
+    report = None
+    if has_ground_truth(generator):
+        report = {"background": background_report(generator, h_bg, bg_summary["magnitude"], held["z"],
+                                                  held["classes"], criterion),
+                  "factors": factor_table(generator, directions)}
+
+    _save_tensors(out / TENSORS_NAME, {"directions": directions, "bg_direction": h_bg},
+                  {"generator": config.generator, "bg_magnitude": str(bg_summary["magnitude"])})
+    summary = {
+        "generator": config.generator,
+        "generator_options": options,
+        "latent_dim": generator.latent_dim,
+        "num_directions": profile.num_directions,
+        "deformator": profile.deformator,
+        "reconstructor": profile.reconstructor,
+        "batch_size": profile.batch_size,
+        "train_options": train_options,
+        "steps": history["steps"],
+        "train_seconds": history["seconds"],
+        "rca": round(rca, 4),
+        "rca_samples": config.rca_samples,
+        "bg_direction": bg_summary,
+        "ground_truth": report,
+        "charts": charts,
+        "seconds": round(time.perf_counter() - started, 2),
+        "device": str(generator.device),
+    }
+    write_json(out / SUMMARY_NAME, summary)
+    return summary
+
+
+def load_run(run_dir: str | Path) -> dict:
+    """Read a finished discovery run's summary (used by later stages)."""
+    path = Path(run_dir) / SUMMARY_NAME
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a finished discovery run (no {SUMMARY_NAME})")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is corrupted ({type(exc).__name__})") from exc

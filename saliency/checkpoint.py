@@ -1,0 +1,92 @@
+"""Training checkpoints as one safetensors file: tensors in the body, everything else as JSON
+in its header. Written atomically; loading never unpickles anything.
+
+A state is any nesting of dicts, lists, numbers, strings and tensors (a model's or an
+optimizer's ``state_dict()``, a ``torch.Generator`` state, a step counter). Tensors are
+stored under their path in the nesting; the rest of the structure is kept as JSON with a
+placeholder where each tensor was.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from saliency.artifacts import atomic_path
+from saliency.errors import UserError
+
+_TENSOR = "__tensor__"
+_TUPLE = "__tuple__"
+FORMAT = "saliency-checkpoint/1"
+
+
+def _split(value: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, torch.Tensor):
+        key = path or "tensor"
+        tensors[key] = value.detach().cpu().contiguous().clone()
+        return {_TENSOR: key}
+    if isinstance(value, dict):
+        if not all(isinstance(k, (str, int)) for k in value):
+            raise TypeError(f"checkpoint keys must be str or int at {path!r}")
+        # JSON keys are strings: remember which were ints (optimizer state is keyed by int).
+        return {
+            "__dict__": [
+                [k, _split(v, f"{path}/{k}" if path else str(k), tensors)] for k, v in value.items()
+            ]
+        }
+    if isinstance(value, tuple):
+        return {_TUPLE: [_split(v, f"{path}/{i}", tensors) for i, v in enumerate(value)]}
+    if isinstance(value, list):
+        return [_split(v, f"{path}/{i}", tensors) for i, v in enumerate(value)]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot store {type(value).__name__} at {path!r} in a checkpoint")
+
+
+def _join(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, dict):
+        if _TENSOR in value:
+            return tensors[value[_TENSOR]]
+        if _TUPLE in value:
+            return tuple(_join(v, tensors) for v in value[_TUPLE])
+        if "__dict__" in value:
+            return {k: _join(v, tensors) for k, v in value["__dict__"]}
+        raise ValueError("malformed checkpoint structure")
+    if isinstance(value, list):
+        return [_join(v, tensors) for v in value]
+    return value
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` (``.safetensors``), atomically."""
+    tensors: dict[str, torch.Tensor] = {}
+    structure = _split(state, "", tensors)
+    metadata = {"format": FORMAT, "state": json.dumps(structure)}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`; a damaged file is a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} not found")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            if metadata.get("format") != FORMAT:
+                raise UserError(f"{path} is not a saliency checkpoint")
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        structure = json.loads(metadata["state"])
+        return _join(structure, tensors)
+    except UserError:
+        raise
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise UserError(f"checkpoint {path} is corrupted or truncated ({type(exc).__name__})") from exc
