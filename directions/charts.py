@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm import tqdm
 
 from directions.generators import Generator
+from saliency.progress import progress_bar
 from saliency.visualize import save_grid
 
 DEFAULT_SHIFTS = (-8.0, -6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0, 8.0)
@@ -45,9 +45,12 @@ def save_direction_charts(generator: Generator, directions: Tensor, out_dir: Pat
     z = generator.sample_latents(samples, rng)
     c = generator.sample_classes(samples, rng, choices=classes)
     paths, overview_rows = [], []
-    for k in tqdm(range(directions.shape[1]), desc="charts", disable=not progress, leave=False):
+    bar = progress_bar(directions.shape[1], "charts", enabled=progress, leave=False)
+    for k in range(directions.shape[1]):
+        bar.update(1)
         strip = direction_strip(generator, directions[:, k], z, c, shifts)
         paths.append(str(save_grid(strip, out_dir / f"direction_{k:03d}.png", nrow=len(shifts))))
         overview_rows.append(_fit(strip[: len(shifts)], overview_size))
+    bar.close()
     overview = save_grid(torch.cat(overview_rows), out_dir / "overview.png", nrow=len(shifts), padding=1)
     return {"directions": paths, "overview": str(overview), "shifts": list(shifts)}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,12 +17,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm import tqdm
 
 from directions.deformators import Deformator
 from directions.generators import Generator
 from directions.reconstructors import Reconstructor
 from saliency.artifacts import ensure_writable_dir
+from saliency.progress import progress_bar
 from saliency.checkpoint import load_checkpoint, save_checkpoint
 from saliency.errors import UserError
 
@@ -174,8 +173,7 @@ def train(
             "rng": rng.get_state(),
         })
 
-    bar = tqdm(total=settings.steps, initial=step, desc="discover", unit="step", disable=not progress,
-               file=sys.stderr, mininterval=1.0, dynamic_ncols=True)
+    bar = progress_bar(settings.steps, "discover", enabled=progress, initial=step, unit="step")
     running_acc, running_loss = None, None
     window = {"loss": 0.0, "ce": 0.0, "shift_l1": 0.0, "accuracy": 0.0, "n": 0}
     started = time.perf_counter() - elapsed

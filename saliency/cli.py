@@ -125,6 +125,9 @@ def discover(generator_name, out, deformator, num_directions, reconstructor, ste
                f"({summary['steps']} steps, {summary['train_seconds']:.0f} s)")
     click.echo(f"h_bg: direction {bg['index']}, sign {bg['sign']:+d}, magnitude {bg['magnitude']:g}, "
                f"score {bg['score']:.3f}")
+    if not bg.get("reliable", True):
+        click.echo("warning: no direction whitens the background without changing the rest; this h_bg is "
+                   "not usable for synthesis (train longer, or pick one with --bg-direction)", err=True)
     if summary.get("ground_truth"):
         report = summary["ground_truth"]["background"]
         click.echo(f"ground truth: bg_cos {report['bg_cos']:.3f}, bg_mask_iou {report['bg_mask_iou']:.3f}, "
