@@ -49,14 +49,18 @@ def test_all_ten_shape_families_render_distinct_masks(scenes64):
     assert off_diagonal.max() < 0.9, "two shape families render the same silhouette"
 
 
+def _with_factor(values, index, value):
+    changed = values.clone()
+    changed[:, index] = value
+    return changed
+
+
 def test_whiteness_at_maximum_whitens_background_and_keeps_object(scenes128):
     gen = scenes128
     z, c = _batch(gen, 64, seed=1)
     values = gen.factor_values(z)
     before, coverage = gen.render(values, c)
-    white_values = values.clone()
-    white_values[:, WHITE] = 1.0
-    after, coverage_after = gen.render(white_values, c)
+    after, coverage_after = gen.render(_with_factor(values, WHITE, 1.0), c)
     assert torch.equal(coverage, coverage_after)
 
     background = (coverage <= 0.01).expand_as(after)
@@ -80,12 +84,9 @@ def test_true_mask_matches_rendered_object(scenes128):
     z, c = _batch(gen, 32, seed=2)
     values = gen.factor_values(z)
     plain, _ = gen.render(values, c)
-    whitened = values.clone()
-    whitened[:, WHITE] = 1.0
-    white, _ = gen.render(whitened, c)
-    off_screen = values.clone()
-    off_screen[:, FACTOR_INDEX["pos_x"]] = 10.0  # the object leaves the frame: background only
-    background, _ = gen.render(off_screen, c)
+    white, _ = gen.render(_with_factor(values, WHITE, 1.0), c)
+    # The object leaves the frame: the background alone.
+    background, _ = gen.render(_with_factor(values, FACTOR_INDEX["pos_x"], 10.0), c)
     # image = a * obj + (1 - a) * bg  =>  plain - white = (1 - a) * (bg - 1)
     estimated_coverage = 1 - (plain - white).mean(1) / (background.mean(1) - 1)
     estimated = estimated_coverage >= 0.5
