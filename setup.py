@@ -24,6 +24,7 @@ setup(
         "safetensors>=0.4",
         "huggingface_hub>=0.20",
         "pytorch-pretrained-biggan==0.1.1",
+        "scipy>=1.10",  # imported by pytorch-pretrained-biggan, which does not declare it
     ],
     extras_require={
         # The DCGAN faces weights ship in this package. Installed through the extra, pip also

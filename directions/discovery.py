@@ -21,7 +21,7 @@ from torch import Tensor
 from directions.deformators import Deformator
 from directions.generators import Generator
 from directions.reconstructors import Reconstructor
-from saliency.artifacts import ensure_writable_dir
+from saliency.artifacts import atomic_path, ensure_writable_dir, remove_stale_temporaries
 from saliency.progress import progress_bar
 from saliency.checkpoint import load_checkpoint, save_checkpoint
 from saliency.errors import UserError
@@ -110,7 +110,8 @@ def _trim_metrics(path: Path, last_step: int) -> None:
                 kept.append(line)
         except (json.JSONDecodeError, KeyError, TypeError):
             continue  # a line torn by a kill
-    path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
 
 
 def train(
@@ -130,6 +131,7 @@ def train(
     """
     settings.validate()
     run_dir = ensure_writable_dir(run_dir)
+    remove_stale_temporaries(run_dir)  # left by a run killed mid-write
     device = generator.device
     deformator.to(device).train()
     reconstructor.to(device).train()
@@ -153,6 +155,11 @@ def train(
             reconstructor.load_state_dict(state["reconstructor"])
             for name, optimizer in optimizers.items():
                 optimizer.load_state_dict(state["optimizers"][name])
+                # The command line's learning rate wins over the saved one (e.g. a lower
+                # --lr after the loss diverged).
+                lr = settings.deformator_lr if name == "deformator" and settings.deformator_lr else settings.lr
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
             rng.set_state(state["rng"])
             step, elapsed = int(state["step"]), float(state["seconds"])
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:

@@ -17,7 +17,9 @@ from directions.generators import Generator
 
 
 def has_ground_truth(generator: Generator) -> bool:
-    return all(hasattr(generator, name) for name in ("factor_directions", "object_mask", "factors"))
+    if not all(hasattr(generator, name) for name in ("factor_directions", "object_mask", "factors")):
+        return False
+    return "whiteness" in [f.name for f in generator.factors]
 
 
 def factor_table(generator: Generator, directions: Tensor) -> list[dict]:

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from directions import background as bg
@@ -111,6 +112,9 @@ class DiscoverConfig:
             raise UserError(f"--lr must be positive, got {self.lr}")
         if self.bg_samples < 8 or self.rca_samples < 8:
             raise UserError("--bg-samples and --rca-samples must be at least 8")
+        resolution = self.generator_options.get("resolution")
+        if resolution is not None and not 16 <= resolution <= 1024:
+            raise UserError(f"--resolution must lie in [16, 1024], got {resolution}")
         if self.train_resolution is not None and not 16 <= self.train_resolution <= 1024:
             raise UserError(f"--train-resolution must lie in [16, 1024], got {self.train_resolution}")
         if self.refine_steps < 0:
@@ -152,7 +156,10 @@ def _resolved(config: DiscoverConfig, generator: Generator) -> tuple[Profile, Tr
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        try:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        except SafetensorError as exc:
+            raise UserError(f"cannot write {path}: {exc}") from exc
 
 
 def _candidate_chart(generator: Generator, candidates: list[bg.Candidate], vectors: dict, z, classes,
@@ -195,8 +202,11 @@ def choose_background(generator: Generator, directions: torch.Tensor, config: Di
             with progress_bar(config.refine_steps, "h_bg refine", enabled=config.progress, leave=False) as bar:
                 refined = bg.refine_direction(generator, vectors[best.index] * best.sign, best.magnitude, criterion,
                                               steps=config.refine_steps, seed=config.seed + 303, progress=bar)
-            scored = bg.score_direction(generator, refined, bg.DEFAULT_MAGNITUDES, held_z, held_c, criterion)
-            sign, magnitude, terms = max(scored, key=lambda item: item[2]["score"])
+            # Sign and magnitude chosen on the search samples, scored on the held-out ones,
+            # exactly like the search's winner.
+            scored = bg.score_direction(generator, refined, bg.DEFAULT_MAGNITUDES, z, classes, criterion)
+            sign, magnitude, _ = max(scored, key=lambda item: item[2]["score"])
+            terms = bg.score_direction(generator, refined * sign, (magnitude,), held_z, held_c, criterion)[0][2]
             vectors["refined"] = refined
             refined_candidate = bg.Candidate(index="refined", sign=sign, magnitude=magnitude, **terms,
                                              extra={"chosen_by": "refinement", "start": best.index,
@@ -256,6 +266,10 @@ def run_discover(config: DiscoverConfig) -> dict:
         write_json(out / CONFIG_NAME, {"identity": identity, "profile": asdict(profile), "settings": asdict(settings),
                                        "command": asdict(config) | {"out": str(config.out)}})
 
+    if config.bg_direction is not None and parse_bg_direction(config.bg_direction)[0] >= profile.num_directions:
+        raise UserError(f"--bg-direction {config.bg_direction}: the run has directions 0..{profile.num_directions - 1}")
+    # The summary marks a finished run: a resumed run is unfinished until it writes a new one.
+    (out / SUMMARY_NAME).unlink(missing_ok=True)
     history = train(game_generator, deformator, reconstructor, settings, out, identity,
                     resume=config.resume, progress=config.progress)
     deformator.eval()

@@ -16,6 +16,8 @@ from typing import Any, Iterator
 
 from saliency.errors import UserError
 
+TEMP_SUFFIX = ".tmp"
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -46,7 +48,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     ensure_writable_dir(path.parent if str(path.parent) else Path("."))
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        raise UserError(f"cannot write in {path.parent}: {exc.strerror}") from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -59,12 +64,23 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         if exc.errno == errno.ENOSPC:
             raise UserError(f"no space left on device while writing {path}") from exc
-        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise UserError(f"cannot write {path}: {exc.strerror}") from exc
-        raise
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete temporary files that :func:`atomic_path` left behind when a process was killed
+    mid-write. Call it only where no other writer is active. Returns how many went."""
+    removed = 0
+    for stale in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        try:
+            stale.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
 
 
 def write_json(path: str | os.PathLike, payload: Any) -> Path:

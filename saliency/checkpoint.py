@@ -69,7 +69,10 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     metadata = {"format": FORMAT, "state": json.dumps(structure)}
     path = Path(path)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as exc:  # e.g. a full disk, reported by the Rust writer
+            raise UserError(f"cannot write {path}: {exc}") from exc
     return path
 
 

@@ -69,6 +69,7 @@ def test_bad_inputs_end_in_one_line_and_a_nonzero_exit(tmp_path):
         (("sample", "--generator", "dcgan-faces", "--weights", str(bad_weights),
           "--out", str(tmp_path / "x.png")), str(bad_weights)),
         (("no-such-command",), "no-such-command"),
+        (("sample", "--generator", ":nothing", "--out", str(tmp_path / "x.png")), "cannot import"),
     ]
     for args, needle in cases:
         result = run_cli(*args, env={"HF_HUB_CACHE": str(tmp_path / "empty-hub")})

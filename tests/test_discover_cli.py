@@ -109,6 +109,8 @@ def test_discover_bad_inputs(tmp_path):
         (("--out", str(tmp_path / "h"), "--deformator", "spiral"), "spiral"),
         (("--out", str(tmp_path / "i"), "--checkpoint-every", "0"), "--checkpoint-every"),
         (("--out", str(tmp_path / "j"), "--generator", "biggan-deep-128"), "--weights DIR"),
+        (("--out", str(tmp_path / "k"), "--resolution", "8"), "--resolution"),
+        (("--out", str(finished), "--resume", "--steps", "3", *TINY, "--bg-direction", "9"), "directions 0..3"),
     ]
     for args, needle in cases:
         result = run_cli("discover", *args, env={"HF_HUB_CACHE": str(tmp_path / "empty-hub")})

@@ -75,12 +75,12 @@ def test_reconstructors_take_a_pair_and_give_logits_and_shift(name):
 
 
 # ------------------------------------------------------------------------------ training
-def _tiny(tmp_path, steps=60, seed=0, deformator="ortho", resume=False, checkpoint_every=20):
+def _tiny(tmp_path, steps=60, seed=0, deformator="ortho", resume=False, checkpoint_every=20, lr=2e-3):
     generator = ScenesGenerator(resolution=32).eval().requires_grad_(False)
     a = build_deformator(deformator, generator.latent_dim, 6, torch.Generator().manual_seed(seed))
     torch.manual_seed(seed)  # R's initial weights
     r = build_reconstructor("lenet", 6)
-    settings = TrainSettings(steps=steps, batch_size=16, lr=2e-3, seed=seed, log_every=10,
+    settings = TrainSettings(steps=steps, batch_size=16, lr=lr, seed=seed, log_every=10,
                              checkpoint_every=checkpoint_every)
     identity = {"generator": "scenes", "deformator": deformator, "num_directions": 6}
     history = train(generator, a, r, settings, tmp_path, identity, resume=resume, progress=False)
@@ -115,6 +115,15 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
         assert torch.equal(p, q)
     steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) == list(range(10, 41, 10))
+
+
+def test_resume_takes_the_new_learning_rate(tmp_path):
+    _tiny(tmp_path, steps=10, checkpoint_every=10)
+    _tiny(tmp_path, steps=20, checkpoint_every=10, resume=True, lr=1e-5)
+    state = load_checkpoint(tmp_path / "checkpoint.safetensors")
+    assert state["step"] == 20
+    for optimizer in state["optimizers"].values():
+        assert [group["lr"] for group in optimizer["param_groups"]] == [1e-5]
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):

@@ -71,8 +71,17 @@ def resolve_weight_files(weights: str | os.PathLike | None) -> tuple[Path, Path]
     return Path(config), Path(model)
 
 
+def _biggan_package():
+    try:
+        import pytorch_pretrained_biggan
+    except ImportError as exc:
+        raise UserError(f"biggan-deep-128 needs pytorch-pretrained-biggan and its imports ({exc}): "
+                        f"pip install -e . installs them") from exc
+    return pytorch_pretrained_biggan
+
+
 def _read_config(path: Path):
-    from pytorch_pretrained_biggan import BigGANConfig
+    BigGANConfig = _biggan_package().BigGANConfig
 
     try:
         return BigGANConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
@@ -110,8 +119,7 @@ class BigGANDeep(Generator):
 
 def load_biggan(weights: str | os.PathLike | None = None, truncation: float = 0.4) -> BigGANDeep:
     """Build BigGAN-deep from ``config.json`` + ``pytorch_model.bin`` (see module docstring)."""
-    from pytorch_pretrained_biggan import BigGAN
-
+    BigGAN = _biggan_package().BigGAN
     config_path, model_path = resolve_weight_files(weights)
     config = _read_config(config_path)
     model = BigGAN(config)

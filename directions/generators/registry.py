@@ -45,7 +45,7 @@ def get_factory(name: str) -> GeneratorFactory:
         module_name, _, attr = name.partition(":")
         try:
             module = importlib.import_module(module_name)
-        except ImportError as exc:
+        except Exception as exc:  # a user's module: any import failure is their input
             raise UserError(f"cannot import generator module {module_name!r}: {exc}") from exc
         factory = getattr(module, attr, None)
         if not callable(factory):
@@ -73,7 +73,10 @@ def build_generator(
     if unknown:
         flags = ", ".join("--" + key.replace("_", "-") for key in unknown)
         raise UserError(f"generator {name!r} does not take {flags}")
-    generator = factory(**options)
+    try:
+        generator = factory(**options)
+    except (ValueError, TypeError) as exc:  # a factory refusing its options
+        raise UserError(f"generator {name!r}: {exc}") from exc
     if not isinstance(generator, Generator):
         raise UserError(f"generator factory {name!r} did not return a directions Generator")
     generator.eval().requires_grad_(False)
