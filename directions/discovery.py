@@ -78,13 +78,18 @@ def sample_game(generator: Generator, num_directions: int, n: int, rng: torch.Ge
     return z, classes, index.to(generator.device), eps.to(generator.device, z.dtype)
 
 
+def render_pair(generator: Generator, deformator: Deformator, z: Tensor, classes: Tensor | None,
+                index: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
+    """(G(z), G(z + eps * A[:, k])); only the shifted image carries a graph (to A)."""
+    with torch.no_grad():
+        original = generator(z, classes)
+    return original, generator(z + deformator(index, eps), classes)
+
+
 def game_step(generator: Generator, deformator: Deformator, reconstructor: Reconstructor,
               z: Tensor, classes: Tensor | None, index: Tensor, eps: Tensor, shift_loss_weight: float):
     """Render the pair and score R on it. Returns (loss, ce, shift_l1, accuracy)."""
-    with torch.no_grad():
-        original = generator(z, classes)  # no graph: nothing upstream of it is trained
-    shifted = generator(z + deformator(index, eps), classes)
-    logits, eps_pred = reconstructor(original, shifted)
+    logits, eps_pred = reconstructor(*render_pair(generator, deformator, z, classes, index, eps))
     ce = F.cross_entropy(logits, index)
     shift_l1 = (eps_pred - eps).abs().mean()
     accuracy = (logits.argmax(1) == index).float().mean()
@@ -243,7 +248,7 @@ def recalibrate_batch_norm(generator: Generator, deformator: Deformator, reconst
     rng = torch.Generator().manual_seed(seed)
     for _ in range(batches):
         z, classes, index, eps = sample_game(generator, deformator.num_directions, settings.batch_size, rng, settings)
-        reconstructor(generator(z, classes), generator(z + deformator(index, eps), classes))
+        reconstructor(*render_pair(generator, deformator, z, classes, index, eps))
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
 
@@ -261,9 +266,7 @@ def reconstructor_accuracy(generator: Generator, deformator: Deformator, reconst
     while seen < samples:
         n = min(batch_size, samples - seen)
         z, classes, index, eps = sample_game(generator, deformator.num_directions, n, rng, settings)
-        original = generator(z, classes)
-        shifted = generator(z + deformator(index, eps), classes)
-        logits, _ = reconstructor(original, shifted)
+        logits, _ = reconstructor(*render_pair(generator, deformator, z, classes, index, eps))
         correct += int((logits.argmax(1) == index).sum())
         seen += n
     reconstructor.train()

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 from safetensors.torch import load_file
 
 from conftest import REPO, assert_one_line_error, run_cli
