@@ -359,3 +359,28 @@ def load_run(run_dir: str | Path) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is corrupted ({type(exc).__name__})") from exc
+
+
+def write_known_direction_run(out: str | Path, generator: str, direction: torch.Tensor, magnitude: float,
+                              generator_options: dict | None = None, threshold: float = 0.95,
+                              note: str = "known direction") -> Path:
+    """A run folder holding one h_bg found elsewhere (a paper, another tool, a generator's
+    ground truth), in the format later stages read; no training happens.
+
+    Tests and benchmarks use it to feed synthesis a known direction.
+    """
+    out = ensure_writable_dir(out)
+    vector = direction.detach().float().cpu().flatten()
+    vector = vector / vector.norm()
+    _save_tensors(out / TENSORS_NAME, {"directions": vector[:, None].clone(), "bg_direction": vector.clone()},
+                  {"generator": generator, "bg_magnitude": str(float(magnitude))})
+    write_json(out / SUMMARY_NAME, {
+        "generator": generator,
+        "generator_options": generator_options or {},
+        "latent_dim": int(vector.numel()),
+        "num_directions": 1,
+        "bg_direction": {"index": 0, "sign": 1, "magnitude": float(magnitude), "threshold": threshold,
+                         "reliable": True, "vector": [round(float(v), 6) for v in vector],
+                         "extra": {"chosen_by": note}},
+    })
+    return out

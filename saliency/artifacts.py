@@ -74,7 +74,9 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
     """Delete temporary files that :func:`atomic_path` left behind when a process was killed
     mid-write. Call it only where no other writer is active. Returns how many went."""
     removed = 0
-    for stale in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+    # Ours end in TEMP_SUFFIX; safetensors (Rust's tempfile crate) writes through ".tmpXXXXXX".
+    stale_files = set(Path(folder).glob(f".*{TEMP_SUFFIX}")) | set(Path(folder).glob(".tmp??????"))
+    for stale in sorted(stale_files):
         try:
             stale.unlink()
             removed += 1

@@ -135,6 +135,79 @@ def discover(generator_name, out, deformator, num_directions, reconstructor, ste
     click.echo(f"wrote {Path(out) / 'directions.json'}")
 
 
+DATA_ROOT_HELP = "Folder holding datasets by name (ROOT/ECSSD/...); default $SALIENCY_DATA, else ./data."
+
+
+@cli.command()
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="A finished discovery run (holds directions.json with h_bg).")
+@click.option("--n", "count", type=int, required=True, help="Number of (image, mask) pairs to keep.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output folder: shards, manifest.json, preview.png. Rerun the same command to resume.")
+@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None, help=DATA_ROOT_HELP)
+@click.option("--dataset", default="ecssd", show_default=True, help="Dataset whose train images vote for classes.")
+@click.option("--classes", default=None, help="Comma-separated class indices to use instead of voting.")
+@click.option("--classifier", default=None,
+              help="Voting classifier: resnet18-imagenet or scenes-shapes (default: the generator's).")
+@click.option("--classifier-weights", default=None, help="Classifier weights file/folder instead of the default.")
+@click.option("--top-k", type=int, default=5, show_default=True, help="Classes each image votes for.")
+@click.option("--class-fraction", type=float, default=0.25, show_default=True,
+              help="Fraction of all classes kept, the most voted first.")
+@click.option("--threshold", type=float, default=None, help="Whiteness threshold (default: the run's, 0.95).")
+@click.option("--shift", "magnitude", type=float, default=None, help="Shift along h_bg (default: the run's magnitude).")
+@click.option("--min-area", type=float, default=0.05, show_default=True, help="Smallest kept mask area (fraction).")
+@click.option("--max-area", type=float, default=0.5, show_default=True, help="Largest kept mask area (fraction).")
+@click.option("--component-filter", "component_fraction", type=float, default=None,
+              help="Drop mask components smaller than this fraction of the largest (follow-up work: 0.2). Off by default.")
+@click.option("--bimodal-filter/--no-bimodal-filter", default=False, show_default=True,
+              help="Reject pairs whose shifted image is not bimodal (Otsu separability < 0.8).")
+@click.option("--batch", "batch_size", type=int, default=None, help="Latents per batch (default 256; BigGAN 32).")
+@click.option("--shard-size", type=int, default=1024, show_default=True, help="Pairs per shard file.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@click.option("--ground-truth/--no-ground-truth", default=True, show_default=True,
+              help="Score kept masks against the generator's exact masks, where it has them (scenes).")
+def synthesize(run_dir, count, out, data_root, dataset, classes, classifier, classifier_weights, top_k, class_fraction,
+               threshold, magnitude, min_area, max_area, component_fraction, bimodal_filter, batch_size, shard_size,
+               seed, device, ground_truth) -> None:
+    """Stage 2: vote for classes, then write N (image, mask) pairs made with h_bg."""
+    from pipelines.synthesize import SynthesizeConfig, run_synthesize
+
+    config = SynthesizeConfig(
+        run=run_dir, count=count, out=out, data_root=data_root, dataset=dataset, classes=parse_int_list(classes),
+        classifier=classifier, classifier_weights=classifier_weights, top_k=top_k, class_fraction=class_fraction,
+        threshold=threshold, magnitude=magnitude, min_area=min_area, max_area=max_area,
+        component_fraction=component_fraction, bimodal=bimodal_filter, batch_size=batch_size, shard_size=shard_size,
+        seed=seed, device=device, ground_truth=ground_truth,
+    )
+    manifest = run_synthesize(config)
+    if manifest.get("skipped"):
+        click.echo(f"{out} already holds {manifest['count']} pairs; nothing to do")
+        return
+    click.echo(f"kept {manifest['count']} pairs of {manifest['candidates']} candidates "
+               f"(acceptance {manifest['acceptance_rate']:.3f}); classes {manifest['classes']}; "
+               f"{manifest['seconds']:.1f} s")
+    if manifest.get("ground_truth"):
+        click.echo(f"ground truth: mask IoU {manifest['ground_truth']['mask_iou']:.3f}")
+    click.echo(f"wrote {Path(out) / 'manifest.json'}")
+
+
+@cli.command("fetch-data")
+@click.argument("dataset")
+@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None, help=DATA_ROOT_HELP)
+@click.option("--mirror", default=None, help="Base URL that serves the same archive names (default: the official site).")
+@click.option("--force", is_flag=True, help="Replace the dataset if it is already there.")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Check the unpacked files against the known content checksum.")
+def fetch_data(dataset, data_root, mirror, force, verify) -> None:
+    """Download a saliency benchmark's official archives, verify them, unpack them safely."""
+    from saliency.datasets import resolve_data_root
+    from saliency.fetch import fetch_dataset
+
+    folder = fetch_dataset(dataset, resolve_data_root(data_root), mirror=mirror, force=force, verify_content=verify)
+    click.echo(f"wrote {folder}")
+
+
 @cli.command()
 def generators() -> None:
     """List the registered generators."""

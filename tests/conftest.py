@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+PROGRESS_LINE = re.compile(r"^[^:]+: +\d+%\|")  # a tqdm bar: "desc: 42%|###  | 5/12 ..."
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +54,8 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
 def assert_one_line_error(result, *needles: str) -> None:
     """A bad input ends with exit code != 0 and one stderr line naming the problem."""
     assert result.returncode != 0, result.stdout
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    # Progress bars of the work done before the problem showed are not part of the message.
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not PROGRESS_LINE.match(line)]
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert lines[0].startswith("saliency: error:"), lines[0]

@@ -333,6 +333,15 @@ class ScenesGenerator(Generator):
         return image.to(self.dtype)
 
     # -------------------------------------------------------------------- ground truth
+    def forward_with_masks(self, z: Tensor, classes: Tensor | list[int]) -> tuple[Tensor, Tensor]:
+        """Images and their exact object masks ``(n, H, W)`` bool from one render: synthesis
+        gets the ground truth for free."""
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"expected latents of shape (n, {self.latent_dim}), got {tuple(z.shape)}")
+        z = z.to(device=self.device, dtype=self.dtype)
+        image, alpha = self.render(self.factor_values(z), self.check_classes(classes, z.shape[0]))
+        return image.to(self.dtype), alpha[:, 0] >= 0.5
+
     def coverage(self, z: Tensor, classes: Tensor | list[int]) -> Tensor:
         """The object's coverage (alpha) in [0, 1], ``(n, 1, H, W)``."""
         z = z.to(self.device)

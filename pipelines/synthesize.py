@@ -1,0 +1,434 @@
+"""``saliency synthesize``: stage 2 end to end, from a discovery run to (image, mask) shards.
+
+classes (given, or voted by a classifier on the dataset's train split) -> batches of
+(z, c) from a seeded sampler -> G(z, c) and G(z + h_bg, c) in one call -> mask rule ->
+fixed-size shards -> manifest.json and preview.png.
+
+An output folder holds::
+
+    classes.json      the class vote (counts, chosen classes), when voting ran
+    progress.json     the settings and every finished shard with its position and totals
+    shard-NNNNN.safetensors
+    manifest.json     the summary; written last, so its presence means "complete"
+    preview.png       image / shifted image / mask for the first pairs (paper Figure 10)
+
+Batch ``b`` draws its latents from its own seed, so a run can stop anywhere and start
+again: shards listed in progress.json are kept (after a checksum check), anything else is
+discarded, and generation resumes at the recorded (batch, row) position, so the result is
+the same n pairs an uninterrupted run writes, bit for bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from directions.generators import Generator, build_generator
+from pipelines.discover import SUMMARY_NAME, TENSORS_NAME, load_run
+from saliency.artifacts import ensure_writable_dir, remove_stale_temporaries, write_json
+from saliency.classifiers import GENERATOR_CLASSIFIERS, build_classifier
+from saliency.datasets import open_dataset
+from saliency.device import resolve_device
+from saliency.errors import UserError
+from saliency.fetch import sha256_file
+from saliency.progress import progress_bar
+from saliency.shards import MANIFEST_NAME, read_shard, shard_name, write_shard
+from saliency.synthesis import HISTOGRAM_BINS, KEPT, REASONS, MaskRule, area_histogram, mask_iou, synthesize_batch
+from saliency.visualize import save_grid
+from saliency.voting import choose_classes, count_votes
+
+PROGRESS_NAME = "progress.json"
+CLASSES_NAME = "classes.json"
+PREVIEW_NAME = "preview.png"
+FORMAT = "gan-saliency-pairs/1"
+DEFAULT_BATCH = {"biggan-deep-128": 32}
+
+
+@dataclass
+class SynthesizeConfig:
+    run: Path
+    count: int
+    out: Path
+    data_root: Path | None = None
+    dataset: str = "ecssd"
+    split: str = "train"
+    classes: list[int] | None = None
+    classifier: str | None = None
+    classifier_weights: str | None = None
+    top_k: int = 5
+    class_fraction: float = 0.25
+    threshold: float | None = None
+    magnitude: float | None = None
+    min_area: float = 0.05
+    max_area: float = 0.5
+    component_fraction: float | None = None
+    bimodal: bool = False
+    batch_size: int | None = None
+    shard_size: int = 1024
+    seed: int = 0
+    device: str = "auto"
+    ground_truth: bool = True
+    preview: int = 8
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.count <= 0:
+            raise UserError(f"--n must be positive, got {self.count}")
+        if self.batch_size is not None and self.batch_size <= 0:
+            raise UserError(f"--batch must be positive, got {self.batch_size}")
+        if self.shard_size <= 0:
+            raise UserError(f"--shard-size must be positive, got {self.shard_size}")
+        if not 0 < self.class_fraction <= 1:
+            raise UserError(f"--class-fraction must lie in (0, 1], got {self.class_fraction}")
+        if self.top_k <= 0:
+            raise UserError(f"--top-k must be positive, got {self.top_k}")
+        if self.magnitude is not None and not (math.isfinite(self.magnitude) and self.magnitude > 0):
+            raise UserError(f"--shift must be a positive number, got {self.magnitude}")
+
+
+# ------------------------------------------------------------------------------ inputs
+def load_background_direction(run_dir: Path, summary: dict, latent_dim: int) -> torch.Tensor:
+    """The run's h_bg (signed unit vector), from directions.safetensors."""
+    bg = summary.get("bg_direction")
+    if not isinstance(bg, dict) or "magnitude" not in bg:
+        raise UserError(f"{run_dir} has no h_bg in {SUMMARY_NAME} (run `saliency discover` to the end)")
+    if not bg.get("reliable", True):
+        raise UserError(f"the h_bg of {run_dir} is marked unreliable; choose one with "
+                        f"`saliency discover --out {run_dir} --bg-direction INDEX[:MAGNITUDE]`")
+    path = run_dir / TENSORS_NAME
+    try:
+        vector = load_file(str(path))["bg_direction"].float()
+    except FileNotFoundError as exc:
+        raise UserError(f"{path} not found: the run is incomplete") from exc
+    except (SafetensorError, KeyError, OSError) as exc:
+        raise UserError(f"{path} is corrupted or has no bg_direction ({type(exc).__name__})") from exc
+    if vector.ndim != 1 or vector.numel() != latent_dim or not torch.isfinite(vector).all():
+        raise UserError(f"{path}: bg_direction has shape {tuple(vector.shape)}, the generator's latents have {latent_dim}")
+    return vector
+
+
+def vote_for_classes(config: SynthesizeConfig, generator_name: str, generator: Generator, out: Path) -> dict:
+    """Run (or reuse) the class vote; returns the content of classes.json."""
+    classifier_name = config.classifier or GENERATOR_CLASSIFIERS.get(generator_name)
+    if classifier_name is None:
+        raise UserError(f"no classifier knows the classes of {generator_name}; pass --classes or --classifier")
+    settings = {"classifier": classifier_name, "dataset": config.dataset, "split": config.split,
+                "top_k": config.top_k, "fraction": config.class_fraction}
+    cached = out / CLASSES_NAME
+    if cached.is_file():
+        try:
+            previous = json.loads(cached.read_text(encoding="utf-8"))
+            if previous.get("settings") == settings:
+                return previous
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            pass
+    classifier = build_classifier(classifier_name, config.classifier_weights)
+    if classifier.num_classes != generator.num_classes:
+        raise UserError(f"classifier {classifier_name} has {classifier.num_classes} classes, "
+                        f"{generator_name} has {generator.num_classes}")
+    dataset = open_dataset(config.dataset, config.data_root, config.split)
+    device = generator.device
+    model = classifier.model.to(device)
+
+    def batches(size: int = 32):
+        with progress_bar(len(dataset), f"vote ({dataset.spec.name} {config.split})", enabled=config.progress) as bar:
+            for start in range(0, len(dataset), size):
+                chunk = [classifier.preprocess(dataset.image(i)) for i in range(start, min(start + size, len(dataset)))]
+                bar.update(len(chunk))
+                yield torch.stack(chunk)
+
+    counts, images = count_votes(model, batches(), classifier.num_classes, config.top_k, device)
+    chosen = choose_classes(counts, config.class_fraction)
+    vote = {"settings": settings, "images": images, "data_folder": str(dataset.folder),
+            "counts": {str(c): int(v) for c, v in enumerate(counts.tolist()) if v},
+            "classes": chosen}
+    write_json(cached, vote)
+    return vote
+
+
+def batch_latents(generator: Generator, seed: int, batch: int, size: int, classes: list[int] | None):
+    """Batch ``batch``'s latents and classes, from a seed of its own (so any batch can be redone)."""
+    digest = hashlib.sha256(f"gan-saliency/synthesize/{seed}/{batch}".encode()).digest()
+    rng = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+    z = generator.sample_latents(size, rng)
+    c = generator.sample_classes(size, rng, choices=classes) if generator.conditional else None
+    return z, c
+
+
+# ------------------------------------------------------------------------- bookkeeping
+def empty_totals() -> dict:
+    return {"candidates": 0, "kept": 0, "rejected": {name: 0 for name in REASONS.values()},
+            "area_histogram_all": [0] * HISTOGRAM_BINS, "area_histogram_kept": [0] * HISTOGRAM_BINS,
+            "truth_iou_sum": 0.0, "truth_pairs": 0, "seconds": 0.0}
+
+
+def _load_progress(out: Path, fingerprint: dict) -> list[dict]:
+    """The shards a previous run finished with these settings (verified), else []."""
+    path = out / PROGRESS_NAME
+    if not path.is_file():
+        return []
+    try:
+        progress = json.loads(path.read_text(encoding="utf-8"))
+        recorded, shards = progress["fingerprint"], list(progress["shards"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise UserError(f"{path} is corrupted ({type(exc).__name__}); remove {out} or use another --out") from exc
+    if recorded != fingerprint:
+        changed = sorted(k for k in set(recorded) | set(fingerprint) if recorded.get(k) != fingerprint.get(k))
+        raise UserError(f"{out} holds a synthesis with other settings ({', '.join(changed)}); use another --out")
+    valid = []
+    for entry in shards:  # keep the prefix of shards whose bytes still match
+        shard = out / entry["file"]
+        if not shard.is_file() or sha256_file(shard) != entry["sha256"]:
+            break
+        valid.append(entry)
+    return valid
+
+
+def _save_progress(out: Path, fingerprint: dict, shards: list[dict]) -> None:
+    write_json(out / PROGRESS_NAME, {"format": FORMAT, "fingerprint": fingerprint, "shards": shards})
+
+
+def _discard_unlisted(out: Path, shards: list[dict]) -> None:
+    listed = {entry["file"] for entry in shards}
+    for path in out.glob("shard-*.safetensors"):
+        if path.name not in listed:
+            path.unlink()
+    remove_stale_temporaries(out)
+
+
+class PairBuffer:
+    """Kept pairs waiting for their shard (CPU arrays)."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, list[np.ndarray]] = {k: [] for k in ("images", "masks", "latents", "classes", "index")}
+        self.size = 0
+
+    def add(self, **arrays: np.ndarray) -> None:
+        for key, value in arrays.items():
+            self.parts[key].append(value)
+        self.size += len(arrays["index"])
+
+    def take(self) -> dict[str, np.ndarray]:
+        joined = {k: np.concatenate(v) for k, v in self.parts.items()}
+        self.__init__()
+        return joined
+
+
+# ------------------------------------------------------------------------------ the run
+def run_synthesize(config: SynthesizeConfig) -> dict:
+    """Write ``config.count`` pairs into ``config.out``; returns the manifest."""
+    config.validate()
+    started = time.perf_counter()
+    run_dir = Path(config.run)
+    summary = load_run(run_dir)
+    generator_name = summary.get("generator")
+    options = summary.get("generator_options") or {}
+    if not isinstance(generator_name, str) or not isinstance(options, dict):
+        raise UserError(f"{run_dir / SUMMARY_NAME} names no generator")
+    bg = summary.get("bg_direction") or {}
+    device = resolve_device(config.device)
+    generator = build_generator(generator_name, device=device, **options).eval()
+    direction = load_background_direction(run_dir, summary, generator.latent_dim)
+    magnitude = float(config.magnitude if config.magnitude is not None else bg["magnitude"])
+    rule = MaskRule(threshold=float(config.threshold if config.threshold is not None else bg.get("threshold", 0.95)),
+                    min_area=config.min_area, max_area=config.max_area,
+                    component_fraction=config.component_fraction, bimodal=config.bimodal)
+    rule.validate()
+    out = ensure_writable_dir(config.out)
+
+    vote = None
+    classes = None
+    if generator.conditional:
+        if config.classes is not None:
+            bad = [c for c in config.classes if not 0 <= c < generator.num_classes]
+            if bad:
+                raise UserError(f"--classes {bad[0]} is out of range: {generator_name} has classes 0..{generator.num_classes - 1}")
+            classes = sorted(set(config.classes))
+        else:
+            vote = vote_for_classes(config, generator_name, generator, out)
+            classes = vote["classes"]
+            if not classes:
+                raise UserError("the class vote chose no class")
+
+    batch_size = config.batch_size or DEFAULT_BATCH.get(generator_name, 256)
+    with_truth = config.ground_truth and hasattr(generator, "forward_with_masks")
+    fingerprint = {
+        "generator": generator_name, "generator_options": options, "resolution": generator.resolution,
+        "shift_sha256": hashlib.sha256(direction.numpy().tobytes()).hexdigest(), "magnitude": magnitude,
+        "rule": asdict(rule), "classes": classes, "batch_size": batch_size, "shard_size": config.shard_size,
+        "seed": config.seed, "ground_truth": with_truth,
+    }
+    shards = _load_progress(out, fingerprint)
+    done = sum(int(e["count"]) for e in shards)
+    manifest_path = out / MANIFEST_NAME
+    if manifest_path.is_file() and done == config.count:
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            if manifest.get("count") == config.count:
+                manifest["skipped"] = True
+                return manifest
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            pass
+    if done > config.count:
+        raise UserError(f"{out} already holds {done} pairs, more than --n {config.count}; use another --out")
+    manifest_path.unlink(missing_ok=True)
+    _discard_unlisted(out, shards)
+    # A shard that was the last of a smaller run is complete but short; from here on the
+    # run extends it like any other, so positions and totals continue from its snapshot.
+
+    totals = json.loads(json.dumps(shards[-1]["totals"])) if shards else empty_totals()
+    batch, row = (shards[-1]["position"]["batch"], shards[-1]["position"]["row"]) if shards else (0, 0)
+    seconds_before = totals["seconds"]
+    run_started = time.perf_counter()
+    shift = (direction * magnitude).to(generator.device, generator.dtype)
+    buffer = PairBuffer()
+    total = done
+
+    def flush(position: tuple[int, int]) -> None:
+        nonlocal total
+        arrays = buffer.take()
+        number = len(shards)
+        name = shard_name(number)
+        digest = write_shard(out / name, **arrays)
+        totals["seconds"] = round(seconds_before + time.perf_counter() - run_started, 3)
+        shards.append({"file": name, "count": int(len(arrays["index"])), "sha256": digest,
+                       "position": {"batch": position[0], "row": position[1]},
+                       "totals": json.loads(json.dumps(totals))})
+        _save_progress(out, fingerprint, shards)
+        total += len(arrays["index"])
+
+    with progress_bar(config.count, "synthesize", enabled=config.progress, initial=done, unit="pair") as bar:
+        while total + buffer.size < config.count:
+            z, c = batch_latents(generator, config.seed, batch, batch_size, classes)
+            pairs = synthesize_batch(generator, z, c, shift, rule, with_truth=with_truth)
+            reasons = pairs.judged.reasons.cpu()
+            kept_rows = torch.nonzero(reasons == KEPT).flatten()
+            kept_rows = kept_rows[kept_rows >= row]
+            while True:
+                need = min(config.shard_size - buffer.size, config.count - total - buffer.size)
+                if need == 0:  # all n pairs are written; the rest of this batch is never looked at
+                    break
+                take = kept_rows[:need]
+                end = int(take[-1]) + 1 if len(take) == need else batch_size
+                _account(totals, pairs, reasons, row, end, take)
+                if len(take):
+                    buffer.add(**_kept_arrays(pairs, z, c, take, batch, batch_size))
+                    bar.update(len(take))
+                kept_rows = kept_rows[len(take):]
+                if end == batch_size:
+                    position = (batch + 1, 0)
+                else:
+                    position = (batch, end)
+                if buffer.size == config.shard_size or total + buffer.size == config.count:
+                    flush(position)
+                row = position[1]
+                if end == batch_size:
+                    break
+            batch += 1
+            row = 0
+            bar.set_postfix(acceptance=f"{totals['kept'] / max(1, totals['candidates']):.2f}", refresh=False)
+
+    manifest = _manifest(config, out, run_dir, generator, generator_name, options, classes, vote, rule, magnitude,
+                         batch_size, with_truth, shards, totals, device)
+    if config.preview > 0:
+        _save_preview(generator, out, shards, manifest, shift, config.preview)
+        manifest["preview"] = PREVIEW_NAME
+    manifest["wall_seconds_this_call"] = round(time.perf_counter() - started, 2)
+    write_json(manifest_path, manifest)
+    return manifest
+
+
+def _account(totals: dict, pairs, reasons: torch.Tensor, start: int, end: int, take: torch.Tensor) -> None:
+    """Add candidates ``start:end`` of a batch to the running totals."""
+    if end <= start:
+        return
+    seen = reasons[start:end]
+    areas = pairs.judged.areas[start:end].cpu()
+    totals["candidates"] += int(end - start)
+    totals["kept"] += int(len(take))
+    for code, name in REASONS.items():
+        totals["rejected"][name] += int((seen == code).sum())
+    totals["area_histogram_all"] = (np.asarray(totals["area_histogram_all"]) + area_histogram(areas)).tolist()
+    if len(take):
+        kept_areas = pairs.judged.areas.cpu()[take]
+        totals["area_histogram_kept"] = (np.asarray(totals["area_histogram_kept"]) + area_histogram(kept_areas)).tolist()
+        if pairs.truth is not None:
+            ious = mask_iou(pairs.judged.masks[take.to(pairs.judged.masks.device)],
+                            pairs.truth[take.to(pairs.truth.device)])
+            totals["truth_iou_sum"] += float(ious.double().sum())
+            totals["truth_pairs"] += int(len(take))
+
+
+def _kept_arrays(pairs, z, c, take: torch.Tensor, batch: int, batch_size: int) -> dict[str, np.ndarray]:
+    rows = take.to(pairs.images.device)
+    images = (pairs.images[rows].float() * 255 + 0.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return {
+        "images": images.contiguous().cpu().numpy(),
+        "masks": pairs.judged.masks[rows].cpu().numpy(),
+        "latents": z[take.to(z.device)].float().cpu().numpy(),
+        "classes": (c[take.to(c.device)].cpu().numpy() if c is not None else np.full(len(take), -1, dtype=np.int64)),
+        "index": (batch * batch_size + take).numpy().astype(np.int64),
+    }
+
+
+def _manifest(config, out, run_dir, generator, generator_name, options, classes, vote, rule, magnitude, batch_size,
+              with_truth, shards, totals, device) -> dict:
+    count = sum(int(e["count"]) for e in shards)
+    edges = [round(i / HISTOGRAM_BINS, 3) for i in range(HISTOGRAM_BINS + 1)]
+    return {
+        "format": FORMAT,
+        "count": count,
+        "acceptance_rate": round(totals["kept"] / max(1, totals["candidates"]), 4),
+        "candidates": totals["candidates"],
+        "kept": totals["kept"],
+        "rejected": totals["rejected"],
+        "area_histogram": {"edges": edges, "all": totals["area_histogram_all"], "kept": totals["area_histogram_kept"]},
+        "classes": classes,
+        "class_vote": CLASSES_NAME if vote is not None else None,
+        "threshold": rule.threshold,
+        "shift": magnitude,
+        "min_area": rule.min_area,
+        "max_area": rule.max_area,
+        "filters": {"component_fraction": rule.component_fraction,
+                    "bimodal_min": rule.bimodal_min if rule.bimodal else None},
+        "generator": generator_name,
+        "generator_options": options,
+        "run": str(run_dir),
+        "height": generator.resolution,
+        "width": generator.resolution,
+        "latent_dim": generator.latent_dim,
+        "layout": {"images": "uint8 (n, H, W, 3)", "masks": "uint8 (n, ceil(H*W/8)), np.packbits of the row-major mask",
+                   "latents": "float32 (n, d)", "classes": "int64 (n,), -1 if unconditional",
+                   "index": "int64 (n,), batch * batch_size + row"},
+        "seed": config.seed,
+        "batch_size": batch_size,
+        "shard_size": config.shard_size,
+        "shards": [{"file": e["file"], "count": e["count"], "sha256": e["sha256"]} for e in shards],
+        "seconds": totals["seconds"],
+        "device": str(device),
+        "ground_truth": ({"mask_iou": round(totals["truth_iou_sum"] / max(1, totals["truth_pairs"]), 4),
+                          "pairs": totals["truth_pairs"]} if with_truth else None),
+    }
+
+
+def _save_preview(generator: Generator, out: Path, shards: list[dict], manifest: dict, shift: torch.Tensor,
+                  count: int) -> None:
+    """Rows: images, shifted images, masks (the paper's Figure 10), re-rendered from stored latents."""
+    first = read_shard(out / shards[0]["file"], manifest["height"], manifest["width"])
+    k = min(count, len(first.index))
+    z = torch.from_numpy(first.latents[:k]).to(generator.device, generator.dtype)
+    c = torch.from_numpy(first.classes[:k]).to(generator.device) if generator.conditional else None
+    with torch.inference_mode():
+        shifted = generator(z + shift, c).float().cpu()
+    images = torch.from_numpy(first.images[:k]).permute(0, 3, 1, 2).float() / 255
+    masks = torch.from_numpy(first.masks[:k]).float().unsqueeze(1).expand(-1, 3, -1, -1)
+    save_grid(torch.cat([images, shifted, masks]), out / PREVIEW_NAME, nrow=k)

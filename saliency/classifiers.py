@@ -1,0 +1,124 @@
+"""Image classifiers that vote for a conditional generator's classes, by name.
+
+A classifier here is a module from a ``(n, 3, S, S)`` batch (already preprocessed) to logits
+over the generator's classes, plus ``preprocess`` that turns a PIL image into that input.
+
+- ``resnet18-imagenet``: torchvision's ResNet-18 with its ImageNet weights, for BigGAN (the
+  paper's choice). Read from ``--classifier-weights`` or torchvision's cache; never downloaded
+  behind the user's back.
+- ``scenes-shapes``: a small CNN over the ten shape families of the embedded ``scenes``
+  generator, trained by ``python -m pipelines.scenes_classifier`` and shipped in
+  ``checkpoints/scenes-classifier/`` so the whole embedded path runs offline.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from PIL import Image
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import Tensor, nn
+from torchvision.transforms import functional as TF
+
+from directions.generators.weights import load_state_dict_strict, load_torch_weights
+from saliency.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+SCENES_CLASSIFIER_DIR = REPO / "checkpoints" / "scenes-classifier"
+RESNET18_FILE = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weights.IMAGENET1K_V1
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Classifier:
+    name: str
+    model: nn.Module
+    num_classes: int
+    input_size: int
+    preprocess: Callable[[Image.Image], Tensor]
+
+
+def resize_center_crop(image: Image.Image, resize: int, crop: int) -> Tensor:
+    """Shorter side to ``resize``, centre crop ``crop``; a float tensor in [0, 1]."""
+    tensor = TF.pil_to_tensor(image.convert("RGB"))
+    tensor = TF.resize(tensor, resize, antialias=True)
+    return TF.center_crop(tensor, crop).float() / 255.0
+
+
+class ShapesNet(nn.Module):
+    """Four strided conv blocks and a linear head: enough to name a scenes shape at 64 px."""
+
+    def __init__(self, num_classes: int = 10, width: int = 32) -> None:
+        super().__init__()
+        layers, channels = [], 3
+        for out in (width, width * 2, width * 4, width * 4):
+            layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+            channels = out
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(channels, num_classes)
+        self.num_classes = num_classes
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def load_scenes_classifier(weights: str | Path | None = None) -> Classifier:
+    folder = Path(weights) if weights else SCENES_CLASSIFIER_DIR
+    if folder.is_file():
+        folder = folder.parent
+    meta_path, tensor_path = folder / "model.json", folder / "model.safetensors"
+    for path in (meta_path, tensor_path):
+        if not path.is_file():
+            raise UserError(f"scenes classifier: {path} not found (make it with `python -m pipelines.scenes_classifier`)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        state = load_file(str(tensor_path))
+        model = ShapesNet(num_classes=int(meta["num_classes"]), width=int(meta["width"]))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, SafetensorError, OSError) as exc:
+        raise UserError(f"scenes classifier in {folder} is unreadable ({type(exc).__name__})") from exc
+    load_state_dict_strict(model, state, tensor_path, "scenes classifier")
+    size = int(meta["input_size"])
+    return Classifier("scenes-shapes", model.eval(), model.num_classes, size,
+                      lambda image: resize_center_crop(image, size, size))
+
+
+def load_resnet18_imagenet(weights: str | Path | None = None) -> Classifier:
+    from torchvision.models import resnet18
+
+    if weights is None:
+        path = Path(torch.hub.get_dir()) / "checkpoints" / RESNET18_FILE
+        if not path.is_file():
+            raise UserError(f"ResNet-18 ImageNet weights not found: torchvision looks for {path} "
+                            f"(copy {RESNET18_FILE} there, or pass --classifier-weights PATH)")
+    else:
+        path = Path(weights)
+    model = resnet18(weights=None)
+    load_state_dict_strict(model, load_torch_weights(path, "ResNet-18 classifier"), path, "ResNet-18 classifier")
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return Classifier("resnet18-imagenet", model.eval(), 1000, 224,
+                      lambda image: (resize_center_crop(image, 256, 224) - mean) / std)
+
+
+CLASSIFIERS: dict[str, Callable[..., Classifier]] = {
+    "resnet18-imagenet": load_resnet18_imagenet,
+    "scenes-shapes": load_scenes_classifier,
+}
+
+# The classifier that speaks each conditional generator's class vocabulary.
+GENERATOR_CLASSIFIERS = {
+    "biggan-deep-128": "resnet18-imagenet",
+    "scenes": "scenes-shapes",
+}
+
+
+def build_classifier(name: str, weights: str | Path | None = None) -> Classifier:
+    if name not in CLASSIFIERS:
+        raise UserError(f"unknown classifier {name!r}; known: {', '.join(sorted(CLASSIFIERS))}")
+    return CLASSIFIERS[name](weights)

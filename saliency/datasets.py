@@ -1,0 +1,192 @@
+"""Saliency benchmarks on disk: images and masks in two folders, paired by file stem.
+
+The field's datasets share one layout (an image folder and a mask folder, masks 0/255); each
+is registered here by name with its folder names, so ``ROOT/NAME`` is all a user needs.
+Masks are binarised at 128, the convention of the field's evaluation code.
+
+ECSSD has no official split. Ours: sort the stems, even positions (0001, 0003, ..., 0999)
+are ``train`` (used only to vote for generator classes), odd positions (0002, ..., 1000)
+are ``test``. It depends on the file names alone, so it is the same on every machine.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from saliency.errors import UserError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+MASK_EXTENSIONS = (".png", ".bmp", ".jpg")
+SPLITS = ("train", "test", "all")
+MAX_IMAGE_PIXELS = 40_000_000  # larger than any benchmark image; bigger files are refused unread
+DATA_ROOT_ENV = "SALIENCY_DATA"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where a named dataset keeps its images and masks, below ``ROOT/folder``."""
+
+    name: str
+    folder: str
+    image_dir: str
+    mask_dir: str
+    images: int | None = None  # the published count, for a friendly check
+    note: str = ""
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    DATASETS[spec.name] = spec
+    return spec
+
+
+register_dataset(DatasetSpec("ecssd", "ECSSD", "images", "ground_truth_mask", images=1000,
+                             note="Shi et al., TPAMI 2016; 1000 images"))
+register_dataset(DatasetSpec("duts-te", "DUTS-TE", "DUTS-TE-Image", "DUTS-TE-Mask", images=5019,
+                             note="DUTS test part, as distributed"))
+register_dataset(DatasetSpec("dut-omron", "DUT-OMRON", "DUT-OMRON-image", "pixelwiseGT-new-PNG", images=5168,
+                             note="as distributed"))
+register_dataset(DatasetSpec("pascal-s", "PASCAL-S", "images", "masks", images=850,
+                             note="images/ and masks/ after conversion"))
+
+
+def available_datasets() -> list[str]:
+    return sorted(DATASETS)
+
+
+def get_spec(name: str) -> DatasetSpec:
+    key = name.lower()
+    if key not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; known: {', '.join(available_datasets())}")
+    return DATASETS[key]
+
+
+def resolve_data_root(data_root: str | os.PathLike | None) -> Path:
+    """``--data-root``, else ``$SALIENCY_DATA``, else ``./data``."""
+    if data_root is not None and str(data_root) != "":
+        return Path(data_root)
+    env = os.environ.get(DATA_ROOT_ENV)
+    if env:
+        return Path(env)
+    return Path("data")
+
+
+def _files_by_stem(folder: Path, extensions: tuple[str, ...], what: str) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in extensions:
+            continue
+        if path.stem in files:
+            raise UserError(f"two {what} files share the stem {path.stem!r} in {folder}")
+        files[path.stem] = path
+    return files
+
+
+def split_stems(stems: list[str], split: str) -> list[str]:
+    """The deterministic split: sorted stems, even positions train, odd positions test."""
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    ordered = sorted(stems)
+    if split == "all":
+        return ordered
+    start = 0 if split == "train" else 1
+    return ordered[start::2]
+
+
+@dataclass(frozen=True)
+class Sample:
+    stem: str
+    image_path: Path
+    mask_path: Path
+
+
+class SaliencyFolder:
+    """A saliency dataset on disk: ``samples`` holds (stem, image, mask) of one split.
+
+    Checks the layout up front so a bad folder is one clear error, not a failure halfway.
+    """
+
+    def __init__(self, root: str | os.PathLike, spec: DatasetSpec, split: str = "all") -> None:
+        self.spec = spec
+        self.split = split
+        self.folder = Path(root) / spec.folder
+        if not self.folder.is_dir():
+            raise UserError(f"dataset {spec.name}: folder {self.folder} not found "
+                            f"(set --data-root or ${DATA_ROOT_ENV}; `saliency fetch-data {spec.name}` downloads it)")
+        image_dir, mask_dir = self.folder / spec.image_dir, self.folder / spec.mask_dir
+        for folder in (image_dir, mask_dir):
+            if not folder.is_dir():
+                raise UserError(f"dataset {spec.name}: expected folder {folder} (layout: "
+                                f"{spec.folder}/{spec.image_dir}, {spec.folder}/{spec.mask_dir})")
+        images = _files_by_stem(image_dir, IMAGE_EXTENSIONS, "image")
+        masks = _files_by_stem(mask_dir, MASK_EXTENSIONS, "mask")
+        if not images:
+            raise UserError(f"dataset {spec.name}: no images in {image_dir}")
+        if not masks:
+            raise UserError(f"dataset {spec.name}: no masks in {mask_dir}")
+        lonely_images = sorted(set(images) - set(masks))
+        lonely_masks = sorted(set(masks) - set(images))
+        if lonely_images:
+            raise UserError(f"dataset {spec.name}: {len(lonely_images)} image(s) without a mask in {mask_dir}, "
+                            f"first {images[lonely_images[0]].name}")
+        if lonely_masks:
+            raise UserError(f"dataset {spec.name}: {len(lonely_masks)} mask(s) without an image in {image_dir}, "
+                            f"first {masks[lonely_masks[0]].name}")
+        stems = split_stems(list(images), split)
+        if not stems:
+            raise UserError(f"dataset {spec.name}: the {split} split is empty")
+        self.samples = [Sample(stem, images[stem], masks[stem]) for stem in stems]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def image(self, index: int) -> Image.Image:
+        return load_image(self.samples[index].image_path)
+
+    def mask(self, index: int) -> np.ndarray:
+        return load_mask(self.samples[index].mask_path)
+
+
+def open_dataset(name: str, data_root: str | os.PathLike | None = None, split: str = "all") -> SaliencyFolder:
+    return SaliencyFolder(resolve_data_root(data_root), get_spec(name), split)
+
+
+def _open_bounded(path: Path) -> Image.Image:
+    """Open an image, refusing unreadable files and decompression bombs by name."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            handle = Image.open(path)
+            width, height = handle.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise UserError(f"{path}: {width}x{height} pixels is more than the {MAX_IMAGE_PIXELS:,} allowed")
+            handle.load()
+    except UserError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UserError(f"{path}: refused, too many pixels ({exc})") from exc
+    except FileNotFoundError as exc:
+        raise UserError(f"{path}: file not found") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise UserError(f"{path}: unreadable image ({exc})") from exc
+    return handle
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """An RGB image; grayscale, palette and RGBA files are converted (alpha dropped)."""
+    image = _open_bounded(Path(path))
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def load_mask(path: str | os.PathLike) -> np.ndarray:
+    """A bool mask ``(H, W)``: the file's gray value at least 128."""
+    image = _open_bounded(Path(path))
+    return np.asarray(image.convert("L")) >= 128

@@ -1,0 +1,217 @@
+"""``saliency fetch-data``: download a benchmark's official archives and unpack them safely.
+
+Every download goes to a temporary name and is checked (SHA-256 where the archive's digest is
+known) before it is used; extraction refuses absolute paths, ``..``, links and archives whose
+members add up past a size bound, and happens in a staging folder that is renamed into place
+only after the dataset's layout (and, for ECSSD, the digest of its 2000 files) checks out.
+
+The ECSSD authors publish no archive digests, and archives can be re-zipped; what must match
+is the content, so ECSSD is verified by ``content_sha256``: SHA-256 over the sorted lines
+``<relative path> <sha256 of the file>`` of every extracted image and mask.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from saliency.artifacts import atomic_path, ensure_writable_dir
+from saliency.datasets import DatasetSpec, get_spec
+from saliency.errors import UserError
+from saliency.progress import progress_bar
+
+CHUNK = 1 << 20
+MAX_EXTRACTED_BYTES = 2 << 30  # 2 GiB: ECSSD unpacks to 72 MB
+MAX_MEMBERS = 100_000
+
+
+@dataclass(frozen=True)
+class Archive:
+    url: str
+    sha256: str | None = None  # the archive's digest, where it is published
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a dataset comes from and how to recognise it once unpacked."""
+
+    dataset: str
+    archives: tuple[Archive, ...]
+    content_sha256: str | None = None
+    homepage: str = ""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+ECSSD_BASE = "http://www.cse.cuhk.edu.hk/leojia/projects/hsaliency/data/ECSSD/"
+SOURCES: dict[str, Source] = {
+    "ecssd": Source(
+        dataset="ecssd",
+        archives=(Archive(ECSSD_BASE + "images.zip"), Archive(ECSSD_BASE + "ground_truth_mask.zip")),
+        # Measured on the research copy in ../shared/datasets/ECSSD with content_digest().
+        content_sha256="90dc9e3a0a929b1dd7cb9857fdd806420ee468164e04292faf8b9c248f304dd7",
+        homepage="http://www.cse.cuhk.edu.hk/leojia/projects/hsaliency/dataset.html",
+    ),
+}
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def content_digest(folder: Path, spec: DatasetSpec) -> str:
+    """SHA-256 over sorted ``relative-path sha256`` lines of the dataset's image and mask files."""
+    lines = []
+    for sub in (spec.image_dir, spec.mask_dir):
+        for path in sorted((folder / sub).iterdir()):
+            if path.is_file() and not path.name.startswith("."):
+                lines.append(f"{sub}/{path.name} {sha256_file(path)}")
+    return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
+
+
+def download(url: str, dest: Path, sha256: str | None = None, progress: bool = True, timeout: float = 60) -> str:
+    """Fetch ``url`` to ``dest`` through a temporary file; verify ``sha256`` before the rename.
+
+    Returns the file's SHA-256. On any failure nothing is left at ``dest``.
+    """
+    digest = hashlib.sha256()
+    with atomic_path(dest) as tmp:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http/https only, checked)
+                total = response.headers.get("Content-Length")
+                with progress_bar(int(total) if total else None, f"download {Path(url).name}",
+                                  enabled=progress, unit="B", unit_scale=True) as bar, open(tmp, "wb") as out:
+                    for chunk in iter(lambda: response.read(CHUNK), b""):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        bar.update(len(chunk))
+        except urllib.error.HTTPError as exc:
+            raise UserError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise UserError(f"download of {url} failed: {reason}") from exc
+        found = digest.hexdigest()
+        if sha256 is not None and found != sha256.lower():
+            raise UserError(f"checksum mismatch for {url}: expected sha256 {sha256}, got {found}; nothing kept")
+    return found
+
+
+def _member_problem(info: zipfile.ZipInfo) -> str | None:
+    name = info.filename.replace("\\", "/")
+    mode = info.external_attr >> 16
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return "an absolute path"
+    if ".." in name.split("/"):
+        return "a '..' path"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # no type bits: a plain file
+        return "a special file"
+    return None
+
+
+def safe_extract_zip(archive: Path, target: Path, max_bytes: int = MAX_EXTRACTED_BYTES,
+                     max_members: int = MAX_MEMBERS) -> list[Path]:
+    """Extract ``archive`` below ``target``, refusing anything that could land outside it.
+
+    Every member is checked before the first byte is written: absolute paths, ``..``,
+    links and special files, too many members, and a declared total size above
+    ``max_bytes``. Writing also stops at ``max_bytes`` should the sizes lie.
+    """
+    target = target.resolve()
+    try:
+        handle = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UserError(f"{archive}: not a readable zip archive ({exc})") from exc
+    with handle:
+        members = handle.infolist()
+        if len(members) > max_members:
+            raise UserError(f"{archive}: {len(members)} entries is more than the {max_members} allowed")
+        declared = 0
+        for info in members:
+            problem = _member_problem(info)
+            destination = (target / info.filename).resolve()
+            if problem is None and target != destination and target not in destination.parents:
+                problem = "a path outside the target folder"
+            if problem:
+                raise UserError(f"{archive}: refused entry {info.filename!r} ({problem}); nothing extracted")
+            declared += info.file_size
+        if declared > max_bytes:
+            raise UserError(f"{archive}: unpacks to {declared:,} bytes, more than the {max_bytes:,} allowed")
+        written, extracted = 0, []
+        for info in members:
+            destination = target / info.filename
+            if info.is_dir():
+                destination.mkdir(parents=True, exist_ok=True)
+                continue
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            with handle.open(info) as src, open(destination, "wb") as dst:
+                for chunk in iter(lambda: src.read(CHUNK), b""):
+                    written += len(chunk)
+                    if written > max_bytes:
+                        raise UserError(f"{archive}: unpacks to more than the {max_bytes:,} bytes allowed")
+                    dst.write(chunk)
+            extracted.append(destination)
+    return extracted
+
+
+def _find_dataset_folder(staging: Path, spec: DatasetSpec) -> Path:
+    """Archives differ in nesting; find the folder that holds both the image and mask dirs."""
+    candidates = [staging] + sorted(p for p in staging.rglob("*") if p.is_dir())
+    for folder in candidates:
+        if (folder / spec.image_dir).is_dir() and (folder / spec.mask_dir).is_dir():
+            return folder
+    raise UserError(f"the downloaded archives do not hold {spec.image_dir}/ and {spec.mask_dir}/ for {spec.name}")
+
+
+def fetch_dataset(name: str, data_root: Path, mirror: str | None = None, progress: bool = True,
+                  force: bool = False, verify_content: bool = True) -> Path:
+    """Download, verify and unpack dataset ``name`` into ``data_root/<folder>``; returns it."""
+    spec = get_spec(name)
+    if spec.name not in SOURCES:
+        raise UserError(f"no download source for {spec.name}; place it under {data_root / spec.folder} by hand")
+    source = SOURCES[spec.name]
+    final = data_root / spec.folder
+    if final.exists() and not force:
+        raise UserError(f"{final} already exists; pass --force to download it again")
+    root = ensure_writable_dir(data_root)
+    staging = root / f".{spec.folder}.partial"
+    downloads = root / f".{spec.folder}.downloads"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    downloads.mkdir(exist_ok=True)
+    try:
+        for archive in source.archives:
+            url = archive.url
+            if mirror:
+                if not mirror.startswith(("http://", "https://")):
+                    raise UserError(f"--mirror must be an http(s) URL, got {mirror!r}")
+                url = mirror.rstrip("/") + "/" + archive.url.rsplit("/", 1)[-1]
+            local = downloads / url.rsplit("/", 1)[-1]
+            download(url, local, archive.sha256, progress=progress)
+            safe_extract_zip(local, staging)
+        folder = _find_dataset_folder(staging, spec)
+        if verify_content and source.content_sha256:
+            found = content_digest(folder, spec)
+            if found != source.content_sha256:
+                raise UserError(f"{spec.name}: content checksum mismatch (expected {source.content_sha256[:16]}..., "
+                                f"got {found[:16]}...); pass --no-verify to keep it anyway")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(folder, final)
+    except OSError as exc:
+        raise UserError(f"cannot unpack {spec.name} into {root}: {exc.strerror or exc}") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(downloads, ignore_errors=True)
+    return final

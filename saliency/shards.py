@@ -1,0 +1,163 @@
+"""The synthetic dataset on disk: fixed-size shards of (image, mask) pairs and a manifest.
+
+One shard is one safetensors file (memory-mappable, no pickle, readable from any language):
+
+    images   uint8 (n, H, W, 3)          the generator's image G(z, c)
+    masks    uint8 (n, ceil(H*W / 8))    the mask, bit-packed row-major (np.packbits)
+    latents  float32 (n, d)              z, to re-render any pair
+    classes  int64 (n,)                  c (-1 for an unconditional generator)
+    index    int64 (n,)                  the candidate's global number (batch * batch_size + row)
+
+Shards are written atomically and listed, with their SHA-256, in ``manifest.json``; a reader
+trusts only what the manifest lists and can verify every byte against it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from saliency.artifacts import atomic_path
+from saliency.errors import UserError
+from saliency.fetch import sha256_file
+
+SHARD_FORMAT = "gan-saliency-shard/1"
+MANIFEST_NAME = "manifest.json"
+
+
+def shard_name(number: int) -> str:
+    return f"shard-{number:05d}.safetensors"
+
+
+def pack_masks(masks: np.ndarray) -> np.ndarray:
+    """bool (n, H, W) -> uint8 (n, ceil(H*W/8))."""
+    return np.packbits(masks.reshape(masks.shape[0], -1).astype(bool), axis=1)
+
+
+def unpack_masks(packed: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 (n, ceil(H*W/8)) -> bool (n, H, W)."""
+    bits = np.unpackbits(packed, axis=1, count=height * width)
+    return bits.reshape(packed.shape[0], height, width).astype(bool)
+
+
+def write_shard(path: Path, images: np.ndarray, masks: np.ndarray, latents: np.ndarray, classes: np.ndarray,
+                index: np.ndarray) -> str:
+    """Write one shard atomically; returns its SHA-256."""
+    n, height, width, _ = images.shape
+    tensors = {
+        "images": np.ascontiguousarray(images, dtype=np.uint8),
+        "masks": pack_masks(masks),
+        "latents": np.ascontiguousarray(latents, dtype=np.float32),
+        "classes": np.ascontiguousarray(classes, dtype=np.int64),
+        "index": np.ascontiguousarray(index, dtype=np.int64),
+    }
+    for name, array in tensors.items():
+        if array.shape[0] != n:
+            raise ValueError(f"shard field {name} has {array.shape[0]} rows, images have {n}")
+    # One metadata key: safetensors stores the metadata map in a per-process random order,
+    # and identical shards must have identical bytes (and checksums).
+    metadata = {"gan_saliency": json.dumps({"format": SHARD_FORMAT, "height": height, "width": width, "count": n},
+                                           sort_keys=True)}
+    with atomic_path(path) as tmp:
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as exc:
+            raise UserError(f"cannot write {path}: {exc}") from exc
+        digest = sha256_file(tmp)
+    return digest
+
+
+@dataclass
+class Shard:
+    images: np.ndarray  # (n, H, W, 3) uint8
+    masks: np.ndarray  # (n, H, W) bool
+    latents: np.ndarray
+    classes: np.ndarray
+    index: np.ndarray
+
+
+def read_shard(path: Path, height: int, width: int, sha256: str | None = None) -> Shard:
+    """Read a shard; with ``sha256`` its bytes are checked first."""
+    if not path.is_file():
+        raise UserError(f"shard {path} is missing")
+    if sha256 is not None and sha256_file(path) != sha256:
+        raise UserError(f"shard {path} is corrupted (checksum mismatch)")
+    try:
+        data = load_file(str(path))
+        return Shard(images=data["images"], masks=unpack_masks(data["masks"], height, width),
+                     latents=data["latents"], classes=data["classes"], index=data["index"])
+    except (SafetensorError, KeyError, ValueError, OSError) as exc:
+        raise UserError(f"shard {path} is unreadable ({type(exc).__name__})") from exc
+
+
+def load_manifest(folder: str | os.PathLike) -> dict:
+    """A finished synthetic dataset's manifest, with its basic structure checked."""
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        raise UserError(f"{folder} is not a finished synthetic dataset (no {MANIFEST_NAME})")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        shards = manifest["shards"]
+        if sum(int(s["count"]) for s in shards) != int(manifest["count"]):
+            raise ValueError("shard counts do not add up to count")
+        int(manifest["height"]), int(manifest["width"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{path} is corrupted ({exc})") from exc
+    return manifest
+
+
+def verify_shards(folder: str | os.PathLike, manifest: dict | None = None) -> int:
+    """Check every listed shard's SHA-256; returns the number of pairs verified."""
+    folder = Path(folder)
+    manifest = manifest or load_manifest(folder)
+    for entry in manifest["shards"]:
+        path = folder / entry["file"]
+        if not path.is_file():
+            raise UserError(f"shard {path} is missing")
+        if sha256_file(path) != entry["sha256"]:
+            raise UserError(f"shard {path} is corrupted (checksum mismatch)")
+    return int(manifest["count"])
+
+
+class SyntheticPairs(torch.utils.data.Dataset):
+    """The pairs of a synthetic dataset, by global index: ``(image HWC uint8, mask HW uint8)``.
+
+    Shards are loaded on first use and kept (the most recent ``cache`` of them), so a
+    shuffled sampler over a few shards reads each file once.
+    """
+
+    def __init__(self, folder: str | os.PathLike, verify: bool = False, cache: int = 4) -> None:
+        self.folder = Path(folder)
+        self.manifest = load_manifest(self.folder)
+        if verify:
+            verify_shards(self.folder, self.manifest)
+        self.height, self.width = int(self.manifest["height"]), int(self.manifest["width"])
+        self.entries = self.manifest["shards"]
+        self.offsets = np.cumsum([0] + [int(e["count"]) for e in self.entries])
+        self.cache_size = max(1, cache)
+        self._cache: dict[int, Shard] = {}
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def shard(self, number: int) -> Shard:
+        if number not in self._cache:
+            if len(self._cache) >= self.cache_size:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[number] = read_shard(self.folder / self.entries[number]["file"], self.height, self.width)
+        return self._cache[number]
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        number = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        shard = self.shard(number)
+        row = index - int(self.offsets[number])
+        return shard.images[row], shard.masks[row].astype(np.uint8)
