@@ -23,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import queue
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -205,6 +207,59 @@ def _discard_unlisted(out: Path, shards: list[dict]) -> None:
     remove_stale_temporaries(out)
 
 
+class ShardWriter:
+    """Writes shards (and the progress record after each) on a background thread, in order,
+    so file I/O and checksums overlap with rendering. Errors surface at the next call."""
+
+    def __init__(self, out: Path, fingerprint: dict, shards: list[dict]) -> None:
+        self.out, self.fingerprint, self.shards = out, fingerprint, shards
+        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._work, name="shard-writer", daemon=True)
+        self.thread.start()
+
+    def _work(self) -> None:
+        while True:
+            job = self.queue.get()
+            if job is None:
+                return
+            if self.error is not None:
+                continue
+            arrays, position, totals = job
+            try:
+                name = shard_name(len(self.shards))
+                digest = write_shard(self.out / name, **arrays)
+                self.shards.append({"file": name, "count": int(len(arrays["index"])), "sha256": digest,
+                                    "position": position, "totals": totals})
+                _save_progress(self.out, self.fingerprint, self.shards)
+            except BaseException as exc:  # handed to the main thread
+                self.error = exc
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def submit(self, arrays: dict, position: dict, totals: dict) -> None:
+        self._raise()
+        self.queue.put((arrays, position, totals))
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+        self._raise()
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if exc_info[0] is None:
+            self.close()
+        elif self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+
+
 class PairBuffer:
     """Kept pairs waiting for their shard (CPU arrays)."""
 
@@ -293,20 +348,16 @@ def run_synthesize(config: SynthesizeConfig) -> dict:
     buffer = PairBuffer()
     total = done
 
+    writer = ShardWriter(out, fingerprint, shards)
+
     def flush(position: tuple[int, int]) -> None:
         nonlocal total
         arrays = buffer.take()
-        number = len(shards)
-        name = shard_name(number)
-        digest = write_shard(out / name, **arrays)
         totals["seconds"] = round(seconds_before + time.perf_counter() - run_started, 3)
-        shards.append({"file": name, "count": int(len(arrays["index"])), "sha256": digest,
-                       "position": {"batch": position[0], "row": position[1]},
-                       "totals": json.loads(json.dumps(totals))})
-        _save_progress(out, fingerprint, shards)
+        writer.submit(arrays, {"batch": position[0], "row": position[1]}, json.loads(json.dumps(totals)))
         total += len(arrays["index"])
 
-    with progress_bar(config.count, "synthesize", enabled=config.progress, initial=done, unit="pair") as bar:
+    with writer, progress_bar(config.count, "synthesize", enabled=config.progress, initial=done, unit="pair") as bar:
         while total + buffer.size < config.count:
             z, c = batch_latents(generator, config.seed, batch, batch_size, classes)
             pairs = synthesize_batch(generator, z, c, shift, rule, with_truth=with_truth)
@@ -337,6 +388,7 @@ def run_synthesize(config: SynthesizeConfig) -> dict:
             row = 0
             bar.set_postfix(acceptance=f"{totals['kept'] / max(1, totals['candidates']):.2f}", refresh=False)
 
+        writer.close()
     manifest = _manifest(config, out, run_dir, generator, generator_name, options, classes, vote, rule, magnitude,
                          batch_size, with_truth, shards, totals, device)
     if config.preview > 0:
@@ -369,10 +421,9 @@ def _account(totals: dict, pairs, reasons: torch.Tensor, start: int, end: int, t
 
 
 def _kept_arrays(pairs, z, c, take: torch.Tensor, batch: int, batch_size: int) -> dict[str, np.ndarray]:
-    rows = take.to(pairs.images.device)
-    images = (pairs.images[rows].float() * 255 + 0.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    rows = take.to(pairs.images_u8.device)
     return {
-        "images": images.contiguous().cpu().numpy(),
+        "images": pairs.images_u8[rows].cpu().numpy(),
         "masks": pairs.judged.masks[rows].cpu().numpy(),
         "latents": z[take.to(z.device)].float().cpu().numpy(),
         "classes": (c[take.to(c.device)].cpu().numpy() if c is not None else np.full(len(take), -1, dtype=np.int64)),

@@ -40,11 +40,14 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
 
     On any error the temporary file is removed and ``path`` keeps its old content (or stays
     absent). A full disk or a missing permission becomes a one-line :class:`UserError`.
+    ``durable=False`` skips the fsync: the rename still makes the file all-or-nothing for a
+    killed process; use it only for files whose checksum is verified before reuse (a power
+    cut can leave them short).
     """
     path = Path(path)
     ensure_writable_dir(path.parent if str(path.parent) else Path("."))
@@ -56,8 +59,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
+        if durable:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except OSError as exc:

@@ -221,6 +221,9 @@ def generators() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn user errors into one line and exit code 2."""
+    from saliency.runtime import tune_cpu_allocator
+
+    tune_cpu_allocator()
     try:
         cli.main(args=argv, prog_name="saliency", standalone_mode=False)
     except UserError as exc:

@@ -14,6 +14,7 @@ trusts only what the manifest lists and can verify every byte against it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 
 from saliency.artifacts import atomic_path
 from saliency.errors import UserError
@@ -65,13 +66,20 @@ def write_shard(path: Path, images: np.ndarray, masks: np.ndarray, latents: np.n
     # and identical shards must have identical bytes (and checksums).
     metadata = {"gan_saliency": json.dumps({"format": SHARD_FORMAT, "height": height, "width": width, "count": n},
                                            sort_keys=True)}
-    with atomic_path(path) as tmp:
-        try:
-            save_file(tensors, str(tmp), metadata=metadata)
-        except SafetensorError as exc:
-            raise UserError(f"cannot write {path}: {exc}") from exc
-        digest = sha256_file(tmp)
+    try:
+        payload = save(tensors, metadata=metadata)
+    except SafetensorError as exc:
+        raise UserError(f"cannot write {path}: {exc}") from exc
+    digest = hashlib.sha256(payload).hexdigest()  # from memory: no second read of the file
+    # No fsync: a shard is trusted only after its checksum matches (see pipelines/synthesize).
+    with atomic_path(path, durable=False) as tmp:
+        _write_bytes(tmp, payload)
     return digest
+
+
+def _write_bytes(path: Path, payload: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(payload)
 
 
 @dataclass

@@ -101,7 +101,7 @@ def judge(shifted: Tensor, rule: MaskRule) -> Judged:
     if rule.component_fraction is not None:
         cleaned = keep_large_components(masks.cpu().numpy(), rule.component_fraction)
         masks = torch.from_numpy(cleaned).to(masks.device)
-    areas = masks.flatten(1).float().mean(1)
+    areas = masks.flatten(1).sum(1).double() / masks[0].numel() if masks.shape[0] else masks.new_zeros(0, dtype=torch.float64)
     reasons = torch.full_like(areas, KEPT, dtype=torch.long)
     if rule.bimodal:
         reasons[otsu_separability(shifted) < rule.bimodal_min] = NOT_BIMODAL
@@ -113,6 +113,7 @@ def judge(shifted: Tensor, rule: MaskRule) -> Judged:
 @dataclass
 class BatchPairs:
     images: Tensor  # float (n, 3, H, W), the unshifted images
+    images_u8: Tensor  # uint8 (n, H, W, 3), the same rounded to bytes (what a shard stores)
     shifted: Tensor  # float (n, 3, H, W)
     judged: Judged
     truth: Tensor | None  # bool (n, H, W): the generator's exact masks, where it has them
@@ -133,7 +134,8 @@ def synthesize_batch(generator: Generator, z: Tensor, classes: Tensor | None, sh
     else:
         both = generator(both_z, both_c)
     images, shifted = both[:n], both[n:]
-    return BatchPairs(images=images, shifted=shifted, judged=judge(shifted, rule), truth=truth)
+    images_u8 = torch.add(0.5, images.permute(0, 2, 3, 1), alpha=255).clamp_(0, 255).to(torch.uint8)  # rounded
+    return BatchPairs(images=images, images_u8=images_u8, shifted=shifted, judged=judge(shifted, rule), truth=truth)
 
 
 def mask_iou(predicted: Tensor, truth: Tensor) -> Tensor:

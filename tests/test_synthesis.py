@@ -323,3 +323,28 @@ def _broken_inputs(known_run, tmp_path) -> dict:
     (runs["bad_image"] / "ECSSD" / "images" / "0001.jpg").write_bytes(b"\xff\xd8 broken")
     (tmp_path / "empty").mkdir()
     return runs
+
+
+def test_a_full_disk_mid_run_is_one_error_and_leaves_no_torn_shard(known_run, tmp_path, monkeypatch):
+    import errno
+
+    import saliency.shards as shards_module
+
+    real_write, calls = shards_module._write_bytes, []
+
+    def write_until_the_disk_fills(path, payload):
+        calls.append(path)
+        if len(calls) >= 3:
+            Path(path).write_bytes(payload[:1000])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(path, payload)
+
+    monkeypatch.setattr(shards_module, "_write_bytes", write_until_the_disk_fills)
+    out = tmp_path / "syn"
+    with pytest.raises(UserError, match="no space left"):
+        _synthesize(known_run, out, 1000)
+    assert sorted(p.name for p in out.iterdir()) == ["progress.json", "shard-00000.safetensors",
+                                                     "shard-00001.safetensors"]
+    monkeypatch.setattr(shards_module, "_write_bytes", real_write)
+    manifest = _synthesize(known_run, out, 1000)  # room again: the same command finishes the job
+    assert manifest["count"] == 1000 == verify_shards(out)
