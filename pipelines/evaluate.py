@@ -1,0 +1,167 @@
+"""``saliency eval``: stage 4, a trained U-Net scored on a benchmark or on rendered scenes.
+
+An evaluation folder holds::
+
+    metrics.json      the scores: top level = the test split; also every split, the two
+                      reference maps, timing, and the paper-protocol variant if asked
+    metrics.md        the same as a table
+    predictions.png   image / prediction / ground truth for the first test images (Figure 11)
+    maps/             every predicted map as PNG (with --save-maps)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from saliency.artifacts import atomic_path, ensure_writable_dir, remove_stale_temporaries, write_json
+from saliency.datasets import get_spec, open_dataset, resolve_data_root, split_stems
+from saliency.device import resolve_device
+from saliency.errors import UserError
+from saliency.evaluate import folder_samples, predict_map, predict_paper_protocol, scenes_samples
+from saliency.metrics import REFERENCES, SaliencyMetrics, markdown_table, to_uint8_map
+from saliency.progress import progress_bar
+from saliency.unet import load_model
+from saliency.visualize import save_grid
+
+METRICS_NAME = "metrics.json"
+GRID_IMAGES = 8
+
+
+@dataclass
+class EvalConfig:
+    dataset: str
+    model: Path
+    out: Path
+    data_root: Path | None = None
+    size: int | None = None  # shorter side at inference; default 128 (scenes: its own resolution)
+    protocol: str = "standard"  # or "paper": also the reference code's argmax-at-128 variant
+    save_maps: bool = False
+    scenes_count: int = 500
+    scenes_seed: int = 12345
+    references: bool = True
+    device: str = "auto"
+    progress: bool = True
+
+
+def _grid_tile(array: np.ndarray, side: int = 96) -> torch.Tensor:
+    image = Image.fromarray(array).convert("RGB").resize((side, side), Image.BILINEAR)
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255
+
+
+def run_eval(config: EvalConfig) -> dict:
+    if config.protocol not in ("standard", "paper"):
+        raise UserError(f"--protocol must be standard or paper, got {config.protocol!r}")
+    if config.size is not None and config.size < 16:
+        raise UserError(f"--size must be at least 16, got {config.size}")
+    if config.scenes_count <= 0:
+        raise UserError(f"--images must be positive, got {config.scenes_count}")
+    device = resolve_device(config.device)
+    model, meta = load_model(config.model, device)
+    stride = meta["architecture"].stride
+    data_meta = meta.get("data") or {}
+
+    if config.dataset == "scenes":
+        resolution = int((data_meta.get("resolution") or [64])[0])
+        size = config.size or resolution
+        samples = scenes_samples(config.scenes_count, config.scenes_seed, resolution, data_meta.get("classes"))
+        total, splits_of = config.scenes_count, (lambda stem: ("rendered",))
+        split_names = ["rendered"]
+        source = {"generator": "scenes", "resolution": resolution, "classes": data_meta.get("classes"),
+                  "seed": config.scenes_seed}
+    else:
+        spec = get_spec(config.dataset)
+        folder = open_dataset(spec.name, config.data_root, "all")
+        size = config.size or 128
+        test = set(split_stems([s.stem for s in folder.samples], "test"))
+        if not test:
+            raise UserError(f"dataset {spec.name}: the test split is empty ({len(folder)} image(s) in {folder.folder})")
+        samples = folder_samples(folder)
+        total = len(folder)
+        splits_of = lambda stem: ("test", "all") if stem in test else ("all",)  # noqa: E731
+        split_names = ["test", "all"]
+        source = {"folder": str(folder.folder), "split_rule": "sorted stems; odd positions (2nd, 4th, ...) are test"}
+    if config.protocol == "paper" and size % stride:
+        raise UserError(f"--protocol paper needs --size divisible by {stride}, got {size}")
+
+    out = ensure_writable_dir(config.out)
+    remove_stale_temporaries(out)
+    (out / METRICS_NAME).unlink(missing_ok=True)
+    maps_dir = out / "maps"
+    if config.save_maps:
+        maps_dir.mkdir(exist_ok=True)
+
+    scores = {name: SaliencyMetrics() for name in split_names}
+    refs = {ref: {name: SaliencyMetrics() for name in split_names} for ref in REFERENCES} if config.references else {}
+    paper = {name: SaliencyMetrics() for name in split_names} if config.protocol == "paper" else None
+    tiles: list[list[torch.Tensor]] = [[], [], []]
+    started = time.perf_counter()
+    predict_seconds = 0.0
+    with progress_bar(total, f"eval {config.dataset}", enabled=config.progress, unit="img") as bar:
+        for sample in samples:
+            tick = time.perf_counter()
+            prob = predict_map(model, sample.image, size, stride, device)
+            predict_seconds += time.perf_counter() - tick
+            prediction = to_uint8_map(prob)
+            names = splits_of(sample.stem)
+            for name in names:
+                scores[name].update(prediction, sample.mask)
+                for ref, maker in REFERENCES.items():
+                    if refs:
+                        refs[ref][name].update(maker(*sample.mask.shape), sample.mask)
+            if paper is not None:
+                binary, truth = predict_paper_protocol(model, sample.image, sample.mask, size, device)
+                for name in names:
+                    paper[name].update(binary, truth)
+            if config.save_maps:
+                with atomic_path(maps_dir / f"{sample.stem}.png", durable=False) as tmp:
+                    Image.fromarray(prediction).save(tmp, format="PNG")
+            if names[0] in ("test", "rendered") and len(tiles[0]) < GRID_IMAGES:
+                tiles[0].append(_grid_tile(sample.image))
+                tiles[1].append(_grid_tile(prediction))
+                tiles[2].append(_grid_tile(sample.mask.astype(np.uint8) * 255))
+            bar.update(1)
+    seconds = time.perf_counter() - started
+
+    primary = split_names[0]
+    results = {name: metric.results() for name, metric in scores.items()}
+    summary = {
+        "dataset": config.dataset,
+        "split": primary,
+        **{k: round(v, 6) if isinstance(v, float) else v for k, v in results[primary].items()},
+        "seconds": round(seconds, 2),
+        "images_per_second": round(total / seconds, 2),
+        "predict_images_per_second": round(total / max(predict_seconds, 1e-9), 2),
+        "splits": results,
+        "references": {ref: {name: m.results() for name, m in per.items()} for ref, per in refs.items()},
+        "paper_protocol": ({name: m.results() for name, m in paper.items()} if paper is not None else None),
+        "protocol": {"size": size, "resize": "shorter side to size, pad to stride, map resized back to the "
+                     "ground truth's size", "stride": stride, "metrics": "PySODMetrics (MAE, max F beta^2=0.3, "
+                     "S alpha=0.5, max E); IoU and accuracy at 0.5"},
+        "source": source,
+        "model": str(config.model),
+        "model_data": data_meta,
+        "device": str(device),
+    }
+    rows = [(f"U-Net ({name})", results[name]) for name in split_names]
+    for ref, per in summary["references"].items():
+        rows += [(f"{ref} ({name})", per[name]) for name in split_names]
+    if paper is not None:
+        rows += [(f"U-Net, paper protocol ({name})", summary["paper_protocol"][name]) for name in split_names]
+    table = markdown_table(rows)
+    summary["table"] = table
+    with atomic_path(out / "metrics.md") as tmp:
+        tmp.write_text(f"# {config.dataset}: {Path(config.model).name}\n\n{table}", encoding="utf-8")
+    if tiles[0]:
+        save_grid(torch.stack(tiles[0] + tiles[1] + tiles[2]), out / "predictions.png", nrow=len(tiles[0]))
+    write_json(out / METRICS_NAME, {k: v for k, v in summary.items() if k != "table"})
+    return summary
+
+
+def is_complete(out: Path) -> bool:
+    return (Path(out) / METRICS_NAME).is_file()

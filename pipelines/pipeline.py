@@ -1,0 +1,132 @@
+"""``saliency pipeline``: the four stages end to end, each skipped when its output is complete.
+
+    DIR/discover      stage 1 (directions.json)
+    DIR/synthesize    stage 2 (manifest.json)
+    DIR/unet          stage 3 (model.json)
+    DIR/eval-ecssd    stage 4 on ECSSD (metrics.json)
+    DIR/eval-scenes   stage 4 on rendered scenes with exact masks (embedded profile only)
+    DIR/pipeline.json what ran, what was skipped, and how long each stage took
+
+A stage interrupted halfway resumes from its own checkpoint on the next call.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from pipelines.discover import SUMMARY_NAME, DiscoverConfig, run_discover
+from pipelines.evaluate import EvalConfig, run_eval
+from pipelines.evaluate import is_complete as eval_complete
+from pipelines.synthesize import SynthesizeConfig, run_synthesize
+from pipelines.train_unet import TrainUNetConfig, run_train_unet
+from pipelines.train_unet import is_complete as unet_complete
+from saliency.artifacts import ensure_writable_dir, write_json
+from saliency.datasets import resolve_data_root
+from saliency.errors import UserError
+from saliency.training import CHECKPOINT_NAME as UNET_CHECKPOINT
+from directions.discovery import CHECKPOINT_NAME as DISCOVER_CHECKPOINT
+
+
+@dataclass(frozen=True)
+class PipelineProfile:
+    generator: str
+    pairs: int
+    unet_profile: str
+    scenes_eval: bool
+    note: str
+
+
+PROFILES = {
+    "embedded": PipelineProfile("scenes", 10_000, "embedded", True,
+                                "the embedded scenes generator; offline, CPU, minutes"),
+    "biggan": PipelineProfile("biggan-deep-128", 100_000, "biggan", False,
+                              "the paper's settings on BigGAN-deep-128 (GPU; weights from the hub cache or --weights)"),
+}
+
+
+@dataclass
+class PipelineConfig:
+    out: Path
+    profile: str = "embedded"
+    data_root: Path | None = None
+    device: str = "auto"
+    weights: str | None = None
+    pairs: int | None = None
+    unet_steps: int | None = None
+    discover_steps: int | None = None
+    progress: bool = True
+    log: Callable[[str], None] = print
+
+
+def run_pipeline(config: PipelineConfig) -> dict:
+    if config.profile not in PROFILES:
+        raise UserError(f"unknown profile {config.profile!r}; choose from {', '.join(PROFILES)}")
+    profile = PROFILES[config.profile]
+    out = ensure_writable_dir(config.out)
+    data_root = resolve_data_root(config.data_root)
+    from saliency.datasets import open_dataset
+
+    open_dataset("ecssd", data_root, "all")  # fail in the first second, not after stage 3
+    paths = {"discover": out / "discover", "synthesize": out / "synthesize", "unet": out / "unet",
+             "eval-ecssd": out / "eval-ecssd", "eval-scenes": out / "eval-scenes"}
+    record_path = out / "pipeline.json"
+    record = {"profile": config.profile, "stages": {}}
+    if record_path.is_file():
+        try:
+            record["stages"] = json.loads(record_path.read_text(encoding="utf-8")).get("stages", {})
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            pass
+
+    def stage(name: str, complete: bool, action: Callable[[], object]) -> None:
+        if complete:
+            config.log(f"[{name}] complete in {paths[name]}: skipped")
+            record["stages"].setdefault(name, {})["skipped_last_run"] = True
+            return
+        config.log(f"[{name}] running -> {paths[name]}")
+        started = time.perf_counter()
+        action()
+        record["stages"][name] = {"seconds": round(time.perf_counter() - started, 1), "skipped_last_run": False}
+        write_json(record_path, record)
+
+    generator_options = {"weights": config.weights} if config.weights else {}
+    discover_dir = paths["discover"]
+    stage("discover", (discover_dir / SUMMARY_NAME).is_file(), lambda: run_discover(DiscoverConfig(
+        generator=profile.generator, out=discover_dir, steps=config.discover_steps, device=config.device,
+        resume=(discover_dir / DISCOVER_CHECKPOINT).is_file(), progress=config.progress,
+        generator_options=generator_options)))
+    pairs = config.pairs or profile.pairs
+    stage("synthesize", _synthesis_complete(paths["synthesize"], pairs), lambda: run_synthesize(SynthesizeConfig(
+        run=discover_dir, count=pairs, out=paths["synthesize"], data_root=data_root, device=config.device,
+        progress=config.progress)))
+    unet_dir = paths["unet"]
+    stage("unet", unet_complete(unet_dir), lambda: run_train_unet(TrainUNetConfig(
+        data=paths["synthesize"], out=unet_dir, profile=profile.unet_profile, steps=config.unet_steps,
+        device=config.device, resume=(unet_dir / UNET_CHECKPOINT).is_file(), progress=config.progress)))
+    stage("eval-ecssd", eval_complete(paths["eval-ecssd"]), lambda: run_eval(EvalConfig(
+        dataset="ecssd", model=unet_dir, out=paths["eval-ecssd"], data_root=data_root, device=config.device,
+        progress=config.progress)))
+    if profile.scenes_eval:
+        stage("eval-scenes", eval_complete(paths["eval-scenes"]), lambda: run_eval(EvalConfig(
+            dataset="scenes", model=unet_dir, out=paths["eval-scenes"], device=config.device,
+            progress=config.progress)))
+    write_json(record_path, record)
+    tables = {}
+    for name in ("eval-ecssd", "eval-scenes"):
+        metrics = paths[name] / "metrics.md"
+        if metrics.is_file():
+            tables[name] = metrics.read_text(encoding="utf-8")
+    return {"record": record, "tables": tables, "paths": {k: str(v) for k, v in paths.items()}}
+
+
+def _synthesis_complete(folder: Path, pairs: int) -> bool:
+    manifest = folder / "manifest.json"
+    if not manifest.is_file():
+        return False
+    try:
+        return json.loads(manifest.read_text(encoding="utf-8")).get("count") == pairs
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False

@@ -1,0 +1,137 @@
+"""``saliency train-unet``: stage 3, from synthetic shards to a saliency model folder.
+
+A model folder holds::
+
+    config.json              the settings (written first)
+    checkpoint.safetensors   the training state, replaced every --checkpoint-every steps
+    metrics.jsonl            loss and learning rate every few steps, held-out scores
+    loss_curve.png           the curves
+    model.safetensors        the weights
+    model.json               architecture, settings, data, held-out scores (written last)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from saliency.artifacts import ensure_writable_dir, remove_stale_temporaries, write_json
+from saliency.augment import AugmentSettings
+from saliency.device import resolve_device
+from saliency.errors import UserError
+from saliency.shards import load_manifest
+from saliency.training import CHECKPOINT_NAME, UNetTrainSettings, train_unet
+from saliency.unet import MODEL_META, UNetArchitecture, save_model
+
+
+@dataclass(frozen=True)
+class UNetProfile:
+    architecture: UNetArchitecture
+    settings: UNetTrainSettings
+
+
+PROFILES = {
+    # The paper's settings (section 5.1) on BigGAN's 128 px pairs.
+    "biggan": UNetProfile(UNetArchitecture(encoder="resnet34", decoder_channels=(256, 128, 64, 32, 16)),
+                          UNetTrainSettings(steps=15000, batch_size=128, lr=0.005, lr_step=4000, lr_gamma=0.2,
+                                            val_every=1000, checkpoint_every=1000, workers=4)),
+    # The embedded default: 64 px scenes pairs on a 2-core CPU, measured to fit the pipeline's
+    # budget (see README, Stage 3).
+    "embedded": UNetProfile(UNetArchitecture(encoder="resnet18", decoder_channels=(128, 64, 32, 16, 8)),
+                            UNetTrainSettings(steps=1200, batch_size=32, lr=0.005, lr_step=400, lr_gamma=0.2,
+                                              val_every=200, checkpoint_every=100, workers=1)),
+}
+
+
+def profile_for(manifest: dict) -> str:
+    return "biggan" if str(manifest.get("generator", "")).startswith("biggan") else "embedded"
+
+
+@dataclass
+class TrainUNetConfig:
+    data: Path
+    out: Path
+    profile: str | None = None  # default: from the data's generator
+    encoder: str | None = None
+    encoder_weights: str | None = None
+    steps: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    lr_step: int | None = None
+    lr_gamma: float | None = None
+    temperature: float | None = None
+    val_count: int | None = None
+    val_every: int | None = None
+    checkpoint_every: int | None = None
+    workers: int | None = None
+    hflip: float | None = None
+    scale_min: float | None = None
+    color_jitter: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = False
+    progress: bool = True
+
+
+def resolve(config: TrainUNetConfig, manifest: dict) -> tuple[str, UNetArchitecture, UNetTrainSettings]:
+    name = config.profile or profile_for(manifest)
+    if name not in PROFILES:
+        raise UserError(f"unknown profile {name!r}; choose from {', '.join(PROFILES)}")
+    profile = PROFILES[name]
+    arch = profile.architecture
+    if config.encoder is not None:
+        arch = replace(arch, encoder=config.encoder)
+    if config.encoder_weights is not None:
+        arch = replace(arch, encoder_weights=None if config.encoder_weights == "none" else config.encoder_weights)
+    overrides = {k: v for k, v in {
+        "steps": config.steps, "batch_size": config.batch_size, "lr": config.lr, "lr_step": config.lr_step,
+        "lr_gamma": config.lr_gamma, "temperature": config.temperature, "val_count": config.val_count,
+        "val_every": config.val_every, "checkpoint_every": config.checkpoint_every, "workers": config.workers,
+    }.items() if v is not None}
+    if "val_count" not in overrides:  # hold out 10 % of a small dataset, at most the profile's count
+        overrides["val_count"] = min(profile.settings.val_count, max(1, int(manifest["count"]) // 10))
+    settings = replace(profile.settings, seed=config.seed, **overrides)
+    augment = {k: v for k, v in {"hflip": config.hflip, "scale_min": config.scale_min,
+                                  "color_jitter": config.color_jitter}.items() if v is not None}
+    settings = replace(settings, augment=replace(settings.augment, **augment))
+    settings.validate()
+    return name, arch, settings
+
+
+def is_complete(out: Path) -> bool:
+    return (Path(out) / MODEL_META).is_file()
+
+
+def run_train_unet(config: TrainUNetConfig) -> dict:
+    manifest = load_manifest(config.data)
+    name, arch, settings = resolve(config, manifest)
+    device = resolve_device(config.device)
+    out = ensure_writable_dir(config.out)
+    if config.resume and not (out / CHECKPOINT_NAME).exists():
+        raise UserError(f"--resume: {out} has no {CHECKPOINT_NAME}")
+    if not config.resume and (out / CHECKPOINT_NAME).exists():
+        raise UserError(f"{out} already holds a training run; pass --resume to continue it, or use another --out")
+    remove_stale_temporaries(out)
+    (out / MODEL_META).unlink(missing_ok=True)
+    write_json(out / "config.json", {"profile": name, "architecture": asdict(arch), "settings": asdict(settings),
+                                     "data": str(config.data), "device": str(device)})
+    result = train_unet(Path(config.data), out, arch, settings, device, resume=config.resume,
+                        progress=config.progress)
+    meta = {
+        "profile": name,
+        "settings": asdict(settings),
+        "data": {"folder": str(config.data), "pairs": manifest["count"], "generator": manifest.get("generator"),
+                 "generator_options": manifest.get("generator_options"), "classes": manifest.get("classes"),
+                 "resolution": [manifest["height"], manifest["width"]], "run": manifest.get("run")},
+        "input": {"normalize": "ImageNet mean/std on [0, 1] RGB", "stride": arch.stride},
+        "steps": result["steps"],
+        "seconds": result["seconds"],
+        "validation": result["validation"],
+        "val_pairs": result["val_pairs"],
+        "device": str(device),
+    }
+    save_model(out, result["model"], arch, meta)
+    return {**meta, "architecture": asdict(arch), "loss_curve": result["loss_curve"]}

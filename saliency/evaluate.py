@@ -1,0 +1,100 @@
+"""Stage 4: predict saliency maps for a benchmark and score them.
+
+Protocol (design facts, paper section 5.1): resize the image's shorter side to ``size``
+(128), pad to the U-Net's stride, predict, crop, and resize the soft foreground map back to
+the ground truth's size; then score with :mod:`saliency.metrics`. ``paper_protocol`` adds
+the reference code's variant: image and ground truth at ``size`` x ``size``, the argmax
+mask as the map.
+
+Test sets are iterables of ``EvalSample`` (stem, RGB uint8 image, bool mask), so a benchmark
+folder and the rendered ``scenes`` set go through the same code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from saliency.datasets import SaliencyFolder
+from saliency.errors import UserError
+from saliency.training import to_model_input
+from saliency.unet import foreground_probability
+
+
+@dataclass
+class EvalSample:
+    stem: str
+    image: np.ndarray  # uint8 (H, W, 3)
+    mask: np.ndarray  # bool (H, W)
+
+
+def folder_samples(dataset: SaliencyFolder) -> Iterator[EvalSample]:
+    for i, sample in enumerate(dataset.samples):
+        image = np.asarray(dataset.image(i))
+        mask = dataset.mask(i)
+        if image.shape[:2] != mask.shape:
+            raise UserError(f"{sample.image_path} is {image.shape[1]}x{image.shape[0]} but its mask "
+                            f"{sample.mask_path} is {mask.shape[1]}x{mask.shape[0]}")
+        yield EvalSample(sample.stem, image, mask)
+
+
+def scenes_samples(count: int, seed: int, resolution: int, classes: list[int] | None,
+                   batch: int = 128) -> Iterator[EvalSample]:
+    """Rendered scenes with their exact masks: the same images for the same arguments."""
+    from directions.generators.scenes import ScenesGenerator
+
+    generator = ScenesGenerator(resolution=resolution).eval()
+    rng = torch.Generator().manual_seed(seed)
+    done = 0
+    while done < count:
+        n = min(batch, count - done)
+        z = generator.sample_latents(n, rng)
+        c = generator.sample_classes(n, rng, choices=classes)
+        with torch.inference_mode():
+            images, masks = generator.forward_with_masks(z, c)
+        images = (images.permute(0, 2, 3, 1) * 255 + 0.5).clamp(0, 255).to(torch.uint8).numpy()
+        for k in range(n):
+            yield EvalSample(f"scene-{done + k:05d}", images[k], masks[k].numpy())
+        done += n
+
+
+def _resize_shorter(image: np.ndarray, size: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    scale = size / min(h, w)
+    new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if new == (w, h):
+        return image
+    return np.asarray(Image.fromarray(image).resize(new, Image.BILINEAR))
+
+
+@torch.inference_mode()
+def predict_map(model, image: np.ndarray, size: int, stride: int, device: torch.device) -> np.ndarray:
+    """Soft foreground map in [0, 1] at the image's own size (float32 (H, W))."""
+    h, w = image.shape[:2]
+    resized = _resize_shorter(image, size)
+    rh, rw = resized.shape[:2]
+    x = to_model_input(torch.from_numpy(np.array(resized))[None], device)
+    pad_h, pad_w = math.ceil(rh / stride) * stride - rh, math.ceil(rw / stride) * stride - rw
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    prob = foreground_probability(model(x))[:, :rh, :rw]
+    prob = F.interpolate(prob[:, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+    return prob.clamp_(0, 1).cpu().numpy()
+
+
+@torch.inference_mode()
+def predict_paper_protocol(model, image: np.ndarray, mask: np.ndarray, size: int,
+                           device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """The reference code's variant: argmax mask of the size x size image, ground truth resized
+    (nearest) to size x size. Returns (uint8 0/255 map, bool mask), both size x size."""
+    resized = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+    truth = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)) > 128
+    x = to_model_input(torch.from_numpy(np.array(resized))[None], device)
+    predicted = model(x).argmax(dim=1)[0].cpu().numpy().astype(np.uint8) * 255
+    return predicted, truth

@@ -1,0 +1,242 @@
+"""Stage 3: train the U-Net on synthetic (image, mask) pairs (paper section 5.1).
+
+Per-pixel cross-entropy on logits divided by a temperature (10 in the paper), Adam, learning
+rate multiplied by ``lr_gamma`` every ``lr_step`` steps. The last ``val_count`` pairs are
+held out and scored every ``val_every`` steps. Checkpoints hold everything a resumed run
+needs (model, optimizer, schedule, step); the batch of step s depends only on (seed, s).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from saliency.artifacts import atomic_path, trim_step_log
+from saliency.augment import AugmentedPairs, AugmentSettings, StepBatchSampler
+from saliency.checkpoint import load_checkpoint, save_checkpoint
+from saliency.errors import UserError
+from saliency.progress import progress_bar
+from saliency.shards import SyntheticPairs
+from saliency.unet import UNetArchitecture, build_unet, foreground_probability
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+METRICS_NAME = "metrics.jsonl"
+CURVE_NAME = "loss_curve.png"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class UNetTrainSettings:
+    steps: int = 15000
+    batch_size: int = 128
+    lr: float = 0.005
+    lr_step: int = 4000
+    lr_gamma: float = 0.2
+    temperature: float = 10.0
+    val_count: int = 512
+    val_every: int = 500
+    checkpoint_every: int = 500
+    log_every: int = 10
+    seed: int = 0
+    workers: int = 1
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "lr_step", "val_every", "checkpoint_every", "log_every"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UserError(f"--lr must be positive, got {self.lr}")
+        if not 0 < self.lr_gamma <= 1:
+            raise UserError(f"--lr-gamma must lie in (0, 1], got {self.lr_gamma}")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise UserError(f"--temperature must be positive, got {self.temperature}")
+        if self.val_count < 0 or self.workers < 0:
+            raise UserError("--val-count and --workers must not be negative")
+        a = self.augment
+        if not (0 <= a.hflip <= 1 and 0 < a.scale_min <= 1 and 0 <= a.color_jitter <= 1):
+            raise UserError("augmentation settings out of range (probabilities in [0, 1], scale-min in (0, 1])")
+
+
+def to_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 ``(n, H, W, 3)`` -> normalised float ``(n, 3, H, W)`` on ``device``."""
+    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def tempered_loss(logits: torch.Tensor, masks: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per-pixel cross-entropy of ``logits / temperature`` against the 0/1 masks."""
+    return F.cross_entropy(logits.float() / temperature, masks.long())
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, settings: UNetTrainSettings):
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.lr_step, gamma=settings.lr_gamma)
+
+
+@torch.no_grad()
+def validate(model, pairs: SyntheticPairs, indices: np.ndarray, device, temperature: float, batch: int = 128) -> dict:
+    """Mean tempered CE, MAE and IoU@0.5 of the foreground probability on held-out pairs."""
+    model.eval()
+    loss = mae = iou = 0.0
+    for start in range(0, len(indices), batch):
+        chunk = [pairs[int(i)] for i in indices[start:start + batch]]
+        images = torch.from_numpy(np.stack([c[0] for c in chunk]))
+        masks = torch.from_numpy(np.stack([c[1] for c in chunk])).to(device)
+        logits = model(to_model_input(images, device))
+        loss += float(tempered_loss(logits, masks, temperature)) * len(chunk)
+        prob = foreground_probability(logits)
+        mae += float((prob - masks.float()).abs().mean(dim=(1, 2)).sum())
+        pred, truth = prob >= 0.5, masks.bool()
+        inter = (pred & truth).flatten(1).sum(1).float()
+        union = (pred | truth).flatten(1).sum(1).float()
+        iou += float(torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)).sum())
+    model.train()
+    n = max(1, len(indices))
+    return {"val_loss": loss / n, "val_mae": mae / n, "val_iou": iou / n}
+
+
+def save_loss_curve(metrics_path: Path, out: Path) -> Path | None:
+    """Training loss (and validation MAE) against steps, as a PNG."""
+    if not metrics_path.exists():
+        return None
+    rows = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    val = [(r["step"], r["val_loss"], r["val_mae"]) for r in rows if "val_loss" in r]
+    if not train:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, left = plt.subplots(figsize=(7, 4), dpi=100)
+    left.plot(*zip(*train), color="tab:blue", linewidth=0.8, label="train loss (CE of logits / T)")
+    if val:
+        steps, losses, maes = zip(*val)
+        left.plot(steps, losses, "o-", color="tab:orange", markersize=3, label="held-out loss")
+        right = left.twinx()
+        right.plot(steps, maes, "s--", color="tab:green", markersize=3, label="held-out MAE")
+        right.set_ylabel("held-out MAE")
+        right.legend(loc="upper center", fontsize=8)
+    left.set_xlabel("step")
+    left.set_ylabel("loss")
+    left.set_yscale("log")
+    left.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return out
+
+
+def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrainSettings, device: torch.device,
+               resume: bool = False, progress: bool = True) -> dict:
+    """Train into ``out``; returns a summary (steps, seconds, final validation metrics)."""
+    settings.validate()
+    torch.manual_seed(settings.seed)
+    pairs = SyntheticPairs(data)
+    if len(pairs) <= settings.val_count:
+        raise UserError(f"{data} has {len(pairs)} pairs; need more than --val-count {settings.val_count}")
+    side = arch.stride
+    if pairs.height % side or pairs.width % side:
+        raise UserError(f"pairs are {pairs.height}x{pairs.width}; this U-Net needs sides divisible by {side}")
+    train_indices = np.arange(len(pairs) - settings.val_count)
+    val_indices = np.arange(len(pairs) - settings.val_count, len(pairs))
+
+    model = build_unet(arch).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    schedule = make_schedule(optimizer, settings)
+    identity = {"architecture": asdict(arch), "settings": {**asdict(settings), "steps": None},
+                "data_pairs": len(pairs), "data_manifest_sha": _manifest_digest(data)}
+    start = 0
+    checkpoint_path = out / CHECKPOINT_NAME
+    metrics_path = out / METRICS_NAME
+    if resume:
+        state = load_checkpoint(checkpoint_path)
+        if json.loads(json.dumps(state.get("identity"))) != json.loads(json.dumps(identity)):
+            raise UserError(f"{checkpoint_path} was trained with other settings or data; use another --out")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        start = int(state["step"])
+        trim_step_log(metrics_path, start)
+        if start > settings.steps:
+            raise UserError(f"{checkpoint_path} is at step {start}, past --steps {settings.steps}")
+    elif metrics_path.exists():
+        metrics_path.unlink()
+
+    sampler = StepBatchSampler(train_indices, settings.batch_size, settings.steps, settings.seed, start=start)
+    loader = torch.utils.data.DataLoader(
+        AugmentedPairs(pairs, settings.augment), batch_sampler=sampler, num_workers=settings.workers,
+        pin_memory=device.type == "cuda", persistent_workers=False,
+        prefetch_factor=4 if settings.workers > 0 else None,
+    )
+    model.train()
+    started = time.perf_counter()
+    seconds_before = float(state.get("seconds", 0.0)) if resume else 0.0
+    step = start
+    running = None
+    last_val: dict = {}
+
+    def checkpoint() -> None:
+        save_checkpoint(checkpoint_path, {
+            "identity": identity, "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(), "seconds": seconds_before + time.perf_counter() - started,
+        })
+
+    with progress_bar(settings.steps, "train-unet", enabled=progress, initial=start, unit="step") as bar, \
+            open(metrics_path, "a", encoding="utf-8") as log:
+        for images, masks in loader:
+            x = to_model_input(images, device)
+            y = masks.to(device, non_blocking=True)
+            loss = tempered_loss(model(x), y, settings.temperature)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            step += 1
+            value = loss.item()
+            if not math.isfinite(value):
+                raise UserError(f"the loss became {value} at step {step}; lower --lr")
+            running = value if running is None else 0.95 * running + 0.05 * value
+            bar.update(1)
+            record = None
+            if step % settings.log_every == 0:
+                record = {"step": step, "loss": value, "lr": schedule.get_last_lr()[0]}
+            if step % settings.val_every == 0 or step == settings.steps:
+                last_val = validate(model, pairs, val_indices, device, settings.temperature)
+                record = {**(record or {"step": step, "loss": value, "lr": schedule.get_last_lr()[0]}), **last_val}
+                bar.set_postfix(loss=f"{running:.3f}", val_mae=f"{last_val['val_mae']:.3f}", refresh=False)
+            else:
+                bar.set_postfix(loss=f"{running:.3f}", refresh=False)
+            if record is not None:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            if step % settings.checkpoint_every == 0 or step == settings.steps:
+                checkpoint()
+    if step == start and not last_val:  # resumed at the end already
+        last_val = validate(model, pairs, val_indices, device, settings.temperature)
+    curve = save_loss_curve(metrics_path, out / CURVE_NAME)
+    return {"model": model, "steps": step, "seconds": round(seconds_before + time.perf_counter() - started, 1),
+            "validation": {k: round(v, 5) for k, v in last_val.items()}, "val_pairs": len(val_indices),
+            "train_pairs": len(train_indices), "loss_curve": curve.name if curve else None}
+
+
+def _manifest_digest(data: Path) -> str:
+    """Identifies the training data by its shards' checksums."""
+    import hashlib
+
+    from saliency.shards import load_manifest
+
+    checksums = [entry["sha256"] for entry in load_manifest(data)["shards"]]
+    return hashlib.sha256(json.dumps(checksums).encode()).hexdigest()[:16]

@@ -1,0 +1,108 @@
+"""The saliency model: a segmentation-models-pytorch U-Net with two output classes.
+
+Saved as ``model.safetensors`` (weights) + ``model.json`` (architecture and the settings it
+was trained with), so a model folder is all ``saliency eval`` needs. Encoder weights from
+ImageNet are used only when already on disk (``encoder_weights="imagenet"`` and smp finds
+them); offline the encoder starts from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from saliency.artifacts import atomic_path, write_json
+from saliency.errors import UserError
+
+MODEL_WEIGHTS = "model.safetensors"
+MODEL_META = "model.json"
+MODEL_FORMAT = "gan-saliency-unet/1"
+
+
+@dataclass(frozen=True)
+class UNetArchitecture:
+    encoder: str = "resnet18"
+    decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 8)
+    classes: int = 2
+    encoder_weights: str | None = None
+
+    @property
+    def stride(self) -> int:
+        """Inputs must be a multiple of this many pixels on each side."""
+        return 2 ** len(self.decoder_channels)
+
+
+def build_unet(arch: UNetArchitecture) -> nn.Module:
+    import segmentation_models_pytorch as smp
+
+    try:
+        return smp.Unet(encoder_name=arch.encoder, encoder_weights=arch.encoder_weights, in_channels=3,
+                        classes=arch.classes, decoder_channels=tuple(arch.decoder_channels),
+                        encoder_depth=len(arch.decoder_channels))
+    except KeyError as exc:
+        raise UserError(f"unknown U-Net encoder {arch.encoder!r} (see segmentation-models-pytorch's encoder list)") from exc
+    except (OSError, RuntimeError, ValueError) as exc:  # weights requested but not on disk, offline
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot build the U-Net encoder {arch.encoder} with {arch.encoder_weights} weights: {first}") from exc
+
+
+def foreground_probability(logits: torch.Tensor) -> torch.Tensor:
+    """``(n, 2, H, W)`` logits -> ``(n, H, W)`` probability of the salient class."""
+    return logits.float().softmax(dim=1)[:, 1]
+
+
+def save_model(folder: Path, model: nn.Module, arch: UNetArchitecture, meta: dict) -> None:
+    """Write the weights, then model.json (last, so its presence means complete)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(folder / MODEL_WEIGHTS) as tmp:
+        try:
+            save_file(state, str(tmp), metadata={"format": MODEL_FORMAT})
+        except SafetensorError as exc:
+            raise UserError(f"cannot write {folder / MODEL_WEIGHTS}: {exc}") from exc
+    write_json(folder / MODEL_META, {"format": MODEL_FORMAT, "architecture": asdict(arch), **meta})
+
+
+def read_model_meta(folder: str | os.PathLike) -> dict:
+    folder = Path(folder)
+    path = folder / MODEL_META
+    if not folder.is_dir():
+        raise UserError(f"model folder {folder} not found")
+    if not path.is_file():
+        raise UserError(f"{folder} holds no trained model (no {MODEL_META}; has `saliency train-unet` finished?)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        if meta.get("format") != MODEL_FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}")
+        arch = meta["architecture"]
+        arch["decoder_channels"] = tuple(arch["decoder_channels"])
+        meta["architecture"] = UNetArchitecture(**arch)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{path} is not a model description of this tool ({exc})") from exc
+    return meta
+
+
+def load_model(folder: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the model that ``model.json`` describes and load its weights strictly."""
+    folder = Path(folder)
+    meta = read_model_meta(folder)
+    arch = meta["architecture"]
+    model = build_unet(UNetArchitecture(**{**asdict(arch), "encoder_weights": None}))
+    path = folder / MODEL_WEIGHTS
+    try:
+        state = load_file(str(path))
+    except FileNotFoundError as exc:
+        raise UserError(f"{path} not found") from exc
+    except (SafetensorError, OSError) as exc:
+        raise UserError(f"{path} is corrupted ({type(exc).__name__})") from exc
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise UserError(f"{path} does not fit the {arch.encoder} U-Net that {MODEL_META} describes") from exc
+    return model.to(device).eval(), meta

@@ -1,0 +1,43 @@
+"""`saliency pipeline`: the stages chained, each skipped once complete."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import assert_one_line_error, run_cli
+from test_unet import _fixture_dataset
+
+
+def test_pipeline_chains_the_stages_and_skips_finished_ones(tmp_path):
+    from directions.generators.scenes import ScenesGenerator
+    from directions.ground_truth import whiteness_direction
+    from pipelines.discover import write_known_direction_run
+
+    root = _fixture_dataset(tmp_path / "root")
+    out = tmp_path / "pipe"
+    # A finished stage 1 (the true whiteness direction), so the test need not train one.
+    write_known_direction_run(out / "discover", "scenes", whiteness_direction(ScenesGenerator()), magnitude=6.0)
+    args = ("pipeline", "--out", str(out), "--data-root", str(root), "--pairs", "200", "--unet-steps", "4",
+            "--device", "cpu")
+    result = run_cli(*args, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "[discover] complete" in result.stdout and "[unet] running" in result.stdout
+    assert "| U-Net (test) |" in result.stdout and "| U-Net (rendered) |" in result.stdout
+    record = json.loads((out / "pipeline.json").read_text())
+    assert set(record["stages"]) == {"discover", "synthesize", "unet", "eval-ecssd", "eval-scenes"}
+    assert json.loads((out / "synthesize" / "manifest.json").read_text())["count"] == 200
+    assert json.loads((out / "unet" / "model.json").read_text())["steps"] == 4
+    ecssd = json.loads((out / "eval-ecssd" / "metrics.json").read_text())
+    assert ecssd["dataset"] == "ecssd" and ecssd["split"] == "test"
+    assert json.loads((out / "eval-scenes" / "metrics.json").read_text())["dataset"] == "scenes"
+
+    again = run_cli(*args, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("skipped") == 5 and "running" not in again.stdout
+    assert "| U-Net (test) |" in again.stdout
+
+
+def test_pipeline_refuses_a_missing_dataset_before_any_work(tmp_path):
+    result = run_cli("pipeline", "--out", str(tmp_path / "pipe"), "--data-root", str(tmp_path / "nowhere"))
+    assert_one_line_error(result, "ECSSD")
+    assert not (tmp_path / "pipe" / "discover").exists()

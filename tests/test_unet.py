@@ -1,0 +1,338 @@
+"""Stage 3 and 4: the loss, the schedule, augmentation, training runs and evaluation."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy import ndimage
+
+from conftest import REPO, assert_one_line_error, run_cli
+from saliency.augment import AugmentedPairs, AugmentSettings, StepBatchSampler, build_augmentation
+from saliency.training import UNetTrainSettings, make_schedule, tempered_loss
+
+SHARED_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+TINY_UNET = ["--encoder", "resnet18", "--batch", "4", "--val-count", "16", "--workers", "0", "--device", "cpu"]
+
+
+# --------------------------------------------------------------------------- loss, schedule
+def test_loss_divides_logits_by_the_temperature():
+    logits = torch.tensor([[[[2.0]], [[6.0]]]])  # (1, 2, 1, 1): class 1 favoured by 4 nats
+    mask = torch.tensor([[[1]]])
+    for temperature in (1.0, 10.0):
+        margin = 4.0 / temperature
+        expected = math.log(1 + math.exp(-margin))  # -log softmax of the true class
+        assert tempered_loss(logits, mask, temperature).item() == pytest.approx(expected, rel=1e-5)  # float32
+    assert tempered_loss(logits, mask, 10.0) > tempered_loss(logits, mask, 1.0)
+
+
+def test_learning_rate_schedule_steps_down_as_configured():
+    settings = UNetTrainSettings(lr=0.005, lr_step=4, lr_gamma=0.2)
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=settings.lr)
+    schedule = make_schedule(optimizer, settings)
+    rates = []
+    for _ in range(10):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[:4] == [0.005] * 4
+    assert rates[4:8] == pytest.approx([0.001] * 4)
+    assert rates[8:] == pytest.approx([0.0002] * 2)
+
+
+# ---------------------------------------------------------------------------- augmentation
+class _RedSquares:
+    """Pairs whose mask is exactly where the image is red."""
+
+    height = width = 32
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        image = np.full((32, 32, 3), 90, dtype=np.uint8)
+        mask = np.zeros((32, 32), dtype=np.uint8)
+        top, left = 2 + index, 4 + 2 * index
+        image[top:top + 12, left:left + 9] = (230, 20, 20)
+        mask[top:top + 12, left:left + 9] = 1
+        return image, mask
+
+
+def test_augmentation_keeps_masks_on_their_objects():
+    dataset = AugmentedPairs(_RedSquares(), AugmentSettings(hflip=0.5, scale_min=0.5, color_jitter=0.0))
+    flipped_or_cropped = 0
+    for index in range(8):
+        for seed in range(6):
+            image, mask = dataset[(index, seed)]
+            image, mask = image.numpy().astype(int), mask.numpy().astype(bool)
+            red = (image[..., 0] - image[..., 1]) > 70
+            # Only pixels on the object's edge may differ (the image is interpolated, the mask is not).
+            square = np.ones((3, 3), dtype=bool)
+            edge = ndimage.binary_dilation(mask, square) & ~ndimage.binary_erosion(mask, square)
+            disagree = red != mask
+            assert not (disagree & ~edge).any(), (index, seed)
+            assert disagree.mean() < 0.08 and mask.any()
+            original = _RedSquares()[index][1].astype(bool)
+            flipped_or_cropped += not np.array_equal(mask, original)
+    assert flipped_or_cropped > 20  # the transforms really moved things
+
+
+def test_augmentation_is_repeatable_per_seed_and_colour_leaves_masks_alone():
+    dataset = AugmentedPairs(_RedSquares(), AugmentSettings(hflip=0.5, scale_min=0.6, color_jitter=1.0))
+    a, b = dataset[(3, 11)], dataset[(3, 11)]
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    colour_only = AugmentedPairs(_RedSquares(), AugmentSettings(hflip=0.0, scale_min=1.0, color_jitter=1.0))
+    image, mask = colour_only[(2, 5)]
+    assert np.array_equal(mask.numpy(), _RedSquares()[2][1]) and not np.array_equal(image.numpy(), _RedSquares()[2][0])
+    assert build_augmentation(AugmentSettings(hflip=0, scale_min=1.0, color_jitter=0), 32, 32) is None
+
+
+def test_batches_depend_only_on_seed_and_step():
+    full = list(StepBatchSampler(np.arange(50), 8, steps=20, seed=3))
+    resumed = list(StepBatchSampler(np.arange(50), 8, steps=20, seed=3, start=13))
+    assert resumed == full[13:]
+    assert len(full) == 20 and all(len(batch) == 8 for batch in full)
+    epoch = [key[0] for batch in full[:6] for key in batch]  # 6 batches of 8 from 50: no repeats in an epoch
+    assert len(set(epoch)) == 48
+
+
+# ------------------------------------------------------------------------ training, eval
+@pytest.fixture(scope="module")
+def tiny_pairs(tmp_path_factory):
+    """300 synthetic pairs at 32 px made with the true whiteness direction."""
+    from directions.generators.scenes import ScenesGenerator
+    from directions.ground_truth import whiteness_direction
+    from pipelines.discover import write_known_direction_run
+    from pipelines.synthesize import SynthesizeConfig, run_synthesize
+
+    root = tmp_path_factory.mktemp("pairs")
+    run = write_known_direction_run(root / "run", "scenes", whiteness_direction(ScenesGenerator(resolution=32)),
+                                    magnitude=6.0, generator_options={"resolution": 32})
+    run_synthesize(SynthesizeConfig(run=run, count=300, out=root / "syn", classes=[0, 1, 2], batch_size=128,
+                                    shard_size=100, device="cpu", progress=False))
+    return root / "syn"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_pairs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("unet") / "unet"
+    result = run_cli("train-unet", "--data", str(tiny_pairs), "--out", str(out), "--steps", "8", "--val-every", "4",
+                     "--checkpoint-every", "4", *TINY_UNET)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_train_unet_writes_a_model_folder(tiny_model):
+    meta = json.loads((tiny_model / "model.json").read_text())
+    assert meta["steps"] == 8 and meta["architecture"]["encoder"] == "resnet18" and meta["architecture"]["classes"] == 2
+    assert meta["settings"]["temperature"] == 10.0 and meta["settings"]["lr"] == 0.005
+    assert meta["data"]["resolution"] == [32, 32] and meta["data"]["classes"] == [0, 1, 2]
+    assert set(meta["validation"]) == {"val_loss", "val_mae", "val_iou"}
+    for name in ("model.safetensors", "loss_curve.png", "checkpoint.safetensors", "config.json"):
+        assert (tiny_model / name).is_file(), name
+    steps = [json.loads(line)["step"] for line in (tiny_model / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 8
+
+
+def test_killed_training_resumes_without_repeating_a_step(tiny_pairs, tmp_path):
+    out = tmp_path / "unet"
+    args = [sys.executable, "-m", "saliency.cli", "train-unet", "--data", str(tiny_pairs), "--out", str(out),
+            "--steps", "60", "--checkpoint-every", "3", "--val-every", "30", *TINY_UNET]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    process = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline and _checkpoint_step(out) < 6:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = _checkpoint_step(out)
+    assert 6 <= killed_at < 60 and not (out / "model.json").exists()
+    assert_one_line_error(run_cli(*args[3:]), "--resume")  # a second plain run does not clobber it
+    result = run_cli(*args[3:], "--resume")
+    assert result.returncode == 0, result.stderr
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["steps"] == 60
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 60 and steps == list(range(10, 61, 10))
+
+
+def _checkpoint_step(out) -> int:
+    from saliency.checkpoint import load_checkpoint
+    from saliency.errors import UserError
+
+    try:
+        return int(load_checkpoint(out / "checkpoint.safetensors")["step"])
+    except (UserError, KeyError):
+        return 0
+
+
+def _fixture_dataset(root: Path) -> Path:
+    """ROOT/ECSSD with four images (one grayscale JPEG, one RGBA PNG) and known masks."""
+    images, masks = root / "ECSSD" / "images", root / "ECSSD" / "ground_truth_mask"
+    images.mkdir(parents=True)
+    masks.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for k, (h, w) in enumerate([(40, 60), (48, 48), (36, 50), (50, 40)]):
+        stem = f"{k + 1:04d}"
+        pixels = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        if k == 1:
+            Image.fromarray(pixels[..., 0]).save(images / f"{stem}.jpg")  # grayscale
+        elif k == 2:
+            Image.fromarray(np.dstack([pixels, np.full((h, w), 128, np.uint8)])).save(images / f"{stem}.png")  # RGBA
+        else:
+            Image.fromarray(pixels).save(images / f"{stem}.jpg")
+        mask = np.zeros((h, w), dtype=np.uint8)
+        mask[h // 4: h // 4 + h // 2, : w // (k + 2)] = 255
+        Image.fromarray(mask).save(masks / f"{stem}.png")
+    return root
+
+
+def _constant_model(folder: Path, probability: float) -> Path:
+    """A U-Net whose output is the same foreground probability everywhere."""
+    from saliency.unet import UNetArchitecture, build_unet, save_model
+
+    arch = UNetArchitecture(encoder="resnet18", decoder_channels=(16, 8, 8, 8, 8))
+    model = build_unet(arch)
+    head = model.segmentation_head[0]
+    torch.nn.init.zeros_(head.weight)
+    with torch.no_grad():
+        head.bias.copy_(torch.tensor([0.0, math.log(probability / (1 - probability))]))
+    save_model(folder, model, arch, {"data": {"resolution": [32, 32], "classes": [0, 1]}})
+    return folder
+
+
+def test_eval_on_a_fixture_matches_hand_computed_scores(tmp_path):
+    root = _fixture_dataset(tmp_path / "root")
+    model = _constant_model(tmp_path / "model", 0.25)
+    out = tmp_path / "eval"
+    result = run_cli("eval", "--dataset", "ecssd", "--model", str(model), "--out", str(out), "--data-root", str(root),
+                     "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == "ecssd" and metrics["split"] == "test" and metrics["images"] == 2
+    value = round(0.25 * 255) / 255  # the uint8 map holds 64/255 everywhere
+    fractions = {}
+    for stem in ("0001", "0002", "0003", "0004"):
+        gt = np.asarray(Image.open(root / "ECSSD" / "ground_truth_mask" / f"{stem}.png")) > 128
+        fractions[stem] = gt.mean()
+    expected_all = np.mean([f * (1 - value) + (1 - f) * value for f in fractions.values()])
+    expected_test = np.mean([f * (1 - value) + (1 - f) * value for s, f in fractions.items() if s in ("0002", "0004")])
+    assert metrics["splits"]["all"]["mae"] == pytest.approx(expected_all, abs=1e-9)
+    assert metrics["mae"] == pytest.approx(expected_test, abs=1e-6)
+    assert metrics["splits"]["all"]["iou"] == 0.0  # 0.25 < 0.5: nothing predicted salient
+    assert metrics["splits"]["all"]["accuracy"] == pytest.approx(1 - np.mean(list(fractions.values())))
+    for key in ("mae", "max_f", "s_measure", "max_e", "iou", "accuracy", "images", "split", "seconds"):
+        assert key in metrics
+    assert set(metrics["references"]) == {"zero map", "Gaussian prior"}
+    assert metrics["references"]["zero map"]["all"]["mae"] == pytest.approx(np.mean(list(fractions.values())))
+    assert (out / "predictions.png").is_file() and "Gaussian prior (all)" in (out / "metrics.md").read_text()
+
+
+def test_metrics_agree_with_pysodmetrics_on_the_saved_maps(tiny_model, tmp_path):
+    import py_sod_metrics as sod
+
+    root = _fixture_dataset(tmp_path / "root")
+    out = tmp_path / "eval"
+    result = run_cli("eval", "--dataset", "ecssd", "--model", str(tiny_model), "--out", str(out), "--data-root",
+                     str(root), "--save-maps", "--protocol", "paper", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    ours = json.loads((out / "metrics.json").read_text())["splits"]["all"]
+    mae, fm, sm, em = sod.MAE(), sod.Fmeasure(beta=0.3), sod.Smeasure(), sod.Emeasure()
+    for path in sorted((out / "maps").glob("*.png")):
+        pred = np.asarray(Image.open(path))
+        gt = np.asarray(Image.open(root / "ECSSD" / "ground_truth_mask" / path.name))
+        for metric in (mae, fm, sm, em):
+            metric.step(pred=pred, gt=gt)
+    assert len(list((out / "maps").glob("*.png"))) == 4
+    assert ours["mae"] == pytest.approx(mae.get_results()["mae"], abs=1e-6)
+    assert ours["max_f"] == pytest.approx(fm.get_results()["fm"]["curve"].max(), abs=1e-6)
+    assert ours["s_measure"] == pytest.approx(sm.get_results()["sm"], abs=1e-6)
+    assert ours["max_e"] == pytest.approx(em.get_results()["em"]["curve"].max(), abs=1e-6)
+    paper = json.loads((out / "metrics.json").read_text())["paper_protocol"]
+    assert paper["all"]["images"] == 4 and 0 <= paper["all"]["iou"] <= 1
+
+
+@pytest.mark.skipif(not (SHARED_ROOT / "ECSSD").is_dir(), reason="needs ../shared/datasets/ECSSD")
+def test_reference_rows_match_the_published_figures_on_ecssd():
+    from saliency.datasets import open_dataset
+    from saliency.metrics import SaliencyMetrics, gaussian_prior, zero_map
+
+    data = open_dataset("ecssd", SHARED_ROOT, "all")
+    zero, prior = SaliencyMetrics(), SaliencyMetrics()
+    for i in range(len(data)):
+        truth = data.mask(i)
+        zero.update(zero_map(*truth.shape), truth)
+        prior.update(gaussian_prior(*truth.shape), truth)
+    z, g = zero.results(), prior.results()
+    # design.md: zero map MAE 0.235, max F 0.279; Gaussian prior MAE 0.307, max F 0.553, S 0.606, max E 0.723
+    assert z["mae"] == pytest.approx(0.235, abs=0.01) and z["max_f"] == pytest.approx(0.279, abs=0.01)
+    assert g["mae"] == pytest.approx(0.307, abs=0.01) and g["max_f"] == pytest.approx(0.553, abs=0.01)
+    assert g["s_measure"] == pytest.approx(0.606, abs=0.01) and g["max_e"] == pytest.approx(0.723, abs=0.01)
+
+
+def test_eval_on_rendered_scenes(tiny_model, tmp_path):
+    out = tmp_path / "eval"
+    result = run_cli("eval", "--dataset", "scenes", "--model", str(tiny_model), "--out", str(out), "--images", "24",
+                     "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == "scenes" and metrics["split"] == "rendered" and metrics["images"] == 24
+    assert metrics["source"]["resolution"] == 32 and metrics["source"]["classes"] == [0, 1, 2]
+    again = run_cli("eval", "--dataset", "scenes", "--model", str(tiny_model), "--out", str(tmp_path / "again"),
+                    "--images", "24", "--device", "cpu")
+    assert again.returncode == 0
+    assert json.loads((tmp_path / "again" / "metrics.json").read_text())["mae"] == metrics["mae"]  # fixed seed
+
+
+def test_train_and_eval_bad_inputs(tiny_pairs, tiny_model, tmp_path):
+    import shutil
+
+    root = _fixture_dataset(tmp_path / "root")
+    other_arch = tmp_path / "other-arch"
+    shutil.copytree(tiny_model, other_arch)
+    meta = json.loads((other_arch / "model.json").read_text())
+    meta["architecture"]["encoder"] = "resnet34"
+    (other_arch / "model.json").write_text(json.dumps(meta))
+    mismatched = _fixture_dataset(tmp_path / "mismatched")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(mismatched / "ECSSD" / "ground_truth_mask" / "0003.png")
+    wrong_layout = tmp_path / "wrong"
+    (wrong_layout / "ECSSD" / "imgs").mkdir(parents=True)
+    single = _fixture_dataset(tmp_path / "single")
+    for stem in ("0002", "0003", "0004"):
+        next((single / "ECSSD" / "images").glob(f"{stem}.*")).unlink()
+        (single / "ECSSD" / "ground_truth_mask" / f"{stem}.png").unlink()
+    eval_cases = [
+        (("--model", str(tmp_path / "missing")), "not found"),
+        (("--model", str(tiny_pairs)), "no trained model"),
+        (("--model", str(other_arch)), "does not fit"),
+        (("--model", str(tiny_model), "--data-root", str(mismatched)), "0003"),
+        (("--model", str(tiny_model), "--data-root", str(wrong_layout)), "ground_truth_mask"),
+        (("--model", str(tiny_model), "--data-root", str(single)), "test split is empty"),
+        (("--model", str(tiny_model), "--data-root", str(root), "--size", "4"), "--size"),
+    ]
+    for args, needle in eval_cases:
+        assert_one_line_error(run_cli("eval", "--dataset", "ecssd", "--out", str(tmp_path / "e"), *args), needle)
+    assert_one_line_error(run_cli("eval", "--dataset", "nope", "--model", str(tiny_model), "--out", str(tmp_path / "e")),
+                          "unknown dataset")
+    train_cases = [
+        (("--data", str(tmp_path / "none")), "not a finished synthetic dataset"),
+        (("--data", str(tiny_pairs), "--steps", "0"), "--steps"),
+        (("--data", str(tiny_pairs), "--lr", "-1"), "--lr"),
+        (("--data", str(tiny_pairs), "--temperature", "0"), "--temperature"),
+        (("--data", str(tiny_pairs), "--val-count", "5000"), "--val-count"),
+        (("--data", str(tiny_pairs), "--encoder", "no-such-encoder"), "no-such-encoder"),
+        (("--data", str(tiny_pairs), "--resume"), "--resume"),
+    ]
+    for args, needle in train_cases:
+        assert_one_line_error(run_cli("train-unet", "--out", str(tmp_path / "t"), "--device", "cpu", *args), needle)
+    assert not (tmp_path / "t" / "model.json").exists()
