@@ -67,12 +67,15 @@ def run_eval(config: EvalConfig) -> dict:
     data_meta = meta.get("data") or {}
 
     if config.dataset == "scenes":
-        resolution = int((data_meta.get("resolution") or [64])[0])
+        trained_on_scenes = data_meta.get("generator") == "scenes"
+        # A model trained on scenes is tested on its own classes and size; any other on all ten shapes at 64 px.
+        resolution = int((data_meta.get("resolution") or [64])[0]) if trained_on_scenes else 64
+        classes = data_meta.get("classes") if trained_on_scenes else None
         size = config.size or resolution
-        samples = scenes_samples(config.scenes_count, config.scenes_seed, resolution, data_meta.get("classes"))
+        samples = scenes_samples(config.scenes_count, config.scenes_seed, resolution, classes)
         total, splits_of = config.scenes_count, (lambda stem: ("rendered",))
         split_names = ["rendered"]
-        source = {"generator": "scenes", "resolution": resolution, "classes": data_meta.get("classes"),
+        source = {"generator": "scenes", "resolution": resolution, "classes": classes,
                   "seed": config.scenes_seed}
     else:
         spec = get_spec(config.dataset)
