@@ -15,6 +15,7 @@ import time
 import torch
 
 from directions.generators import build_generator
+from saliency.runtime import tune_cpu_allocator
 
 
 def images_per_second(resolution: int, batch: int, seconds: float, device: str, grad: bool) -> float:
@@ -41,6 +42,7 @@ def images_per_second(resolution: int, batch: int, seconds: float, device: str, 
 
 
 def main() -> None:
+    tune_cpu_allocator()  # as the CLI does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=256)
