@@ -36,6 +36,7 @@ from safetensors.torch import load_file
 
 from directions.generators import Generator, build_generator
 from pipelines.discover import SUMMARY_NAME, TENSORS_NAME, load_run
+from saliency import distributed
 from saliency.artifacts import ensure_writable_dir, remove_stale_temporaries, write_json
 from saliency.classifiers import GENERATOR_CLASSIFIERS, build_classifier
 from saliency.datasets import open_dataset
@@ -290,7 +291,8 @@ def run_synthesize(config: SynthesizeConfig) -> dict:
     if not isinstance(generator_name, str) or not isinstance(options, dict):
         raise UserError(f"{run_dir / SUMMARY_NAME} names no generator")
     bg = summary.get("bg_direction") or {}
-    device = resolve_device(config.device)
+    ctx = distributed.context()
+    device = resolve_device(distributed.device_for(config.device, ctx))
     generator = build_generator(generator_name, device=device, **options).eval()
     direction = load_background_direction(run_dir, summary, generator.latent_dim)
     magnitude = float(config.magnitude if config.magnitude is not None else bg["magnitude"])
@@ -309,7 +311,11 @@ def run_synthesize(config: SynthesizeConfig) -> dict:
                 raise UserError(f"--classes {bad[0]} is out of range: {generator_name} has classes 0..{generator.num_classes - 1}")
             classes = sorted(set(config.classes))
         else:
-            vote = vote_for_classes(config, generator_name, generator, out)
+            if ctx.is_main:  # rank 0 votes; the others then read its classes.json
+                vote = vote_for_classes(config, generator_name, generator, out)
+            distributed.barrier()
+            if not ctx.is_main:
+                vote = vote_for_classes(config, generator_name, generator, out)
             classes = vote["classes"]
             if not classes:
                 raise UserError("the class vote chose no class")
@@ -322,32 +328,80 @@ def run_synthesize(config: SynthesizeConfig) -> dict:
         "rule": asdict(rule), "classes": classes, "batch_size": batch_size, "shard_size": config.shard_size,
         "seed": config.seed, "ground_truth": with_truth,
     }
-    shards = _load_progress(out, fingerprint)
-    done = sum(int(e["count"]) for e in shards)
     manifest_path = out / MANIFEST_NAME
-    if manifest_path.is_file() and done == config.count:
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            if manifest.get("count") == config.count:
-                manifest["skipped"] = True
-                return manifest
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            pass
-    if done > config.count:
-        raise UserError(f"{out} already holds {done} pairs, more than --n {config.count}; use another --out")
-    manifest_path.unlink(missing_ok=True)
+    if _finished(manifest_path, config.count, fingerprint, ctx.world):
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest["skipped"] = True
+        return manifest
+    # Each process fills its own part: all of OUT alone, else OUT/rank-RR with its share of n
+    # and every world-th batch, so the parts hold disjoint latents and add up to exactly n.
+    if ctx.distributed:
+        work = ensure_writable_dir(out / f"rank-{ctx.rank:02d}")
+        part_count = config.count // ctx.world + (1 if ctx.rank < config.count % ctx.world else 0)
+        part_fingerprint = {**fingerprint, "world": ctx.world, "rank": ctx.rank}
+    else:
+        work, part_count, part_fingerprint = out, config.count, fingerprint
+    previous = _load_progress(work, part_fingerprint)  # refuses other settings before anything changes
+    held = sum(int(e["count"]) for e in previous)
+    if held > part_count:
+        raise UserError(f"{work} already holds {held} pairs, more than --n {config.count}; use another --out")
+    distributed.barrier()  # every rank has checked its part before rank 0 removes the old manifest
+    if ctx.is_main:
+        manifest_path.unlink(missing_ok=True)
+    shift = (direction * magnitude).to(generator.device, generator.dtype)
+    shards, totals = _synthesize_part(generator, work, part_fingerprint, previous, part_count, config, classes,
+                                      shift, rule, with_truth, batch_size, ctx)
+    distributed.barrier()
+    if not ctx.is_main:
+        return {"count": part_count, "rank": ctx.rank, "part": True}
+    if ctx.distributed:
+        shards, totals = _merge_parts(out, ctx.world)
+    manifest = _manifest(config, out, run_dir, generator, generator_name, options, classes, vote, rule, magnitude,
+                         batch_size, with_truth, shards, totals, device)
+    manifest["processes"] = ctx.world
+    manifest["fingerprint_sha256"] = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+    if config.preview > 0:
+        _save_preview(generator, out, shards, manifest, shift, config.preview)
+        manifest["preview"] = PREVIEW_NAME
+    manifest["wall_seconds_this_call"] = round(time.perf_counter() - started, 2)
+    write_json(manifest_path, manifest)
+    return manifest
+
+
+def _finished(manifest_path: Path, count: int, fingerprint: dict, world: int) -> bool:
+    """A manifest for exactly this request (count, settings, number of processes)."""
+    if not manifest_path.is_file():
+        return False
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    if manifest.get("count") != count or manifest.get("processes", 1) != world:
+        return False
+    expected = fingerprint if world == 1 else None
+    if expected is not None and "fingerprint_sha256" in manifest:
+        return manifest["fingerprint_sha256"] == hashlib.sha256(json.dumps(expected, sort_keys=True).encode()).hexdigest()
+    # Older manifests (and distributed ones, whose parts hold the per-rank fingerprints) are
+    # checked through progress records when the run continues; here the count decides.
+    return True
+
+
+def _synthesize_part(generator: Generator, out: Path, fingerprint: dict, shards: list[dict], count: int,
+                     config: SynthesizeConfig, classes, shift, rule: MaskRule, with_truth: bool, batch_size: int,
+                     ctx: distributed.Context) -> tuple[list[dict], dict]:
+    """Fill ``out`` with ``count`` pairs, continuing from its verified ``shards``; returns (shards, totals)."""
+    done = sum(int(e["count"]) for e in shards)
     _discard_unlisted(out, shards)
     # A shard that was the last of a smaller run is complete but short; from here on the
     # run extends it like any other, so positions and totals continue from its snapshot.
-
     totals = json.loads(json.dumps(shards[-1]["totals"])) if shards else empty_totals()
     batch, row = (shards[-1]["position"]["batch"], shards[-1]["position"]["row"]) if shards else (0, 0)
+    if done == count:
+        return shards, totals
     seconds_before = totals["seconds"]
     run_started = time.perf_counter()
-    shift = (direction * magnitude).to(generator.device, generator.dtype)
     buffer = PairBuffer()
     total = done
-
     writer = ShardWriter(out, fingerprint, shards)
 
     def flush(position: tuple[int, int]) -> None:
@@ -357,29 +411,31 @@ def run_synthesize(config: SynthesizeConfig) -> dict:
         writer.submit(arrays, {"batch": position[0], "row": position[1]}, json.loads(json.dumps(totals)))
         total += len(arrays["index"])
 
-    with writer, progress_bar(config.count, "synthesize", enabled=config.progress, initial=done, unit="pair") as bar:
-        while total + buffer.size < config.count:
-            z, c = batch_latents(generator, config.seed, batch, batch_size, classes)
+    desc = "synthesize" if not ctx.distributed else f"synthesize [rank {ctx.rank}]"
+    with writer, progress_bar(count, desc, enabled=config.progress and ctx.is_main, initial=done, unit="pair") as bar:
+        while total + buffer.size < count:
+            global_batch = batch * ctx.world + ctx.rank  # disjoint seeds across processes
+            z, c = batch_latents(generator, config.seed, global_batch, batch_size, classes)
             pairs = synthesize_batch(generator, z, c, shift, rule, with_truth=with_truth)
             reasons = pairs.judged.reasons.cpu()
             kept_rows = torch.nonzero(reasons == KEPT).flatten()
             kept_rows = kept_rows[kept_rows >= row]
             while True:
-                need = min(config.shard_size - buffer.size, config.count - total - buffer.size)
-                if need == 0:  # all n pairs are written; the rest of this batch is never looked at
+                need = min(config.shard_size - buffer.size, count - total - buffer.size)
+                if need == 0:  # all pairs are written; the rest of this batch is never looked at
                     break
                 take = kept_rows[:need]
                 end = int(take[-1]) + 1 if len(take) == need else batch_size
                 _account(totals, pairs, reasons, row, end, take)
                 if len(take):
-                    buffer.add(**_kept_arrays(pairs, z, c, take, batch, batch_size))
+                    buffer.add(**_kept_arrays(pairs, z, c, take, global_batch, batch_size))
                     bar.update(len(take))
                 kept_rows = kept_rows[len(take):]
                 if end == batch_size:
                     position = (batch + 1, 0)
                 else:
                     position = (batch, end)
-                if buffer.size == config.shard_size or total + buffer.size == config.count:
+                if buffer.size == config.shard_size or total + buffer.size == count:
                     flush(position)
                 row = position[1]
                 if end == batch_size:
@@ -387,16 +443,29 @@ def run_synthesize(config: SynthesizeConfig) -> dict:
             batch += 1
             row = 0
             bar.set_postfix(acceptance=f"{totals['kept'] / max(1, totals['candidates']):.2f}", refresh=False)
-
         writer.close()
-    manifest = _manifest(config, out, run_dir, generator, generator_name, options, classes, vote, rule, magnitude,
-                         batch_size, with_truth, shards, totals, device)
-    if config.preview > 0:
-        _save_preview(generator, out, shards, manifest, shift, config.preview)
-        manifest["preview"] = PREVIEW_NAME
-    manifest["wall_seconds_this_call"] = round(time.perf_counter() - started, 2)
-    write_json(manifest_path, manifest)
-    return manifest
+    return shards, totals
+
+
+def _merge_parts(out: Path, world: int) -> tuple[list[dict], dict]:
+    """Rank 0, after the barrier: the union of every rank's shards and totals."""
+    shards: list[dict] = []
+    totals = empty_totals()
+    for rank in range(world):
+        folder = f"rank-{rank:02d}"
+        progress = json.loads((out / folder / PROGRESS_NAME).read_text(encoding="utf-8"))
+        part = progress["shards"]
+        shards += [{**entry, "file": f"{folder}/{entry['file']}"} for entry in part]
+        if part:
+            last = part[-1]["totals"]
+            for key in ("candidates", "kept", "truth_iou_sum", "truth_pairs"):
+                totals[key] += last[key]
+            for key in totals["rejected"]:
+                totals["rejected"][key] += last["rejected"][key]
+            for key in ("area_histogram_all", "area_histogram_kept"):
+                totals[key] = [a + b for a, b in zip(totals[key], last[key])]
+            totals["seconds"] = max(totals["seconds"], last["seconds"])
+    return shards, totals
 
 
 def _account(totals: dict, pairs, reasons: torch.Tensor, start: int, end: int, take: torch.Tensor) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from saliency import distributed
 from saliency.artifacts import ensure_writable_dir, remove_stale_temporaries, write_json
 from saliency.augment import AugmentSettings
 from saliency.device import resolve_device
@@ -108,18 +109,25 @@ def is_complete(out: Path) -> bool:
 def run_train_unet(config: TrainUNetConfig) -> dict:
     manifest = load_manifest(config.data)
     name, arch, settings = resolve(config, manifest)
-    device = resolve_device(config.device)
+    ctx = distributed.context()
+    device = resolve_device(distributed.device_for(config.device, ctx))
+    if settings.batch_size < ctx.world:
+        raise UserError(f"--batch {settings.batch_size} is smaller than the {ctx.world} processes")
     out = ensure_writable_dir(config.out)
     if config.resume and not (out / CHECKPOINT_NAME).exists():
         raise UserError(f"--resume: {out} has no {CHECKPOINT_NAME}")
     if not config.resume and (out / CHECKPOINT_NAME).exists():
         raise UserError(f"{out} already holds a training run; pass --resume to continue it, or use another --out")
-    remove_stale_temporaries(out)
-    (out / MODEL_META).unlink(missing_ok=True)
-    write_json(out / "config.json", {"profile": name, "architecture": asdict(arch), "settings": asdict(settings),
-                                     "data": str(config.data), "device": str(device)})
+    if ctx.is_main:
+        remove_stale_temporaries(out)
+        (out / MODEL_META).unlink(missing_ok=True)
+        write_json(out / "config.json", {"profile": name, "architecture": asdict(arch), "settings": asdict(settings),
+                                         "data": str(config.data), "device": str(device), "processes": ctx.world})
+    distributed.barrier()
     result = train_unet(Path(config.data), out, arch, settings, device, resume=config.resume,
                         progress=config.progress)
+    if not ctx.is_main:
+        return {"part": True, "rank": ctx.rank}
     meta = {
         "profile": name,
         "settings": asdict(settings),
@@ -132,6 +140,7 @@ def run_train_unet(config: TrainUNetConfig) -> dict:
         "validation": result["validation"],
         "val_pairs": result["val_pairs"],
         "device": str(device),
+        "processes": ctx.world,
     }
     save_model(out, result["model"], arch, meta)
     return {**meta, "architecture": asdict(arch), "loss_curve": result["loss_curve"]}

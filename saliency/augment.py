@@ -77,11 +77,14 @@ class StepBatchSampler(torch.utils.data.Sampler):
     ``(index, sample seed)`` from a per-epoch permutation of ``indices`` seeded by (seed, epoch).
 
     A batch depends only on (seed, step), so resuming at step s continues the exact sequence.
+    Under data parallelism each of ``world`` processes takes every world-th key of it.
     """
 
-    def __init__(self, indices: np.ndarray, batch_size: int, steps: int, seed: int, start: int = 0) -> None:
+    def __init__(self, indices: np.ndarray, batch_size: int, steps: int, seed: int, start: int = 0,
+                 rank: int = 0, world: int = 1) -> None:
         self.indices = np.asarray(indices)
         self.batch_size, self.steps, self.seed, self.start = batch_size, steps, seed, start
+        self.rank, self.world = rank, world
         self.per_epoch = max(1, len(self.indices) // batch_size)
 
     def __len__(self) -> int:
@@ -99,4 +102,4 @@ class StepBatchSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         for step in range(self.start, self.steps):
-            yield self.batch(step)
+            yield self.batch(step)[self.rank::self.world]  # this process's slice of the global batch

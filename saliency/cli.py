@@ -139,9 +139,10 @@ DATA_ROOT_HELP = "Folder holding datasets by name (ROOT/ECSSD/...); default $SAL
 
 
 @cli.command()
-@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="A finished discovery run (holds directions.json with h_bg).")
-@click.option("--n", "count", type=int, required=True, help="Number of (image, mask) pairs to keep.")
+@click.option("--run", "--run-dir", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="A finished discovery run (holds directions.json with h_bg). Under torchrun: --run-dir.")
+@click.option("--n", "--count", "count", type=int, required=True,
+              help="Number of (image, mask) pairs to keep. Under torchrun: --count.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder: shards, manifest.json, preview.png. Rerun the same command to resume.")
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None, help=DATA_ROOT_HELP)
@@ -181,6 +182,8 @@ def synthesize(run_dir, count, out, data_root, dataset, classes, classifier, cla
         seed=seed, device=device, ground_truth=ground_truth,
     )
     manifest = run_synthesize(config)
+    if manifest.get("part"):  # a torchrun worker other than rank 0: rank 0 reports
+        return
     if manifest.get("skipped"):
         click.echo(f"{out} already holds {manifest['count']} pairs; nothing to do")
         return
@@ -246,6 +249,8 @@ def train_unet(data, out, profile, encoder, encoder_weights, steps, batch_size, 
         batch_size=batch_size, lr=lr, lr_step=lr_step, lr_gamma=lr_gamma, temperature=temperature,
         val_count=val_count, val_every=val_every, checkpoint_every=checkpoint_every, workers=workers, hflip=hflip,
         scale_min=scale_min, color_jitter=color_jitter, seed=seed, device=device, resume=resume))
+    if summary.get("part"):  # a torchrun worker other than rank 0
+        return
     val = summary["validation"]
     click.echo(f"{summary['steps']} steps in {summary['seconds']:.0f} s; held-out MAE {val.get('val_mae', float('nan')):.4f}, "
                f"IoU {val.get('val_iou', float('nan')):.3f}")

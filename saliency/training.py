@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from saliency import distributed
 from saliency.artifacts import atomic_path, trim_step_log
 from saliency.augment import AugmentedPairs, AugmentSettings, StepBatchSampler
 from saliency.checkpoint import load_checkpoint, save_checkpoint
@@ -153,7 +156,15 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
     train_indices = np.arange(len(pairs) - settings.val_count)
     val_indices = np.arange(len(pairs) - settings.val_count, len(pairs))
 
-    model = build_unet(arch).to(device)
+    ctx = distributed.context()
+    net = build_unet(arch).to(device)  # the module itself; ``model`` may wrap it for data parallelism
+    model = net
+    if ctx.distributed:
+        # gloo on CPU reports this for smp's U-Net although each grad matches its parameter's
+        # strides outside DDP; it costs a copy per bucket, not correctness.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+        model = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     schedule = make_schedule(optimizer, settings)
     identity = {"architecture": asdict(arch), "settings": {**asdict(settings), "steps": None},
@@ -165,17 +176,20 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
         state = load_checkpoint(checkpoint_path)
         if json.loads(json.dumps(state.get("identity"))) != json.loads(json.dumps(identity)):
             raise UserError(f"{checkpoint_path} was trained with other settings or data; use another --out")
-        model.load_state_dict(state["model"])
+        net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         start = int(state["step"])
-        trim_step_log(metrics_path, start)
+        if ctx.is_main:
+            trim_step_log(metrics_path, start)
         if start > settings.steps:
             raise UserError(f"{checkpoint_path} is at step {start}, past --steps {settings.steps}")
-    elif metrics_path.exists():
+    elif metrics_path.exists() and ctx.is_main:
         metrics_path.unlink()
 
-    sampler = StepBatchSampler(train_indices, settings.batch_size, settings.steps, settings.seed, start=start)
+    # Every process sees the same global batch of each step and trains on its own slice of it.
+    sampler = StepBatchSampler(train_indices, settings.batch_size, settings.steps, settings.seed, start=start,
+                               rank=ctx.rank, world=ctx.world)
     loader = torch.utils.data.DataLoader(
         AugmentedPairs(pairs, settings.augment), batch_sampler=sampler, num_workers=settings.workers,
         pin_memory=device.type == "cuda", persistent_workers=False,
@@ -190,12 +204,12 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
 
     def checkpoint() -> None:
         save_checkpoint(checkpoint_path, {
-            "identity": identity, "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "identity": identity, "step": step, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(), "seconds": seconds_before + time.perf_counter() - started,
         })
 
-    with progress_bar(settings.steps, "train-unet", enabled=progress, initial=start, unit="step") as bar, \
-            open(metrics_path, "a", encoding="utf-8") as log:
+    with progress_bar(settings.steps, "train-unet", enabled=progress and ctx.is_main, initial=start,
+                      unit="step") as bar, open(metrics_path if ctx.is_main else os.devnull, "a", encoding="utf-8") as log:
         for images, masks in loader:
             x = to_model_input(images, device)
             y = masks.to(device, non_blocking=True)
@@ -213,8 +227,8 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
             record = None
             if step % settings.log_every == 0:
                 record = {"step": step, "loss": value, "lr": schedule.get_last_lr()[0]}
-            if step % settings.val_every == 0 or step == settings.steps:
-                last_val = validate(model, pairs, val_indices, device, settings.temperature)
+            if ctx.is_main and (step % settings.val_every == 0 or step == settings.steps):
+                last_val = validate(net, pairs, val_indices, device, settings.temperature)
                 record = {**(record or {"step": step, "loss": value, "lr": schedule.get_last_lr()[0]}), **last_val}
                 bar.set_postfix(loss=f"{running:.3f}", val_mae=f"{last_val['val_mae']:.3f}", refresh=False)
             else:
@@ -222,12 +236,13 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
             if record is not None:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-            if step % settings.checkpoint_every == 0 or step == settings.steps:
+            if ctx.is_main and (step % settings.checkpoint_every == 0 or step == settings.steps):
                 checkpoint()
-    if step == start and not last_val:  # resumed at the end already
-        last_val = validate(model, pairs, val_indices, device, settings.temperature)
-    curve = save_loss_curve(metrics_path, out / CURVE_NAME)
-    return {"model": model, "steps": step, "seconds": round(seconds_before + time.perf_counter() - started, 1),
+    distributed.barrier()
+    if ctx.is_main and step == start and not last_val:  # resumed at the end already
+        last_val = validate(net, pairs, val_indices, device, settings.temperature)
+    curve = save_loss_curve(metrics_path, out / CURVE_NAME) if ctx.is_main else None
+    return {"model": net, "steps": step, "seconds": round(seconds_before + time.perf_counter() - started, 1),
             "validation": {k: round(v, 5) for k, v in last_val.items()}, "val_pairs": len(val_indices),
             "train_pairs": len(train_indices), "loss_curve": curve.name if curve else None}
 
