@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from torch import Tensor
 from directions.deformators import Deformator
 from directions.generators import Generator
 from directions.reconstructors import Reconstructor
+from saliency import distributed
 from saliency.artifacts import trim_step_log, atomic_path, ensure_writable_dir, remove_stale_temporaries
 from saliency.progress import progress_bar
 from saliency.checkpoint import load_checkpoint, save_checkpoint
@@ -96,6 +98,11 @@ def game_step(generator: Generator, deformator: Deformator, reconstructor: Recon
     return ce + shift_loss_weight * shift_l1, ce, shift_l1, accuracy
 
 
+def _process_seed(seed: int, rank: int, step: int) -> int:
+    """Rank 0 draws the single-process stream; every other process a stream of its own."""
+    return seed if rank == 0 and step == 0 else (seed * 1_000_003 + rank * 7_919 + step) % (2**63 - 1)
+
+
 def _optimizers(deformator: Deformator, reconstructor: Reconstructor, settings: TrainSettings):
     optimizers = {"reconstructor": torch.optim.Adam(reconstructor.parameters(), lr=settings.lr)}
     if deformator.trainable:
@@ -120,13 +127,19 @@ def train(
     from a checkpoint whose identity differs is refused. Returns a summary of the run.
     """
     settings.validate()
+    ctx = distributed.context()
+    if settings.batch_size % ctx.world:
+        raise UserError(f"--batch {settings.batch_size} does not split evenly over {ctx.world} processes")
+    per_process = settings.batch_size // ctx.world  # the global batch stays the paper's
     run_dir = ensure_writable_dir(run_dir)
-    remove_stale_temporaries(run_dir)  # left by a run killed mid-write
+    if ctx.is_main:
+        remove_stale_temporaries(run_dir)  # left by a run killed mid-write
     device = generator.device
     deformator.to(device).train()
     reconstructor.to(device).train()
     optimizers = _optimizers(deformator, reconstructor, settings)
-    rng = torch.Generator().manual_seed(settings.seed)
+    rng = torch.Generator().manual_seed(_process_seed(settings.seed, ctx.rank, 0))
+    parameters = [p for p in list(deformator.parameters()) + list(reconstructor.parameters()) if p.requires_grad]
     checkpoint_path = run_dir / CHECKPOINT_NAME
     metrics_path = run_dir / METRICS_NAME
 
@@ -152,10 +165,13 @@ def train(
                     group["lr"] = lr
             rng.set_state(state["rng"])
             step, elapsed = int(state["step"]), float(state["seconds"])
+            if ctx.rank > 0:  # the checkpoint holds rank 0's stream; the others start fresh ones
+                rng.manual_seed(_process_seed(settings.seed, ctx.rank, step))
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise UserError(f"checkpoint {checkpoint_path} does not fit this run ({type(exc).__name__})") from exc
-        trim_step_log(metrics_path, step)
-    elif metrics_path.exists():
+        if ctx.is_main:
+            trim_step_log(metrics_path, step)
+    elif metrics_path.exists() and ctx.is_main:
         metrics_path.unlink()  # a log with no checkpoint behind it: start afresh
 
     def save(at_step: int, seconds: float) -> None:
@@ -170,20 +186,22 @@ def train(
             "rng": rng.get_state(),
         })
 
-    bar = progress_bar(settings.steps, "discover", enabled=progress, initial=step, unit="step")
+    bar = progress_bar(settings.steps, "discover", enabled=progress and ctx.is_main, initial=step, unit="step")
     running_acc, running_loss = None, None
     window = {"loss": 0.0, "ce": 0.0, "shift_l1": 0.0, "accuracy": 0.0, "n": 0}
     started = time.perf_counter() - elapsed
     first_loss = None
-    with open(metrics_path, "a", encoding="utf-8") as log:
+    with open(metrics_path if ctx.is_main else os.devnull, "a", encoding="utf-8") as log:
         while step < settings.steps:
-            z, classes, index, eps = sample_game(generator, deformator.num_directions, settings.batch_size, rng, settings)
+            z, classes, index, eps = sample_game(generator, deformator.num_directions, per_process, rng, settings)
             loss, ce, shift_l1, accuracy = game_step(
                 generator, deformator, reconstructor, z, classes, index, eps, settings.shift_loss_weight
             )
             for optimizer in optimizers.values():
                 optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if ctx.distributed:  # data parallel: every process applies the mean gradient
+                distributed.all_reduce_mean_([p.grad for p in parameters if p.grad is not None])
             for optimizer in optimizers.values():
                 optimizer.step()
             step += 1
@@ -207,9 +225,10 @@ def train(
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 window = {"loss": 0.0, "ce": 0.0, "shift_l1": 0.0, "accuracy": 0.0, "n": 0}
-            if step % settings.checkpoint_every == 0 or step == settings.steps:
+            if ctx.is_main and (step % settings.checkpoint_every == 0 or step == settings.steps):
                 save(step, time.perf_counter() - started)
     bar.close()
+    distributed.barrier()
     return {"steps": step, "seconds": round(time.perf_counter() - started, 2),
             "first_loss": first_loss, "final_running_loss": running_loss, "final_running_accuracy": running_acc}
 

@@ -33,6 +33,7 @@ from directions.discovery import CHECKPOINT_NAME, TrainSettings, reconstructor_a
 from directions.generators import Generator, build_generator
 from directions.ground_truth import background_report, factor_table, has_ground_truth
 from directions.reconstructors import build_reconstructor
+from saliency import distributed
 from saliency.artifacts import atomic_path, ensure_writable_dir, write_json
 from saliency.checkpoint import load_checkpoint
 from saliency.errors import UserError
@@ -240,7 +241,10 @@ def run_discover(config: DiscoverConfig) -> dict:
         if saved.get("generator") != config.generator:
             raise UserError(f"cannot resume {out}: it is a run of generator {saved.get('generator')!r}, "
                             f"not {config.generator!r}")
-    generator = build_generator(config.generator, device=config.device, **config.generator_options)
+    ctx = distributed.context()
+    distributed.barrier()  # every process has checked the folder before any of them writes in it
+    device = distributed.device_for(config.device, ctx)
+    generator = build_generator(config.generator, device=device, **config.generator_options)
     profile, settings = _resolved(config, generator)
     options = {k: v for k, v in config.generator_options.items() if v is not None}
     train_options = dict(profile.train_options)
@@ -250,7 +254,7 @@ def run_discover(config: DiscoverConfig) -> dict:
         train_options.pop("resolution", None)  # an explicit --resolution is used throughout
     game_generator = generator
     if train_options:
-        game_generator = build_generator(config.generator, device=config.device, **(options | train_options))
+        game_generator = build_generator(config.generator, device=device, **(options | train_options))
     identity = {
         "generator": config.generator, "generator_options": options, "train_options": train_options,
         "latent_dim": generator.latent_dim,
@@ -262,16 +266,19 @@ def run_discover(config: DiscoverConfig) -> dict:
     deformator = build_deformator(profile.deformator, generator.latent_dim, profile.num_directions, rng)
     torch.manual_seed(config.seed)  # R's initial weights: the same seed, the same run
     reconstructor = build_reconstructor(profile.reconstructor, profile.num_directions)
-    if not checkpoint.exists():
+    if not checkpoint.exists() and ctx.is_main:
         write_json(out / CONFIG_NAME, {"identity": identity, "profile": asdict(profile), "settings": asdict(settings),
                                        "command": asdict(config) | {"out": str(config.out)}})
 
     if config.bg_direction is not None and parse_bg_direction(config.bg_direction)[0] >= profile.num_directions:
         raise UserError(f"--bg-direction {config.bg_direction}: the run has directions 0..{profile.num_directions - 1}")
     # The summary marks a finished run: a resumed run is unfinished until it writes a new one.
-    (out / SUMMARY_NAME).unlink(missing_ok=True)
+    if ctx.is_main:
+        (out / SUMMARY_NAME).unlink(missing_ok=True)
     history = train(game_generator, deformator, reconstructor, settings, out, identity,
                     resume=config.resume, progress=config.progress)
+    if not ctx.is_main:  # under torchrun, rank 0 alone scores, charts and writes the run
+        return {"part": True, "rank": ctx.rank}
     deformator.eval()
     directions = deformator.directions().detach()
     rca = reconstructor_accuracy(game_generator, deformator, reconstructor, settings, samples=config.rca_samples)

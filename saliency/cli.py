@@ -120,6 +120,8 @@ def discover(generator_name, out, deformator, num_directions, reconstructor, ste
         generator_options={"resolution": resolution, "weights": weights, "truncation": truncation},
     )
     summary = run_discover(config)
+    if summary.get("part"):  # a torchrun worker other than rank 0
+        return
     bg = summary["bg_direction"]
     click.echo(f"RCA {summary['rca']:.3f} over {summary['num_directions']} directions "
                f"({summary['steps']} steps, {summary['train_seconds']:.0f} s)")

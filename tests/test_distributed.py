@@ -76,3 +76,17 @@ def test_two_process_unet_training(known_run, tmp_path):
     assert meta["steps"] == 4 and meta["processes"] == 2
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [2, 4]  # rank 0 alone writes the log
+
+
+def test_two_process_discovery(tmp_path):
+    out = tmp_path / "run"
+    result = torchrun("discover", "--out", str(out), "--resolution", "32", "--train-resolution", "32",
+                      "--directions", "4", "--batch", "8", "--bg-samples", "16", "--refine-steps", "5",
+                      "--steps", "12", "--checkpoint-every", "4", "--no-charts", "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((out / "directions.json").read_text())
+    assert summary["steps"] == 12 and summary["num_directions"] == 4
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [12]  # one writer (log every 50, and the last step)
+    odd = torchrun("discover", "--out", str(tmp_path / "odd"), "--batch", "7", "--steps", "2", "--device", "cpu")
+    assert odd.returncode != 0 and "split evenly" in odd.stderr
