@@ -1,0 +1,102 @@
+"""U-Net training throughput from the real shards against the same model on tensors in memory.
+
+    ratio = samples/s reading shards through the DataLoader (augmentation on, the profile's
+            workers) / samples/s of the same steps on one batch already in memory
+
+Target >= 0.9: the input pipeline keeps the model busy.
+
+    python benchmarks/train_unet_speed.py --data SYN_DIR [--profile embedded] [--steps 40] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipelines.train_unet import PROFILES
+from saliency.augment import AugmentedPairs, StepBatchSampler
+from saliency.device import resolve_device
+from saliency.runtime import tune_cpu_allocator
+from saliency.shards import SyntheticPairs
+from saliency.training import tempered_loss, to_model_input
+from saliency.unet import build_unet
+
+
+def main() -> None:
+    tune_cpu_allocator()  # as the CLI does
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--profile", default="embedded", choices=sorted(PROFILES))
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    profile = PROFILES[args.profile]
+    settings = profile.settings
+    batch = args.batch or settings.batch_size
+    workers = settings.workers if args.workers is None else args.workers
+    device = resolve_device(args.device)
+    pairs = SyntheticPairs(args.data)
+    model = build_unet(profile.architecture).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
+
+    def train_step(images, masks):
+        loss = tempered_loss(model(to_model_input(images, device)), masks.to(device, non_blocking=True),
+                             settings.temperature)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def from_shards() -> float:
+        sampler = StepBatchSampler(np.arange(len(pairs)), batch, args.steps + 2, seed=1)
+        loader = torch.utils.data.DataLoader(AugmentedPairs(pairs, settings.augment), batch_sampler=sampler,
+                                             num_workers=workers, pin_memory=device.type == "cuda",
+                                             prefetch_factor=4 if workers > 0 else None)
+        iterator = iter(loader)
+        for _ in range(2):  # warm-up, and the workers' start
+            train_step(*next(iterator))
+        sync()
+        start = time.perf_counter()
+        for images, masks in iterator:
+            train_step(images, masks)
+        sync()
+        return args.steps * batch / (time.perf_counter() - start)
+
+    def in_memory() -> float:
+        images = torch.from_numpy(np.stack([pairs[i][0] for i in range(batch)]))
+        masks = torch.from_numpy(np.stack([pairs[i][1] for i in range(batch)]))
+        train_step(images, masks)
+        sync()
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            train_step(images, masks)
+        sync()
+        return args.steps * batch / (time.perf_counter() - start)
+
+    rounds = []
+    for _ in range(args.rounds):
+        memory = in_memory()
+        shards = from_shards()
+        rounds.append({"shards_samples_per_s": round(shards, 1), "memory_samples_per_s": round(memory, 1),
+                       "ratio": round(shards / memory, 3)})
+    ratios = sorted(r["ratio"] for r in rounds)
+    result = {"data": str(args.data), "profile": args.profile, "encoder": profile.architecture.encoder,
+              "batch": batch, "workers": workers, "resolution": [pairs.height, pairs.width], "device": str(device),
+              "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+              "rounds": rounds, "median_ratio": ratios[len(ratios) // 2]}
+    print(json.dumps(result, indent=2))
+    print(f"shards / in-memory = {result['median_ratio']:.3f} (median of {len(rounds)} rounds; target >= 0.9)")
+
+
+if __name__ == "__main__":
+    main()
