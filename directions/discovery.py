@@ -25,6 +25,7 @@ from directions.reconstructors import Reconstructor
 from saliency import distributed
 from saliency.artifacts import trim_step_log, atomic_path, ensure_writable_dir, remove_stale_temporaries
 from saliency.progress import progress_bar
+from saliency.runtime import autocast
 from saliency.checkpoint import load_checkpoint, save_checkpoint
 from saliency.errors import UserError
 
@@ -46,6 +47,7 @@ class TrainSettings:
     log_every: int = 50
     checkpoint_every: int = 500
     seed: int = 0
+    precision: str = "fp32"  # "bf16": autocast G and R (the loss and Adam stay fp32)
 
     def validate(self) -> None:
         if self.steps <= 0:
@@ -194,9 +196,10 @@ def train(
     with open(metrics_path if ctx.is_main else os.devnull, "a", encoding="utf-8") as log:
         while step < settings.steps:
             z, classes, index, eps = sample_game(generator, deformator.num_directions, per_process, rng, settings)
-            loss, ce, shift_l1, accuracy = game_step(
-                generator, deformator, reconstructor, z, classes, index, eps, settings.shift_loss_weight
-            )
+            with autocast(device, settings.precision):
+                loss, ce, shift_l1, accuracy = game_step(
+                    generator, deformator, reconstructor, z, classes, index, eps, settings.shift_loss_weight
+                )
             for optimizer in optimizers.values():
                 optimizer.zero_grad(set_to_none=True)
             loss.backward()

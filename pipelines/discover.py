@@ -38,6 +38,7 @@ from saliency.artifacts import atomic_path, ensure_writable_dir, write_json
 from saliency.checkpoint import load_checkpoint
 from saliency.errors import UserError
 from saliency.progress import progress_bar
+from saliency.runtime import configure_device, resolve_precision
 from saliency.visualize import save_grid
 
 SUMMARY_NAME = "directions.json"
@@ -98,6 +99,7 @@ class DiscoverConfig:
     bg_samples: int = 128
     refine_steps: int = 300
     rca_samples: int = 2048
+    precision: str = "auto"
     train_resolution: int | None = None
     charts: bool = True
     progress: bool = True
@@ -245,7 +247,9 @@ def run_discover(config: DiscoverConfig) -> dict:
     distributed.barrier()  # every process has checked the folder before any of them writes in it
     device = distributed.device_for(config.device, ctx)
     generator = build_generator(config.generator, device=device, **config.generator_options)
+    configure_device(generator.device)
     profile, settings = _resolved(config, generator)
+    settings = replace(settings, precision=resolve_precision(config.precision, generator.device))
     options = {k: v for k, v in config.generator_options.items() if v is not None}
     train_options = dict(profile.train_options)
     if config.train_resolution is not None:

@@ -26,6 +26,7 @@ from saliency.errors import UserError
 from saliency.evaluate import folder_samples, predict_map, predict_paper_protocol, scenes_samples
 from saliency.metrics import REFERENCES, SaliencyMetrics, markdown_table, to_uint8_map
 from saliency.progress import progress_bar
+from saliency.runtime import configure_device, resolve_precision
 from saliency.unet import load_model
 from saliency.visualize import save_grid
 
@@ -46,6 +47,7 @@ class EvalConfig:
     scenes_seed: int = 12345
     references: bool = True
     device: str = "auto"
+    precision: str = "auto"
     progress: bool = True
 
 
@@ -62,7 +64,11 @@ def run_eval(config: EvalConfig) -> dict:
     if config.scenes_count <= 0:
         raise UserError(f"--images must be positive, got {config.scenes_count}")
     device = resolve_device(config.device)
+    configure_device(device)
+    precision = resolve_precision(config.precision, device)
     model, meta = load_model(config.model, device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
     stride = meta["architecture"].stride
     data_meta = meta.get("data") or {}
 
@@ -108,7 +114,7 @@ def run_eval(config: EvalConfig) -> dict:
     with progress_bar(total, f"eval {config.dataset}", enabled=config.progress, unit="img") as bar:
         for sample in samples:
             tick = time.perf_counter()
-            prob = predict_map(model, sample.image, size, stride, device)
+            prob = predict_map(model, sample.image, size, stride, device, precision)
             predict_seconds += time.perf_counter() - tick
             prediction = to_uint8_map(prob)
             names = splits_of(sample.stem)
@@ -118,7 +124,7 @@ def run_eval(config: EvalConfig) -> dict:
                     if refs:
                         refs[ref][name].update(maker(*sample.mask.shape), sample.mask)
             if paper is not None:
-                binary, truth = predict_paper_protocol(model, sample.image, sample.mask, size, device)
+                binary, truth = predict_paper_protocol(model, sample.image, sample.mask, size, device, precision)
                 for name in names:
                     paper[name].update(binary, truth)
             if config.save_maps:
@@ -150,6 +156,7 @@ def run_eval(config: EvalConfig) -> dict:
         "model": str(config.model),
         "model_data": data_meta,
         "device": str(device),
+        "precision": precision,
     }
     rows = [(f"U-Net ({name})", results[name]) for name in split_names]
     for ref, per in summary["references"].items():

@@ -58,6 +58,7 @@ class PipelineConfig:
     pairs: int | None = None
     unet_steps: int | None = None
     discover_steps: int | None = None
+    precision: str = "auto"
     progress: bool = True
     log: Callable[[str], None] = print
 
@@ -96,23 +97,24 @@ def run_pipeline(config: PipelineConfig) -> dict:
     discover_dir = paths["discover"]
     stage("discover", (discover_dir / SUMMARY_NAME).is_file(), lambda: run_discover(DiscoverConfig(
         generator=profile.generator, out=discover_dir, steps=config.discover_steps, device=config.device,
-        resume=(discover_dir / DISCOVER_CHECKPOINT).is_file(), progress=config.progress,
+        resume=(discover_dir / DISCOVER_CHECKPOINT).is_file(), progress=config.progress, precision=config.precision,
         generator_options=generator_options)))
     pairs = config.pairs or profile.pairs
     stage("synthesize", _synthesis_complete(paths["synthesize"], pairs), lambda: run_synthesize(SynthesizeConfig(
         run=discover_dir, count=pairs, out=paths["synthesize"], data_root=data_root, device=config.device,
-        progress=config.progress)))
+        progress=config.progress, precision=config.precision)))
     unet_dir = paths["unet"]
     stage("unet", unet_complete(unet_dir), lambda: run_train_unet(TrainUNetConfig(
         data=paths["synthesize"], out=unet_dir, profile=profile.unet_profile, steps=config.unet_steps,
-        device=config.device, resume=(unet_dir / UNET_CHECKPOINT).is_file(), progress=config.progress)))
+        device=config.device, resume=(unet_dir / UNET_CHECKPOINT).is_file(), progress=config.progress,
+        precision=config.precision)))
     stage("eval-ecssd", eval_complete(paths["eval-ecssd"]), lambda: run_eval(EvalConfig(
         dataset="ecssd", model=unet_dir, out=paths["eval-ecssd"], data_root=data_root, device=config.device,
-        progress=config.progress)))
+        progress=config.progress, precision=config.precision)))
     if profile.scenes_eval:
         stage("eval-scenes", eval_complete(paths["eval-scenes"]), lambda: run_eval(EvalConfig(
             dataset="scenes", model=unet_dir, out=paths["eval-scenes"], device=config.device,
-            progress=config.progress)))
+            progress=config.progress, precision=config.precision)))
     write_json(record_path, record)
     tables = {}
     for name in ("eval-ecssd", "eval-scenes"):

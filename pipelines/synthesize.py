@@ -44,6 +44,7 @@ from saliency.device import resolve_device
 from saliency.errors import UserError
 from saliency.fetch import sha256_file
 from saliency.progress import progress_bar
+from saliency.runtime import configure_device, resolve_precision
 from saliency.shards import MANIFEST_NAME, read_shard, shard_name, write_shard
 from saliency.synthesis import HISTOGRAM_BINS, KEPT, REASONS, MaskRule, area_histogram, mask_iou, synthesize_batch
 from saliency.visualize import save_grid
@@ -80,6 +81,7 @@ class SynthesizeConfig:
     seed: int = 0
     device: str = "auto"
     ground_truth: bool = True
+    precision: str = "auto"  # bf16 autocast for G on a CUDA GPU
     preview: int = 8
     progress: bool = True
 
@@ -293,6 +295,8 @@ def run_synthesize(config: SynthesizeConfig) -> dict:
     bg = summary.get("bg_direction") or {}
     ctx = distributed.context()
     device = resolve_device(distributed.device_for(config.device, ctx))
+    configure_device(device)
+    precision = resolve_precision(config.precision, device)
     generator = build_generator(generator_name, device=device, **options).eval()
     direction = load_background_direction(run_dir, summary, generator.latent_dim)
     magnitude = float(config.magnitude if config.magnitude is not None else bg["magnitude"])
@@ -328,6 +332,8 @@ def run_synthesize(config: SynthesizeConfig) -> dict:
         "rule": asdict(rule), "classes": classes, "batch_size": batch_size, "shard_size": config.shard_size,
         "seed": config.seed, "ground_truth": with_truth,
     }
+    if precision != "fp32":  # recorded only when it changes the pairs (older folders stay resumable)
+        fingerprint["precision"] = precision
     manifest_path = out / MANIFEST_NAME
     if _finished(manifest_path, config.count, fingerprint, ctx.world):
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -350,7 +356,7 @@ def run_synthesize(config: SynthesizeConfig) -> dict:
         manifest_path.unlink(missing_ok=True)
     shift = (direction * magnitude).to(generator.device, generator.dtype)
     shards, totals = _synthesize_part(generator, work, part_fingerprint, previous, part_count, config, classes,
-                                      shift, rule, with_truth, batch_size, ctx)
+                                      shift, rule, with_truth, batch_size, ctx, precision)
     distributed.barrier()
     if not ctx.is_main:
         return {"count": part_count, "rank": ctx.rank, "part": True}
@@ -359,6 +365,7 @@ def run_synthesize(config: SynthesizeConfig) -> dict:
     manifest = _manifest(config, out, run_dir, generator, generator_name, options, classes, vote, rule, magnitude,
                          batch_size, with_truth, shards, totals, device)
     manifest["processes"] = ctx.world
+    manifest["precision"] = precision
     manifest["fingerprint_sha256"] = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
     if config.preview > 0:
         _save_preview(generator, out, shards, manifest, shift, config.preview)
@@ -388,7 +395,7 @@ def _finished(manifest_path: Path, count: int, fingerprint: dict, world: int) ->
 
 def _synthesize_part(generator: Generator, out: Path, fingerprint: dict, shards: list[dict], count: int,
                      config: SynthesizeConfig, classes, shift, rule: MaskRule, with_truth: bool, batch_size: int,
-                     ctx: distributed.Context) -> tuple[list[dict], dict]:
+                     ctx: distributed.Context, precision: str = "fp32") -> tuple[list[dict], dict]:
     """Fill ``out`` with ``count`` pairs, continuing from its verified ``shards``; returns (shards, totals)."""
     done = sum(int(e["count"]) for e in shards)
     _discard_unlisted(out, shards)
@@ -416,7 +423,7 @@ def _synthesize_part(generator: Generator, out: Path, fingerprint: dict, shards:
         while total + buffer.size < count:
             global_batch = batch * ctx.world + ctx.rank  # disjoint seeds across processes
             z, c = batch_latents(generator, config.seed, global_batch, batch_size, classes)
-            pairs = synthesize_batch(generator, z, c, shift, rule, with_truth=with_truth)
+            pairs = synthesize_batch(generator, z, c, shift, rule, with_truth=with_truth, precision=precision)
             reasons = pairs.judged.reasons.cpu()
             kept_rows = torch.nonzero(reasons == KEPT).flatten()
             kept_rows = kept_rows[kept_rows >= row]

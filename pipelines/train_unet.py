@@ -23,6 +23,7 @@ from saliency.artifacts import ensure_writable_dir, remove_stale_temporaries, wr
 from saliency.augment import AugmentSettings
 from saliency.device import resolve_device
 from saliency.errors import UserError
+from saliency.runtime import configure_device, resolve_precision
 from saliency.shards import load_manifest
 from saliency.training import CHECKPOINT_NAME, UNetTrainSettings, train_unet
 from saliency.unet import MODEL_META, UNetArchitecture, save_model
@@ -73,6 +74,8 @@ class TrainUNetConfig:
     color_jitter: float | None = None
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
     resume: bool = False
     progress: bool = True
 
@@ -111,6 +114,8 @@ def run_train_unet(config: TrainUNetConfig) -> dict:
     name, arch, settings = resolve(config, manifest)
     ctx = distributed.context()
     device = resolve_device(distributed.device_for(config.device, ctx))
+    configure_device(device)
+    settings = replace(settings, precision=resolve_precision(config.precision, device), compile=config.compile)
     if settings.batch_size < ctx.world:
         raise UserError(f"--batch {settings.batch_size} is smaller than the {ctx.world} processes")
     out = ensure_writable_dir(config.out)

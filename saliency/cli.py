@@ -14,6 +14,7 @@ from saliency import __version__
 from saliency.errors import UserError
 
 DEVICE_HELP = "Torch device: auto (default: the best available), cpu, cuda, cuda:N or mps."
+PRECISION_HELP = "auto (bf16 autocast on a CUDA GPU, fp32 elsewhere), fp32 or bf16."
 
 
 def parse_int_list(text: str | None) -> list[int] | None:
@@ -103,9 +104,11 @@ def sample(generator_name, count, out, classes, seed, device, nrow, resolution, 
               help="Image size for the training game only (scenes default: 32; directions carry over).")
 @click.option("--weights", default=None, help="Generator weights (see `saliency sample --help`).")
 @click.option("--truncation", type=float, default=None, help="Truncation (biggan-deep-128).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help=PRECISION_HELP)
 def discover(generator_name, out, deformator, num_directions, reconstructor, steps, batch_size, lr, seed, device,
              resume, checkpoint_every, refine_bg, refine_steps, bg_direction, bg_samples, charts, resolution, train_resolution,
-             weights, truncation) -> None:
+             weights, truncation, precision) -> None:
     """Stage 1: learn K latent directions and find the background-removal direction h_bg."""
     from pipelines.discover import DiscoverConfig, run_discover
 
@@ -116,7 +119,7 @@ def discover(generator_name, out, deformator, num_directions, reconstructor, ste
         reconstructor=reconstructor, steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
         resume=resume, checkpoint_every=checkpoint_every, refine_bg=refine_bg, refine_steps=refine_steps,
         bg_direction=bg_direction,
-        bg_samples=bg_samples, charts=charts, train_resolution=train_resolution,
+        bg_samples=bg_samples, charts=charts, train_resolution=train_resolution, precision=precision,
         generator_options={"resolution": resolution, "weights": weights, "truncation": truncation},
     )
     summary = run_discover(config)
@@ -170,9 +173,11 @@ DATA_ROOT_HELP = "Folder holding datasets by name (ROOT/ECSSD/...); default $SAL
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--ground-truth/--no-ground-truth", default=True, show_default=True,
               help="Score kept masks against the generator's exact masks, where it has them (scenes).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help=PRECISION_HELP)
 def synthesize(run_dir, count, out, data_root, dataset, classes, classifier, classifier_weights, top_k, class_fraction,
                threshold, magnitude, min_area, max_area, component_fraction, bimodal_filter, batch_size, shard_size,
-               seed, device, ground_truth) -> None:
+               seed, device, ground_truth, precision) -> None:
     """Stage 2: vote for classes, then write N (image, mask) pairs made with h_bg."""
     from pipelines.synthesize import SynthesizeConfig, run_synthesize
 
@@ -181,7 +186,7 @@ def synthesize(run_dir, count, out, data_root, dataset, classes, classifier, cla
         classifier=classifier, classifier_weights=classifier_weights, top_k=top_k, class_fraction=class_fraction,
         threshold=threshold, magnitude=magnitude, min_area=min_area, max_area=max_area,
         component_fraction=component_fraction, bimodal=bimodal_filter, batch_size=batch_size, shard_size=shard_size,
-        seed=seed, device=device, ground_truth=ground_truth,
+        seed=seed, device=device, ground_truth=ground_truth, precision=precision,
     )
     manifest = run_synthesize(config)
     if manifest.get("part"):  # a torchrun worker other than rank 0: rank 0 reports
@@ -240,9 +245,12 @@ def fetch_data(dataset, data_root, mirror, force, verify) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--resume", is_flag=True, help="Continue the training in --out from its last checkpoint.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help=PRECISION_HELP)
+@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the U-Net (worth it on long GPU runs).")
 def train_unet(data, out, profile, encoder, encoder_weights, steps, batch_size, lr, lr_step, lr_gamma, temperature,
                val_count, val_every, checkpoint_every, workers, hflip, scale_min, color_jitter, seed, device,
-               resume) -> None:
+               resume, precision, compile_model) -> None:
     """Stage 3: train a U-Net on the synthetic (image, mask) pairs."""
     from pipelines.train_unet import TrainUNetConfig, run_train_unet
 
@@ -250,7 +258,8 @@ def train_unet(data, out, profile, encoder, encoder_weights, steps, batch_size, 
         data=data, out=out, profile=profile, encoder=encoder, encoder_weights=encoder_weights, steps=steps,
         batch_size=batch_size, lr=lr, lr_step=lr_step, lr_gamma=lr_gamma, temperature=temperature,
         val_count=val_count, val_every=val_every, checkpoint_every=checkpoint_every, workers=workers, hflip=hflip,
-        scale_min=scale_min, color_jitter=color_jitter, seed=seed, device=device, resume=resume))
+        scale_min=scale_min, color_jitter=color_jitter, seed=seed, device=device, resume=resume, precision=precision,
+        compile=compile_model))
     if summary.get("part"):  # a torchrun worker other than rank 0
         return
     val = summary["validation"]
@@ -273,12 +282,15 @@ def train_unet(data, out, profile, encoder, encoder_weights, steps, batch_size, 
 @click.option("--images", "scenes_count", type=int, default=500, show_default=True,
               help="Number of rendered images (--dataset scenes).")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
-def eval_command(dataset, model_dir, out, data_root, size, protocol, save_maps, scenes_count, device) -> None:
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help=PRECISION_HELP)
+def eval_command(dataset, model_dir, out, data_root, size, protocol, save_maps, scenes_count, device, precision) -> None:
     """Stage 4: score a trained U-Net on a saliency benchmark (test split and all images)."""
     from pipelines.evaluate import EvalConfig, run_eval
 
     summary = run_eval(EvalConfig(dataset=dataset.lower(), model=model_dir, out=out, data_root=data_root, size=size,
-                                  protocol=protocol, save_maps=save_maps, scenes_count=scenes_count, device=device))
+                                  protocol=protocol, save_maps=save_maps, scenes_count=scenes_count, device=device,
+                                  precision=precision))
     click.echo(summary["table"].rstrip())
     click.echo(f"{summary['images_per_second']:.1f} images/s; wrote {Path(out) / 'metrics.json'}")
 
@@ -294,13 +306,15 @@ def eval_command(dataset, model_dir, out, data_root, size, protocol, save_maps, 
 @click.option("--unet-steps", type=int, default=None, help="U-Net steps (default: the profile's).")
 @click.option("--discover-steps", type=int, default=None, help="Discovery steps (default: the generator's profile).")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
-def pipeline(out, data_root, profile, weights, pairs, unet_steps, discover_steps, device) -> None:
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help=PRECISION_HELP)
+def pipeline(out, data_root, profile, weights, pairs, unet_steps, discover_steps, device, precision) -> None:
     """The main job: discover, synthesize, train, evaluate; each stage skipped when already complete."""
     from pipelines.pipeline import PipelineConfig, run_pipeline
 
     result = run_pipeline(PipelineConfig(out=out, profile=profile, data_root=data_root, device=device,
                                          weights=weights, pairs=pairs, unet_steps=unet_steps,
-                                         discover_steps=discover_steps, log=click.echo))
+                                         discover_steps=discover_steps, precision=precision, log=click.echo))
     for name, table in result["tables"].items():
         click.echo(f"\n{name}:\n{table.rstrip()}")
     click.echo(f"\nwrote {Path(out) / 'pipeline.json'}")

@@ -24,6 +24,7 @@ from PIL import Image
 from saliency.datasets import SaliencyFolder
 from saliency.errors import UserError
 from saliency.training import to_model_input
+from saliency.runtime import autocast
 from saliency.unet import foreground_probability
 
 
@@ -74,7 +75,8 @@ def _resize_shorter(image: np.ndarray, size: int) -> np.ndarray:
 
 
 @torch.inference_mode()
-def predict_map(model, image: np.ndarray, size: int, stride: int, device: torch.device) -> np.ndarray:
+def predict_map(model, image: np.ndarray, size: int, stride: int, device: torch.device,
+                precision: str = "fp32") -> np.ndarray:
     """Soft foreground map in [0, 1] at the image's own size (float32 (H, W))."""
     h, w = image.shape[:2]
     resized = _resize_shorter(image, size)
@@ -83,18 +85,22 @@ def predict_map(model, image: np.ndarray, size: int, stride: int, device: torch.
     pad_h, pad_w = math.ceil(rh / stride) * stride - rh, math.ceil(rw / stride) * stride - rw
     if pad_h or pad_w:
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-    prob = foreground_probability(model(x))[:, :rh, :rw]
+    with autocast(device, precision):
+        logits = model(x)
+    prob = foreground_probability(logits)[:, :rh, :rw]
     prob = F.interpolate(prob[:, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
     return prob.clamp_(0, 1).cpu().numpy()
 
 
 @torch.inference_mode()
-def predict_paper_protocol(model, image: np.ndarray, mask: np.ndarray, size: int,
-                           device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+def predict_paper_protocol(model, image: np.ndarray, mask: np.ndarray, size: int, device: torch.device,
+                           precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
     """The reference code's variant: argmax mask of the size x size image, ground truth resized
     (nearest) to size x size. Returns (uint8 0/255 map, bool mask), both size x size."""
     resized = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
     truth = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)) > 128
     x = to_model_input(torch.from_numpy(np.array(resized))[None], device)
-    predicted = model(x).argmax(dim=1)[0].cpu().numpy().astype(np.uint8) * 255
+    with autocast(device, precision):
+        logits = model(x)
+    predicted = logits.argmax(dim=1)[0].cpu().numpy().astype(np.uint8) * 255
     return predicted, truth

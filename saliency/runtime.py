@@ -36,3 +36,43 @@ def tune_cpu_allocator() -> bool:
     ok = bool(mallopt(M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1))
     _applied = ok
     return ok
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_precision(spec: str, device: "torch.device") -> str:
+    """``auto``: bf16 autocast on a CUDA GPU that supports it, fp32 elsewhere.
+
+    On this project's 2-core CPU, bf16 made a U-Net training step 1.55x faster (336 -> 216 ms,
+    batch 32 at 64 px) and the scenes generator no faster; CPU bf16 stays opt-in until its
+    effect on the trained model is measured too.
+    """
+    import torch
+
+    from saliency.errors import UserError
+
+    if spec not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {spec!r}")
+    if spec != "auto":
+        return spec
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def autocast(device: "torch.device", precision: str):
+    """A torch.autocast context for ``precision`` (a no-op for fp32)."""
+    import torch
+
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def configure_device(device: "torch.device") -> None:
+    """Fast math where it costs no accuracy that matters here: TF32 matmuls and cuDNN autotuning."""
+    import torch
+
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True

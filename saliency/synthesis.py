@@ -22,6 +22,7 @@ from scipy import ndimage
 from torch import Tensor
 
 from directions.generators import Generator
+from saliency.runtime import autocast
 
 KEPT, AREA_BELOW, AREA_ABOVE, NOT_BIMODAL = 0, 1, 2, 3
 REASONS = {AREA_BELOW: "area_below_min", AREA_ABOVE: "area_above_max", NOT_BIMODAL: "not_bimodal"}
@@ -121,18 +122,20 @@ class BatchPairs:
 
 @torch.inference_mode()
 def synthesize_batch(generator: Generator, z: Tensor, classes: Tensor | None, shift: Tensor, rule: MaskRule,
-                     with_truth: bool = False) -> BatchPairs:
+                     with_truth: bool = False, precision: str = "fp32") -> BatchPairs:
     """Render G(z, c) and G(z + shift, c) in one batched call and judge the shifted half."""
     n = z.shape[0]
     z = z.to(generator.device, generator.dtype)
     both_z = torch.cat([z, z + shift.to(z)])
     both_c = None if classes is None else torch.cat([classes, classes])
     truth = None
-    if with_truth:
-        both, true_masks = generator.forward_with_masks(both_z, both_c)
-        truth = true_masks[:n]
-    else:
-        both = generator(both_z, both_c)
+    with autocast(generator.device, precision):
+        if with_truth:
+            both, true_masks = generator.forward_with_masks(both_z, both_c)
+            truth = true_masks[:n]
+        else:
+            both = generator(both_z, both_c)
+    both = both.float()
     images, shifted = both[:n], both[n:]
     images_u8 = torch.add(0.5, images.permute(0, 2, 3, 1), alpha=255).clamp_(0, 255).to(torch.uint8)  # rounded
     return BatchPairs(images=images, images_u8=images_u8, shifted=shifted, judged=judge(shifted, rule), truth=truth)

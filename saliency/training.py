@@ -26,6 +26,7 @@ from saliency.augment import AugmentedPairs, AugmentSettings, StepBatchSampler
 from saliency.checkpoint import load_checkpoint, save_checkpoint
 from saliency.errors import UserError
 from saliency.progress import progress_bar
+from saliency.runtime import autocast
 from saliency.shards import SyntheticPairs
 from saliency.unet import UNetArchitecture, build_unet, foreground_probability
 
@@ -50,6 +51,8 @@ class UNetTrainSettings:
     log_every: int = 10
     seed: int = 0
     workers: int = 1
+    precision: str = "fp32"  # "bf16": autocast the U-Net (the loss and Adam stay fp32)
+    compile: bool = False  # torch.compile the model
     augment: AugmentSettings = field(default_factory=AugmentSettings)
 
     def validate(self) -> None:
@@ -70,11 +73,13 @@ class UNetTrainSettings:
 
 
 def to_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 ``(n, H, W, 3)`` -> normalised float ``(n, 3, H, W)`` on ``device``."""
+    """uint8 ``(n, H, W, 3)`` -> normalised float ``(n, 3, H, W)`` on ``device`` (channels-last
+    memory on a GPU, which its convolutions prefer)."""
     x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    x = (x - mean) / std
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
 
 def tempered_loss(logits: torch.Tensor, masks: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -158,6 +163,8 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
 
     ctx = distributed.context()
     net = build_unet(arch).to(device)  # the module itself; ``model`` may wrap it for data parallelism
+    if device.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
     model = net
     if ctx.distributed:
         # gloo on CPU reports this for smp's U-Net although each grad matches its parameter's
@@ -165,9 +172,11 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
         warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         model = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
     schedule = make_schedule(optimizer, settings)
-    identity = {"architecture": asdict(arch), "settings": {**asdict(settings), "steps": None},
+    # What a resumed run must share with the checkpoint (not steps, workers or compilation).
+    identity = {"architecture": asdict(arch),
+                "settings": {**asdict(settings), "steps": None, "workers": None, "compile": None},
                 "data_pairs": len(pairs), "data_manifest_sha": _manifest_digest(data)}
     start = 0
     checkpoint_path = out / CHECKPOINT_NAME
@@ -188,6 +197,7 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
         metrics_path.unlink()
 
     # Every process sees the same global batch of each step and trains on its own slice of it.
+    forward = torch.compile(model) if settings.compile else model
     sampler = StepBatchSampler(train_indices, settings.batch_size, settings.steps, settings.seed, start=start,
                                rank=ctx.rank, world=ctx.world)
     loader = torch.utils.data.DataLoader(
@@ -213,7 +223,9 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
         for images, masks in loader:
             x = to_model_input(images, device)
             y = masks.to(device, non_blocking=True)
-            loss = tempered_loss(model(x), y, settings.temperature)
+            with autocast(device, settings.precision):
+                logits = forward(x)
+            loss = tempered_loss(logits, y, settings.temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -1,0 +1,144 @@
+"""One-call GPU benchmark on a random-weight BigGAN-deep-128 in the real file format.
+
+Installs and downloads nothing. Reports, with the device's name, into a JSON file:
+generator images/s at 128 px in fp32 and bf16; discovery steps/s at batch 32 (K 128,
+ResNet-18 R); synthesis pairs/s; U-Net training samples/s at batch 128 (the biggan profile).
+Meant to finish well inside 8 minutes on one GPU; ``--tiny`` shrinks everything so the same
+code runs on a CPU in a minute or two (a smoke test, not a measurement of BigGAN).
+
+    bash benchmarks/gpu.sh                      # on the GPU machine: writes $OUT/gpu_bench.json
+    python benchmarks/gpu_bench.py --tiny --device cpu --out gpu_bench_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from directions.deformators import build_deformator
+from directions.discovery import TrainSettings, _optimizers, game_step, sample_game
+from directions.generators import build_generator
+from directions.generators.biggan import save_random_weights
+from directions.reconstructors import build_reconstructor
+from pipelines.discover import write_known_direction_run
+from pipelines.synthesize import SynthesizeConfig, run_synthesize
+from pipelines.train_unet import PROFILES
+from saliency.device import resolve_device
+from saliency.runtime import autocast, configure_device, resolve_precision, tune_cpu_allocator
+from saliency.training import tempered_loss, to_model_input
+from saliency.unet import build_unet
+
+
+def rate(fn, items: int, seconds: float, sync) -> float:
+    fn()
+    sync()
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn()
+        count += items
+    sync()
+    return count / (time.perf_counter() - start)
+
+
+def main() -> None:
+    tune_cpu_allocator()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=Path("gpu_bench.json"))
+    parser.add_argument("--seconds", type=float, default=10.0, help="Time per measurement.")
+    parser.add_argument("--tiny", action="store_true", help="Small model and batches (CPU smoke test).")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    configure_device(device)
+    sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    tiny = args.tiny
+    seconds = min(args.seconds, 3.0) if tiny else args.seconds
+    batch_g, batch_d, batch_u, pairs = (2, 4, 4, 16) if tiny else (64, 32, 128, 4096)
+    result = {"device": str(device), "name": name, "torch": torch.__version__, "tiny": tiny, "seconds_each": seconds}
+    started = time.perf_counter()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        config = {"channel_width": 16} if tiny else None  # tiny: a narrow BigGAN-deep, same code path
+        save_random_weights(tmp / "biggan", config=config)
+        generator = build_generator("biggan-deep-128", device=device, weights=str(tmp / "biggan")).eval()
+        rng = torch.Generator().manual_seed(0)
+        z, c = generator.sample_latents(batch_g, rng), generator.sample_classes(batch_g, rng)
+        for precision in ("fp32", "bf16"):
+            def forward(precision=precision):
+                with torch.inference_mode(), autocast(device, precision):
+                    generator(z, c)
+            result[f"generator_images_per_s_{precision}"] = round(rate(forward, batch_g, seconds, sync), 2)
+        result["generator_batch"] = batch_g
+
+        # Discovery: the paper's BigGAN game (K 128, ResNet-18 R) at batch 32.
+        settings = TrainSettings(batch_size=batch_d, lr=1e-4, precision=resolve_precision("auto", device))
+        deformator = build_deformator("ortho", generator.latent_dim, 128, rng).to(device)
+        reconstructor = build_reconstructor("resnet18", 128).to(device)
+        if device.type == "cuda":
+            reconstructor = reconstructor.to(memory_format=torch.channels_last)
+        optimizers = _optimizers(deformator, reconstructor, settings)
+
+        def discover_step():
+            zz, cc, kk, ee = sample_game(generator, 128, batch_d, rng, settings)
+            with autocast(device, settings.precision):
+                loss, *_ = game_step(generator, deformator, reconstructor, zz, cc, kk, ee, settings.shift_loss_weight)
+            for optimizer in optimizers.values():
+                optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            for optimizer in optimizers.values():
+                optimizer.step()
+        result["discover_steps_per_s"] = round(rate(discover_step, 1, seconds, sync), 3)
+        result["discover_batch"] = batch_d
+        result["discover_precision"] = settings.precision
+
+        # Synthesis: a random direction, every pair kept (random weights make no real masks).
+        direction = torch.randn(generator.latent_dim)
+        run = write_known_direction_run(tmp / "run", "biggan-deep-128", direction, 6.0,
+                                        generator_options={"weights": str(tmp / "biggan")})
+        manifest = run_synthesize(SynthesizeConfig(run=run, count=pairs, out=tmp / "syn", classes=list(range(10)),
+                                                   min_area=0.0, max_area=1.0, batch_size=batch_d,
+                                                   device=str(device), progress=False, preview=0,
+                                                   ground_truth=False))
+        result["synthesize_pairs_per_s"] = round(manifest["count"] / manifest["seconds"], 2)
+        result["synthesize_pairs"] = manifest["count"]
+        result["synthesize_precision"] = manifest.get("precision")
+
+        # U-Net training at batch 128 on 128 px tensors already on the device.
+        profile = PROFILES["biggan"]
+        model = build_unet(profile.architecture).to(device)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.Adam(model.parameters(), lr=profile.settings.lr)
+        size = 64 if tiny else 128
+        images = torch.randint(0, 256, (batch_u, size, size, 3), dtype=torch.uint8)
+        masks = torch.randint(0, 2, (batch_u, size, size), device=device)
+        unet_precision = resolve_precision("auto", device)
+
+        def unet_step():
+            with autocast(device, unet_precision):
+                logits = model(to_model_input(images, device))
+            loss = tempered_loss(logits, masks, profile.settings.temperature)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        result["unet_samples_per_s"] = round(rate(unet_step, batch_u, seconds, sync), 2)
+        result["unet_batch"] = batch_u
+        result["unet_precision"] = unet_precision
+        result["unet_resolution"] = size
+
+    result["total_seconds"] = round(time.perf_counter() - started, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""The GPU benchmark script runs end to end (here on the CPU, at its tiny size): the script a
+lent GPU will run in one call must not be the first to find its bugs. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_gpu_benchmark_runs_at_tiny_size_on_cpu(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "benchmarks/gpu_bench.py", "--tiny", "--device", "cpu", "--seconds", "0.2",
+                             "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    for key in ("generator_images_per_s_fp32", "generator_images_per_s_bf16", "discover_steps_per_s",
+                "synthesize_pairs_per_s", "unet_samples_per_s"):
+        assert report[key] > 0, key
+    assert report["device"] == "cpu" and report["tiny"] is True and report["synthesize_pairs"] == 16
