@@ -66,8 +66,8 @@ def sample_shifts(
     n: int, num_directions: int, rng: torch.Generator, scale: float, min_shift: float
 ) -> tuple[Tensor, Tensor]:
     """Direction indices k ~ U{0..K-1} and shifts eps ~ scale * U(-1, 1), |eps| >= min_shift."""
-    index = torch.randint(num_directions, (n,), generator=rng)
-    eps = scale * (2 * torch.rand(n, generator=rng) - 1)
+    index = torch.randint(num_directions, (n,), generator=rng, device=rng.device)
+    eps = scale * (2 * torch.rand(n, generator=rng, device=rng.device) - 1)
     sign = torch.where(eps < 0, -1.0, 1.0)
     eps = torch.where(eps.abs() < min_shift, sign * min_shift, eps)
     return index, eps
@@ -140,7 +140,10 @@ def train(
     deformator.to(device).train()
     reconstructor.to(device).train()
     optimizers = _optimizers(deformator, reconstructor, settings)
-    rng = torch.Generator().manual_seed(_process_seed(settings.seed, ctx.rank, 0))
+    # On a GPU the game is drawn there: nothing crosses devices inside the loop. (A GPU's
+    # stream differs from the CPU's, so the same seed gives other samples there.)
+    rng = torch.Generator(device=device if device.type == "cuda" else "cpu")
+    rng.manual_seed(_process_seed(settings.seed, ctx.rank, 0))
     parameters = [p for p in list(deformator.parameters()) + list(reconstructor.parameters()) if p.requires_grad]
     checkpoint_path = run_dir / CHECKPOINT_NAME
     metrics_path = run_dir / METRICS_NAME

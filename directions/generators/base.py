@@ -6,6 +6,10 @@ import torch
 from torch import Tensor, nn
 
 
+def _rng_device(generator: torch.Generator | None) -> torch.device:
+    return generator.device if generator is not None else torch.device("cpu")
+
+
 class Generator(nn.Module):
     """A frozen, differentiable map ``(z, classes) -> images``.
 
@@ -13,8 +17,9 @@ class Generator(nn.Module):
     and implement :meth:`synthesize`. This base class owns the device and dtype: inputs are
     moved to the generator's device and dtype here, once, so stages never have to.
 
-    Latents and classes are drawn on the CPU from an optional ``torch.Generator`` and then
-    moved, so a seed gives the same samples on every device.
+    Latents and classes are drawn on the device of the optional ``torch.Generator`` (the CPU
+    by default, so a seed gives the same samples on every device) and then moved; a training
+    loop on a GPU passes a generator on that GPU, so nothing crosses devices in the loop.
     """
 
     latent_dim: int
@@ -40,7 +45,8 @@ class Generator(nn.Module):
 
     def sample_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` latents from the generator's prior, shape ``(n, latent_dim)``."""
-        return torch.randn(n, self.latent_dim, generator=generator).to(self.device, self.dtype)
+        return torch.randn(n, self.latent_dim, generator=generator, device=_rng_device(generator)).to(
+            self.device, self.dtype)
 
     def sample_classes(
         self,
@@ -53,12 +59,12 @@ class Generator(nn.Module):
         if not self.conditional:
             return None
         if choices is None:
-            idx = torch.randint(self.num_classes, (n,), generator=generator)
+            idx = torch.randint(self.num_classes, (n,), generator=generator, device=_rng_device(generator))
         else:
-            pool = torch.as_tensor(choices, dtype=torch.long).flatten()
+            pool = torch.as_tensor(choices, dtype=torch.long, device=_rng_device(generator)).flatten()
             if pool.numel() == 0:
                 raise ValueError("choices is empty")
-            idx = pool[torch.randint(pool.numel(), (n,), generator=generator)]
+            idx = pool[torch.randint(pool.numel(), (n,), generator=generator, device=pool.device)]
         return idx.to(self.device)
 
     def check_classes(self, classes: Tensor | list[int] | None, n: int) -> Tensor | None:

@@ -107,7 +107,8 @@ class BigGANDeep(Generator):
         """The truncation trick's prior: ``truncation * z``, z ~ N(0, 1) truncated to [-2, 2]
         (drawn by inverting the normal CDF, so one seed gives one sample everywhere)."""
         lo = 0.5 * (1 + math.erf(-TRUNCATION_BOUND / math.sqrt(2)))
-        u = lo + (1 - 2 * lo) * torch.rand(n, self.latent_dim, generator=generator, dtype=torch.float64)
+        device = generator.device if generator is not None else torch.device("cpu")
+        u = lo + (1 - 2 * lo) * torch.rand(n, self.latent_dim, generator=generator, dtype=torch.float64, device=device)
         z = torch.special.ndtri(u) * self.truncation
         return z.to(self.device, self.dtype)
 
