@@ -115,7 +115,8 @@ def run_train_unet(config: TrainUNetConfig) -> dict:
     ctx = distributed.context()
     device = resolve_device(distributed.device_for(config.device, ctx))
     configure_device(device)
-    settings = replace(settings, precision=resolve_precision(config.precision, device), compile=config.compile)
+    settings = replace(settings, precision=resolve_precision(config.precision, device, cpu_bf16=True),
+                       compile=config.compile)
     if settings.batch_size < ctx.world:
         raise UserError(f"--batch {settings.batch_size} is smaller than the {ctx.world} processes")
     out = ensure_writable_dir(config.out)

@@ -14,7 +14,8 @@ from saliency import __version__
 from saliency.errors import UserError
 
 DEVICE_HELP = "Torch device: auto (default: the best available), cpu, cuda, cuda:N or mps."
-PRECISION_HELP = "auto (bf16 autocast on a CUDA GPU, fp32 elsewhere), fp32 or bf16."
+PRECISION_HELP = ("auto (bf16 autocast on a CUDA GPU; U-Net training also on CPUs with native bf16; "
+                  "else fp32), fp32 or bf16.")
 
 
 def parse_int_list(text: str | None) -> list[int] | None:
