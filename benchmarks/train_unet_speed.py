@@ -22,7 +22,7 @@ import torch
 from pipelines.train_unet import PROFILES
 from saliency.augment import AugmentedPairs, StepBatchSampler
 from saliency.device import resolve_device
-from saliency.runtime import tune_cpu_allocator
+from saliency.runtime import autocast, resolve_precision, tune_cpu_allocator
 from saliency.shards import SyntheticPairs
 from saliency.training import tempered_loss, to_model_input
 from saliency.unet import build_unet
@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--precision", default="auto", help="As train-unet's --precision (auto: its default here).")
     args = parser.parse_args()
 
     profile = PROFILES[args.profile]
@@ -45,14 +46,16 @@ def main() -> None:
     batch = args.batch or settings.batch_size
     workers = settings.workers if args.workers is None else args.workers
     device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device, cpu_bf16=True)
     pairs = SyntheticPairs(args.data)
     model = build_unet(profile.architecture).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
 
     def train_step(images, masks):
-        loss = tempered_loss(model(to_model_input(images, device)), masks.to(device, non_blocking=True),
-                             settings.temperature)
+        with autocast(device, precision):
+            logits = model(to_model_input(images, device))
+        loss = tempered_loss(logits, masks.to(device, non_blocking=True), settings.temperature)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -91,7 +94,7 @@ def main() -> None:
                        "ratio": round(shards / memory, 3)})
     ratios = sorted(r["ratio"] for r in rounds)
     result = {"data": str(args.data), "profile": args.profile, "encoder": profile.architecture.encoder,
-              "batch": batch, "workers": workers, "resolution": [pairs.height, pairs.width], "device": str(device),
+              "batch": batch, "workers": workers, "precision": precision, "resolution": [pairs.height, pairs.width], "device": str(device),
               "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
               "rounds": rounds, "median_ratio": ratios[len(ratios) // 2]}
     print(json.dumps(result, indent=2))
