@@ -22,7 +22,7 @@ import time
 import torch
 
 from directions.deformators import build_deformator
-from directions.discovery import _optimizers, game_step, sample_game
+from directions.discovery import _optimizers, play_step, sample_game
 from directions.generators import build_generator
 from directions.reconstructors import build_reconstructor
 from pipelines.discover import DiscoverConfig, _resolved
@@ -67,13 +67,7 @@ def main() -> None:
         shifted_images = generator(z + shift, classes)
 
     def full_step():
-        zz, cc, kk, ee = sample_game(generator, profile.num_directions, settings.batch_size, rng, settings)
-        loss, *_ = game_step(generator, deformator, reconstructor, zz, cc, kk, ee, settings.shift_loss_weight)
-        for optimizer in optimizers.values():
-            optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        for optimizer in optimizers.values():
-            optimizer.step()
+        play_step(generator, deformator, reconstructor, optimizers, rng, settings.batch_size, settings)
 
     def g_forward_base():
         with torch.no_grad():

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from directions.deformators import build_deformator
-from directions.discovery import TrainSettings, _optimizers, game_step, sample_game
+from directions.discovery import TrainSettings, _optimizers, play_step
 from directions.generators import build_generator
 from directions.generators.biggan import save_random_weights
 from directions.reconstructors import build_reconstructor
@@ -87,14 +87,7 @@ def main() -> None:
         optimizers = _optimizers(deformator, reconstructor, settings)
 
         def discover_step():
-            zz, cc, kk, ee = sample_game(generator, 128, batch_d, rng, settings)
-            with autocast(device, settings.precision):
-                loss, *_ = game_step(generator, deformator, reconstructor, zz, cc, kk, ee, settings.shift_loss_weight)
-            for optimizer in optimizers.values():
-                optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for optimizer in optimizers.values():
-                optimizer.step()
+            play_step(generator, deformator, reconstructor, optimizers, rng, batch_d, settings)
         result["discover_steps_per_s"] = round(rate(discover_step, 1, seconds, sync), 3)
         result["discover_batch"] = batch_d
         result["discover_precision"] = settings.precision

@@ -23,7 +23,7 @@ from directions.deformators import Deformator
 from directions.generators import Generator
 from directions.reconstructors import Reconstructor
 from saliency import distributed
-from saliency.artifacts import trim_step_log, atomic_path, ensure_writable_dir, remove_stale_temporaries
+from saliency.artifacts import ensure_writable_dir, remove_stale_temporaries, trim_step_log
 from saliency.progress import progress_bar
 from saliency.runtime import autocast
 from saliency.checkpoint import load_checkpoint, save_checkpoint
@@ -98,6 +98,26 @@ def game_step(generator: Generator, deformator: Deformator, reconstructor: Recon
     shift_l1 = (eps_pred - eps).abs().mean()
     accuracy = (logits.argmax(1) == index).float().mean()
     return ce + shift_loss_weight * shift_l1, ce, shift_l1, accuracy
+
+
+def play_step(generator: Generator, deformator: Deformator, reconstructor: Reconstructor, optimizers: dict,
+              rng: torch.Generator, batch_size: int, settings: TrainSettings, parameters: list | None = None):
+    """One step of the game: draw a batch, score R on it, update A and R. With ``parameters``,
+    their gradients are averaged across processes first (data parallelism).
+    Returns (loss, ce, shift_l1, accuracy) as tensors."""
+    z, classes, index, eps = sample_game(generator, deformator.num_directions, batch_size, rng, settings)
+    with autocast(generator.device, settings.precision):
+        loss, ce, shift_l1, accuracy = game_step(
+            generator, deformator, reconstructor, z, classes, index, eps, settings.shift_loss_weight
+        )
+    for optimizer in optimizers.values():
+        optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if parameters is not None:
+        distributed.all_reduce_mean_([p.grad for p in parameters if p.grad is not None])
+    for optimizer in optimizers.values():
+        optimizer.step()
+    return loss, ce, shift_l1, accuracy
 
 
 def _process_seed(seed: int, rank: int, step: int) -> int:
@@ -198,18 +218,9 @@ def train(
     first_loss = None
     with open(metrics_path if ctx.is_main else os.devnull, "a", encoding="utf-8") as log:
         while step < settings.steps:
-            z, classes, index, eps = sample_game(generator, deformator.num_directions, per_process, rng, settings)
-            with autocast(device, settings.precision):
-                loss, ce, shift_l1, accuracy = game_step(
-                    generator, deformator, reconstructor, z, classes, index, eps, settings.shift_loss_weight
-                )
-            for optimizer in optimizers.values():
-                optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if ctx.distributed:  # data parallel: every process applies the mean gradient
-                distributed.all_reduce_mean_([p.grad for p in parameters if p.grad is not None])
-            for optimizer in optimizers.values():
-                optimizer.step()
+            # Data parallel: every process applies the mean gradient.
+            loss, ce, shift_l1, accuracy = play_step(generator, deformator, reconstructor, optimizers, rng,
+                                                     per_process, settings, parameters if ctx.distributed else None)
             step += 1
 
             values = {"loss": loss.item(), "ce": ce.item(), "shift_l1": shift_l1.item(), "accuracy": accuracy.item()}

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from saliency import distributed
 from saliency.artifacts import atomic_path, trim_step_log
 from saliency.augment import AugmentedPairs, AugmentSettings, StepBatchSampler
+from saliency.classifiers import IMAGENET_MEAN, IMAGENET_STD
 from saliency.checkpoint import load_checkpoint, save_checkpoint
 from saliency.errors import UserError
 from saliency.progress import progress_bar
@@ -33,8 +34,6 @@ from saliency.unet import UNetArchitecture, build_unet, foreground_probability
 CHECKPOINT_NAME = "checkpoint.safetensors"
 METRICS_NAME = "metrics.jsonl"
 CURVE_NAME = "loss_curve.png"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
