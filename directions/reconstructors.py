@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torchvision
 from torch import Tensor, nn
 
 from saliency.errors import UserError
@@ -52,6 +51,8 @@ def lenet(num_directions: int, width: int = 32) -> Reconstructor:
 
 def resnet18(num_directions: int) -> Reconstructor:
     """torchvision's ResNet-18 (random init) with a 6-channel first convolution."""
+    import torchvision  # imported here: a second at start-up for every command otherwise
+
     net = torchvision.models.resnet18(weights=None)
     net.conv1 = nn.Conv2d(6, 64, kernel_size=7, stride=2, padding=3, bias=False)
     feature_dim = net.fc.in_features

@@ -34,7 +34,7 @@ from directions.generators import Generator, build_generator
 from directions.ground_truth import background_report, factor_table, has_ground_truth
 from directions.reconstructors import build_reconstructor
 from saliency import distributed
-from saliency.artifacts import atomic_path, ensure_writable_dir, write_json
+from saliency.artifacts import atomic_path, ensure_writable_dir, tensor_file_metadata, write_json
 from saliency.checkpoint import load_checkpoint
 from saliency.errors import UserError
 from saliency.progress import progress_bar
@@ -157,10 +157,11 @@ def _resolved(config: DiscoverConfig, generator: Generator) -> tuple[Profile, Tr
     return profile, settings
 
 
-def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], info: dict) -> None:
     with atomic_path(path) as tmp:
         try:
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
+                      metadata=tensor_file_metadata(info))
         except SafetensorError as exc:
             raise UserError(f"cannot write {path}: {exc}") from exc
 
@@ -301,7 +302,7 @@ def run_discover(config: DiscoverConfig) -> dict:
                   "factors": factor_table(generator, directions)}
 
     _save_tensors(out / TENSORS_NAME, {"directions": directions, "bg_direction": h_bg},
-                  {"generator": config.generator, "bg_magnitude": str(bg_summary["magnitude"])})
+                  {"generator": config.generator, "bg_magnitude": float(bg_summary["magnitude"])})
     summary = {
         "generator": config.generator,
         "generator_options": options,
@@ -384,7 +385,7 @@ def write_known_direction_run(out: str | Path, generator: str, direction: torch.
     vector = direction.detach().float().cpu().flatten()
     vector = vector / vector.norm()
     _save_tensors(out / TENSORS_NAME, {"directions": vector[:, None].clone(), "bg_direction": vector.clone()},
-                  {"generator": generator, "bg_magnitude": str(float(magnitude))})
+                  {"generator": generator, "bg_magnitude": float(magnitude)})
     write_json(out / SUMMARY_NAME, {
         "generator": generator,
         "generator_options": generator_options or {},

@@ -17,6 +17,26 @@ from typing import Any, Iterator
 from saliency.errors import UserError
 
 TEMP_SUFFIX = ".tmp"
+# A write that fails for want of room: a full disk, a quota, or a file-size limit (ulimit -f).
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+METADATA_KEY = "gan_saliency"
+
+
+def tensor_file_metadata(info: dict[str, Any]) -> dict[str, str]:
+    """safetensors metadata holding ``info`` as one JSON value.
+
+    safetensors writes its metadata map in an order that changes from process to process, so
+    a file with two keys has different bytes for the same content. One key, with its JSON
+    keys sorted, makes equal content give equal bytes (and equal checksums).
+    """
+    return {METADATA_KEY: json.dumps(info, sort_keys=True, separators=(",", ":"))}
+
+
+def write_failure(path: str | os.PathLike, exc: OSError) -> UserError:
+    """The one-line error for a failed write of ``path``."""
+    if exc.errno in DISK_FULL_ERRNOS:
+        return UserError(f"no space left on device while writing {path} ({exc.strerror})")
+    return UserError(f"cannot write {path}: {exc.strerror or exc}")
 
 
 def _umask() -> int:
@@ -66,9 +86,7 @@ def atomic_path(path: str | os.PathLike, durable: bool = True) -> Iterator[Path]
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        if exc.errno == errno.ENOSPC:
-            raise UserError(f"no space left on device while writing {path}") from exc
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise write_failure(path, exc) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

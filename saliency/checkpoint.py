@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from saliency.artifacts import atomic_path
+from saliency.artifacts import METADATA_KEY, atomic_path, tensor_file_metadata
 from saliency.errors import UserError
 
 _TENSOR = "__tensor__"
@@ -66,7 +66,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``path`` (``.safetensors``), atomically."""
     tensors: dict[str, torch.Tensor] = {}
     structure = _split(state, "", tensors)
-    metadata = {"format": FORMAT, "state": json.dumps(structure)}
+    metadata = tensor_file_metadata({"format": FORMAT, "state": structure})  # equal state, equal bytes
     path = Path(path)
     with atomic_path(path) as tmp:
         try:
@@ -84,11 +84,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
-            if metadata.get("format") != FORMAT:
+            if METADATA_KEY in metadata:
+                info = json.loads(metadata[METADATA_KEY])
+            else:  # written before the one-key layout: "format" and "state" side by side
+                info = {"format": metadata.get("format"), "state": json.loads(metadata.get("state", "null"))}
+            if not isinstance(info, dict) or info.get("format") != FORMAT:
                 raise UserError(f"{path} is not a saliency checkpoint")
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-        structure = json.loads(metadata["state"])
-        return _join(structure, tensors)
+        return _join(info["state"], tensors)
     except UserError:
         raise
     except (SafetensorError, OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:

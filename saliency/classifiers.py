@@ -23,7 +23,6 @@ from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
-from torchvision.transforms import functional as TF
 
 from directions.generators.weights import load_state_dict_strict, load_torch_weights
 from saliency.errors import UserError
@@ -46,6 +45,8 @@ class Classifier:
 
 def resize_center_crop(image: Image.Image, resize: int, crop: int) -> Tensor:
     """Shorter side to ``resize``, centre crop ``crop``; a float tensor in [0, 1]."""
+    from torchvision.transforms import functional as TF  # imported here: a second at start-up
+
     tensor = TF.pil_to_tensor(image.convert("RGB"))
     tensor = TF.resize(tensor, resize, antialias=True)
     return TF.center_crop(tensor, crop).float() / 255.0

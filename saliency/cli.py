@@ -357,7 +357,19 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except BrokenPipeError:
         return 1
+    except OSError as exc:  # a filesystem failure no check caught: still one line, never a traceback
+        click.echo(f"saliency: error: {_describe_os_error(exc)}", err=True)
+        return 1
     return 0
+
+
+def _describe_os_error(exc: OSError) -> str:
+    from saliency.artifacts import DISK_FULL_ERRNOS
+
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno in DISK_FULL_ERRNOS:
+        return f"no space left on device{where}: {exc.strerror}"
+    return f"{exc.strerror or exc}{where}"
 
 
 if __name__ == "__main__":  # pragma: no cover

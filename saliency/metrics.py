@@ -14,7 +14,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import py_sod_metrics as sod
 
 METRIC_KEYS = ("mae", "max_f", "s_measure", "max_e", "iou", "accuracy")
 METRIC_NAMES = {"mae": "MAE", "max_f": "max F", "s_measure": "S", "max_e": "max E", "iou": "IoU", "accuracy": "acc"}
@@ -24,6 +23,8 @@ class SaliencyMetrics:
     """Accumulates one split's scores, image by image."""
 
     def __init__(self) -> None:
+        import py_sod_metrics as sod  # imported on first use: it pulls in OpenCV
+
         self.mae = sod.MAE()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "use FmeasureV2": same numbers, V1 is what papers report

@@ -25,7 +25,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save
 
-from saliency.artifacts import atomic_path
+from saliency.artifacts import atomic_path, tensor_file_metadata
 from saliency.errors import UserError
 from saliency.fetch import sha256_file
 
@@ -62,10 +62,8 @@ def write_shard(path: Path, images: np.ndarray, masks: np.ndarray, latents: np.n
     for name, array in tensors.items():
         if array.shape[0] != n:
             raise ValueError(f"shard field {name} has {array.shape[0]} rows, images have {n}")
-    # One metadata key: safetensors stores the metadata map in a per-process random order,
-    # and identical shards must have identical bytes (and checksums).
-    metadata = {"gan_saliency": json.dumps({"format": SHARD_FORMAT, "height": height, "width": width, "count": n},
-                                           sort_keys=True)}
+    # Identical shards must have identical bytes (and checksums): see tensor_file_metadata.
+    metadata = tensor_file_metadata({"format": SHARD_FORMAT, "height": height, "width": width, "count": n})
     try:
         payload = save(tensors, metadata=metadata)
     except SafetensorError as exc:

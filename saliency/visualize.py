@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.utils import make_grid
 
 from saliency.artifacts import atomic_path
 
@@ -20,6 +19,8 @@ def grid_image(images: torch.Tensor, nrow: int | None = None, padding: int = 2) 
         images = images.expand(-1, 3, -1, -1)
     if nrow is None:
         nrow = max(1, math.ceil(math.sqrt(images.shape[0])))
+    from torchvision.utils import make_grid  # imported here: torchvision costs a second at start-up
+
     grid = make_grid(images, nrow=nrow, padding=padding, pad_value=1.0)
     array = (grid.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
     return Image.fromarray(array)
