@@ -133,6 +133,14 @@ def _optimizers(deformator: Deformator, reconstructor: Reconstructor, settings: 
     return optimizers
 
 
+def check_identity(saved: dict, identity: dict, run_dir: Path) -> None:
+    """Refuse to resume a run made with other settings, naming each difference."""
+    differs = sorted(k for k in identity if saved.get(k) != identity[k])
+    if differs:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} in the run, {identity[k]!r} now" for k in differs)
+        raise UserError(f"cannot resume {run_dir}: it was made with other settings ({detail})")
+
+
 def train(
     generator: Generator,
     deformator: Deformator,
@@ -173,11 +181,7 @@ def train(
         if not resume:
             raise UserError(f"{run_dir} already holds a discovery run: pass --resume to continue it, or another --out")
         state = load_checkpoint(checkpoint_path)
-        saved = state.get("identity", {})
-        differs = sorted(k for k in identity if saved.get(k) != identity[k])
-        if differs:
-            detail = ", ".join(f"{k}: {saved.get(k)!r} in the run, {identity[k]!r} now" for k in differs)
-            raise UserError(f"cannot resume {run_dir}: it was made with other settings ({detail})")
+        check_identity(state.get("identity", {}), identity, run_dir)
         try:
             deformator.load_state_dict(state["deformator"])
             reconstructor.load_state_dict(state["reconstructor"])

@@ -23,18 +23,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import save_file
 
 from directions import background as bg
 from directions.charts import direction_strip, save_direction_charts
 from directions.deformators import build_deformator
-from directions.discovery import CHECKPOINT_NAME, TrainSettings, reconstructor_accuracy, train
+from directions.discovery import CHECKPOINT_NAME, TrainSettings, check_identity, reconstructor_accuracy, train
 from directions.generators import Generator, build_generator
 from directions.ground_truth import background_report, factor_table, has_ground_truth
 from directions.reconstructors import build_reconstructor
 from saliency import distributed
-from saliency.artifacts import atomic_path, ensure_writable_dir, tensor_file_metadata, write_json
+from saliency.artifacts import atomic_path, ensure_writable_dir, write_json, write_safetensors
 from saliency.checkpoint import load_checkpoint
 from saliency.errors import UserError
 from saliency.progress import progress_bar
@@ -157,15 +155,6 @@ def _resolved(config: DiscoverConfig, generator: Generator) -> tuple[Profile, Tr
     return profile, settings
 
 
-def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], info: dict) -> None:
-    with atomic_path(path) as tmp:
-        try:
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
-                      metadata=tensor_file_metadata(info))
-        except SafetensorError as exc:
-            raise UserError(f"cannot write {path}: {exc}") from exc
-
-
 def _candidate_chart(generator: Generator, candidates: list[bg.Candidate], vectors: dict, z, classes,
                      path: Path, samples: int = 6) -> None:
     """Row 0: the samples; then, for each top candidate, the samples shifted by it."""
@@ -239,6 +228,7 @@ def run_discover(config: DiscoverConfig) -> dict:
         raise UserError(f"{out} holds a finished run without its checkpoint; choose another --out")
     if checkpoint.exists() and not config.resume:
         raise UserError(f"{out} already holds a discovery run: pass --resume to continue it, or another --out")
+    saved = None
     if config.resume:
         saved = load_checkpoint(checkpoint).get("identity", {})
         if saved.get("generator") != config.generator:
@@ -267,6 +257,8 @@ def run_discover(config: DiscoverConfig) -> dict:
         "reconstructor": profile.reconstructor, "batch_size": profile.batch_size, "seed": config.seed,
     }
 
+    if saved is not None:
+        check_identity(saved, identity, out)  # before anything in the run folder changes
     rng = torch.Generator().manual_seed(config.seed)
     deformator = build_deformator(profile.deformator, generator.latent_dim, profile.num_directions, rng)
     torch.manual_seed(config.seed)  # R's initial weights: the same seed, the same run
@@ -301,7 +293,7 @@ def run_discover(config: DiscoverConfig) -> dict:
                                                   held["classes"], criterion),
                   "factors": factor_table(generator, directions)}
 
-    _save_tensors(out / TENSORS_NAME, {"directions": directions, "bg_direction": h_bg},
+    write_safetensors(out / TENSORS_NAME, {"directions": directions, "bg_direction": h_bg},
                   {"generator": config.generator, "bg_magnitude": float(bg_summary["magnitude"])})
     summary = {
         "generator": config.generator,
@@ -384,7 +376,7 @@ def write_known_direction_run(out: str | Path, generator: str, direction: torch.
     out = ensure_writable_dir(out)
     vector = direction.detach().float().cpu().flatten()
     vector = vector / vector.norm()
-    _save_tensors(out / TENSORS_NAME, {"directions": vector[:, None].clone(), "bg_direction": vector.clone()},
+    write_safetensors(out / TENSORS_NAME, {"directions": vector[:, None].clone(), "bg_direction": vector.clone()},
                   {"generator": generator, "bg_magnitude": float(magnitude)})
     write_json(out / SUMMARY_NAME, {
         "generator": generator,

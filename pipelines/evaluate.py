@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from saliency.artifacts import atomic_path, ensure_writable_dir, remove_stale_temporaries, write_json
-from saliency.datasets import get_spec, open_dataset, resolve_data_root, split_stems
+from saliency.datasets import get_spec, open_dataset, split_stems
 from saliency.device import resolve_device
 from saliency.errors import UserError
 from saliency.evaluate import folder_samples, predict_map, predict_paper_protocol, scenes_samples

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -66,6 +66,10 @@ class PipelineConfig:
 def run_pipeline(config: PipelineConfig) -> dict:
     if config.profile not in PROFILES:
         raise UserError(f"unknown profile {config.profile!r}; choose from {', '.join(PROFILES)}")
+    for flag, value in (("--pairs", config.pairs), ("--unet-steps", config.unet_steps),
+                        ("--discover-steps", config.discover_steps)):
+        if value is not None and value <= 0:  # checked here: a later stage would only see it after hours
+            raise UserError(f"{flag} must be positive, got {value}")
     profile = PROFILES[config.profile]
     out = ensure_writable_dir(config.out)
     data_root = resolve_data_root(config.data_root)

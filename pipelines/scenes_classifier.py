@@ -15,10 +15,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 
 from directions.generators.scenes import ScenesGenerator
-from saliency.artifacts import atomic_path, ensure_writable_dir, write_json
+from saliency.artifacts import ensure_writable_dir, write_json, write_safetensors
 from saliency.classifiers import ShapesNet
 from saliency.progress import progress_bar
 
@@ -64,8 +63,7 @@ def train(out: Path, steps: int = 1500, batch_size: int = 128, lr: float = 2e-3,
             "train_seconds": round(time.perf_counter() - started, 1),
             "made_by": "python -m pipelines.scenes_classifier"}
     ensure_writable_dir(out)
-    with atomic_path(out / "model.safetensors") as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    write_safetensors(out / "model.safetensors", model.state_dict())
     write_json(out / "model.json", meta)
     return meta
 

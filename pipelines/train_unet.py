@@ -12,15 +12,11 @@ A model folder holds::
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import torch
-
 from saliency import distributed
-from saliency.artifacts import ensure_writable_dir, remove_stale_temporaries, write_json
-from saliency.augment import AugmentSettings
+from saliency.artifacts import ensure_writable_dir
 from saliency.device import resolve_device
 from saliency.errors import UserError
 from saliency.runtime import configure_device, resolve_precision
@@ -124,14 +120,10 @@ def run_train_unet(config: TrainUNetConfig) -> dict:
         raise UserError(f"--resume: {out} has no {CHECKPOINT_NAME}")
     if not config.resume and (out / CHECKPOINT_NAME).exists():
         raise UserError(f"{out} already holds a training run; pass --resume to continue it, or use another --out")
-    if ctx.is_main:
-        remove_stale_temporaries(out)
-        (out / MODEL_META).unlink(missing_ok=True)
-        write_json(out / "config.json", {"profile": name, "architecture": asdict(arch), "settings": asdict(settings),
-                                         "data": str(config.data), "device": str(device), "processes": ctx.world})
-    distributed.barrier()
+    record = {"profile": name, "architecture": asdict(arch), "settings": asdict(settings),
+              "data": str(config.data), "device": str(device), "processes": ctx.world}
     result = train_unet(Path(config.data), out, arch, settings, device, resume=config.resume,
-                        progress=config.progress)
+                        progress=config.progress, record=record)
     if not ctx.is_main:
         return {"part": True, "rank": ctx.rank}
     meta = {

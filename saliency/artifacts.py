@@ -32,10 +32,28 @@ def tensor_file_metadata(info: dict[str, Any]) -> dict[str, str]:
     return {METADATA_KEY: json.dumps(info, sort_keys=True, separators=(",", ":"))}
 
 
+def write_safetensors(path: str | os.PathLike, tensors: dict, info: dict[str, Any] | None = None,
+                      durable: bool = True) -> Path:
+    """Torch tensors to a safetensors file, atomically, with ``info`` as its one metadata key.
+
+    The bytes are built in memory and written here rather than by safetensors' own writer, so
+    a full disk is an ordinary OSError (one clear line) and no writer temporary is left behind.
+    """
+    from safetensors.torch import save
+
+    payload = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                   metadata=tensor_file_metadata(info or {}))
+    path = Path(path)
+    with atomic_path(path, durable=durable) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(payload)
+    return path
+
+
 def write_failure(path: str | os.PathLike, exc: OSError) -> UserError:
     """The one-line error for a failed write of ``path``."""
     if exc.errno in DISK_FULL_ERRNOS:
-        return UserError(f"no space left on device while writing {path} ({exc.strerror})")
+        return UserError(f"disk full while writing {path} ({exc.strerror})")
     return UserError(f"cannot write {path}: {exc.strerror or exc}")
 
 

@@ -15,9 +15,8 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
-from saliency.artifacts import METADATA_KEY, atomic_path, tensor_file_metadata
+from saliency.artifacts import METADATA_KEY, write_safetensors
 from saliency.errors import UserError
 
 _TENSOR = "__tensor__"
@@ -66,14 +65,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``path`` (``.safetensors``), atomically."""
     tensors: dict[str, torch.Tensor] = {}
     structure = _split(state, "", tensors)
-    metadata = tensor_file_metadata({"format": FORMAT, "state": structure})  # equal state, equal bytes
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        try:
-            save_file(tensors, str(tmp), metadata=metadata)
-        except SafetensorError as exc:  # e.g. a full disk, reported by the Rust writer
-            raise UserError(f"cannot write {path}: {exc}") from exc
-    return path
+    return write_safetensors(path, tensors, {"format": FORMAT, "state": structure})  # equal state, equal bytes
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -89,7 +81,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             else:  # written before the one-key layout: "format" and "state" side by side
                 info = {"format": metadata.get("format"), "state": json.loads(metadata.get("state", "null"))}
             if not isinstance(info, dict) or info.get("format") != FORMAT:
-                raise UserError(f"{path} is not a saliency checkpoint")
+                raise UserError(f"checkpoint {path} is corrupted, or not a saliency checkpoint")
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
         return _join(info["state"], tensors)
     except UserError:

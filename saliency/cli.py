@@ -340,27 +340,31 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="saliency", standalone_mode=False)
     except UserError as exc:
-        click.echo(f"saliency: error: {exc}", err=True)
-        return exc.exit_code
+        return _fail(str(exc), exc.exit_code)
     except click.exceptions.Abort:
-        click.echo("saliency: aborted", err=True)
-        return 130
+        return _fail("aborted", 130, prefix="saliency: ")
     except KeyboardInterrupt:
-        click.echo("saliency: interrupted", err=True)
-        return 130
+        return _fail("interrupted", 130, prefix="saliency: ")
     except click.ClickException as exc:
         hint = ""
         ctx = getattr(exc, "ctx", None)
         if ctx is not None:
             hint = f" (see '{ctx.command_path} --help')"
-        click.echo(f"saliency: error: {exc.format_message()}{hint}", err=True)
-        return exc.exit_code
+        return _fail(f"{exc.format_message()}{hint}", exc.exit_code)
     except BrokenPipeError:
         return 1
     except OSError as exc:  # a filesystem failure no check caught: still one line, never a traceback
-        click.echo(f"saliency: error: {_describe_os_error(exc)}", err=True)
-        return 1
+        return _fail(_describe_os_error(exc), 1)
     return 0
+
+
+def _fail(message: str, code: int, prefix: str = "saliency: error: ") -> int:
+    if "tqdm" in sys.modules:  # a bar left open by the failed stage would glue itself to the message
+        from saliency.progress import close_progress_bars
+
+        close_progress_bars()
+    click.echo(f"{prefix}{message}", err=True)
+    return code
 
 
 def _describe_os_error(exc: OSError) -> str:
@@ -368,7 +372,7 @@ def _describe_os_error(exc: OSError) -> str:
 
     where = f" ({exc.filename})" if exc.filename else ""
     if exc.errno in DISK_FULL_ERRNOS:
-        return f"no space left on device{where}: {exc.strerror}"
+        return f"disk full{where}: {exc.strerror}"
     return f"{exc.strerror or exc}{where}"
 
 

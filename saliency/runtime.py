@@ -15,6 +15,10 @@ import ctypes
 import ctypes.util
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported where it is used: this module loads before it
+    import torch
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3

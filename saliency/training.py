@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from saliency import distributed
-from saliency.artifacts import atomic_path, trim_step_log
+from saliency.artifacts import atomic_path, remove_stale_temporaries, trim_step_log, write_json
 from saliency.augment import AugmentedPairs, AugmentSettings, StepBatchSampler
 from saliency.classifiers import IMAGENET_MEAN, IMAGENET_STD
 from saliency.checkpoint import load_checkpoint, save_checkpoint
@@ -29,7 +29,7 @@ from saliency.errors import UserError
 from saliency.progress import progress_bar
 from saliency.runtime import autocast
 from saliency.shards import SyntheticPairs
-from saliency.unet import UNetArchitecture, build_unet, foreground_probability
+from saliency.unet import MODEL_META, UNetArchitecture, build_unet, foreground_probability
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 METRICS_NAME = "metrics.jsonl"
@@ -147,11 +147,15 @@ def save_loss_curve(metrics_path: Path, out: Path) -> Path | None:
 
 
 def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrainSettings, device: torch.device,
-               resume: bool = False, progress: bool = True) -> dict:
-    """Train into ``out``; returns a summary (steps, seconds, final validation metrics)."""
+               resume: bool = False, progress: bool = True, record: dict | None = None) -> dict:
+    """Train into ``out``; returns a summary (steps, seconds, final validation metrics).
+
+    Nothing in ``out`` changes until every check has passed (the data's checksums, and on
+    ``resume`` the checkpoint's settings); then ``record`` is written as ``config.json``.
+    """
     settings.validate()
     torch.manual_seed(settings.seed)
-    pairs = SyntheticPairs(data)
+    pairs = SyntheticPairs(data, verify=True)  # a damaged shard is refused before the first step
     if len(pairs) <= settings.val_count:
         raise UserError(f"{data} has {len(pairs)} pairs; need more than --val-count {settings.val_count}")
     side = arch.stride
@@ -188,12 +192,17 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         start = int(state["step"])
-        if ctx.is_main:
-            trim_step_log(metrics_path, start)
         if start > settings.steps:
             raise UserError(f"{checkpoint_path} is at step {start}, past --steps {settings.steps}")
+        if ctx.is_main:
+            trim_step_log(metrics_path, start)
     elif metrics_path.exists() and ctx.is_main:
         metrics_path.unlink()
+    if ctx.is_main:
+        remove_stale_temporaries(out)
+        (out / MODEL_META).unlink(missing_ok=True)  # the finished model, if any, is being trained further
+        if record is not None:
+            write_json(out / "config.json", record)
 
     # Every process sees the same global batch of each step and trains on its own slice of it.
     forward = torch.compile(model) if settings.compile else model

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from saliency.artifacts import atomic_path, write_json
+from saliency.artifacts import write_json, write_safetensors
 from saliency.errors import UserError
 
 MODEL_WEIGHTS = "model.safetensors"
@@ -61,11 +61,7 @@ def foreground_probability(logits: torch.Tensor) -> torch.Tensor:
 def save_model(folder: Path, model: nn.Module, arch: UNetArchitecture, meta: dict) -> None:
     """Write the weights, then model.json (last, so its presence means complete)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(folder / MODEL_WEIGHTS) as tmp:
-        try:
-            save_file(state, str(tmp), metadata={"format": MODEL_FORMAT})
-        except SafetensorError as exc:
-            raise UserError(f"cannot write {folder / MODEL_WEIGHTS}: {exc}") from exc
+    write_safetensors(folder / MODEL_WEIGHTS, state, {"format": MODEL_FORMAT})
     write_json(folder / MODEL_META, {"format": MODEL_FORMAT, "architecture": asdict(arch), **meta})
 
 

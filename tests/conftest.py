@@ -36,6 +36,14 @@ def scenes128():
     return ScenesGenerator(resolution=128).eval()
 
 
+@pytest.fixture(scope="session")
+def known_run(tmp_path_factory):
+    """A run folder whose h_bg is the scenes generator's true whiteness direction (32 px)."""
+    from makers import known_direction_run
+
+    return known_direction_run(tmp_path_factory.mktemp("run") / "run")
+
+
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300):
     """Run ``saliency ARGS`` as a user would: a separate process, its own exit code."""
     full_env = dict(os.environ)

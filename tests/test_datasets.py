@@ -8,25 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from makers import make_dataset
 from saliency.datasets import (DATA_ROOT_ENV, SaliencyFolder, get_spec, load_image, load_mask, open_dataset,
                                resolve_data_root, split_stems)
 from saliency.errors import UserError
 
 SHARED_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-
-
-def make_dataset(root: Path, stems=("a", "b", "c", "d"), size=(12, 10)) -> Path:
-    """ROOT/ECSSD with RGB JPEGs and 0/255 PNG masks (a filled left half)."""
-    images, masks = root / "ECSSD" / "images", root / "ECSSD" / "ground_truth_mask"
-    images.mkdir(parents=True)
-    masks.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for stem in stems:
-        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(images / f"{stem}.jpg")
-        mask = np.zeros((size[1], size[0]), dtype=np.uint8)
-        mask[:, : size[0] // 2] = 255
-        Image.fromarray(mask).save(masks / f"{stem}.png")
-    return root
 
 
 def test_pairs_by_stem_and_binarises_at_128(tmp_path):

@@ -23,17 +23,6 @@ def torchrun(*args: str, processes: int = 2, timeout: float = 300) -> subprocess
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def known_run(tmp_path_factory):
-    from directions.generators.scenes import ScenesGenerator
-    from directions.ground_truth import whiteness_direction
-    from pipelines.discover import write_known_direction_run
-
-    return write_known_direction_run(tmp_path_factory.mktemp("run") / "run", "scenes",
-                                     whiteness_direction(ScenesGenerator(resolution=32)), magnitude=6.0,
-                                     generator_options={"resolution": 32})
-
-
 def test_two_process_synthesis_writes_exactly_n_disjoint_pairs(known_run, tmp_path):
     from pipelines.synthesize import SynthesizeConfig, run_synthesize
     from saliency.shards import SyntheticPairs, load_manifest, verify_shards

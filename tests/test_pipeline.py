@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from conftest import assert_one_line_error, run_cli
-from test_unet import _fixture_dataset
+from conftest import run_cli
+from makers import fixture_dataset
 
 
 def test_pipeline_chains_the_stages_and_skips_finished_ones(tmp_path):
@@ -13,7 +13,7 @@ def test_pipeline_chains_the_stages_and_skips_finished_ones(tmp_path):
     from directions.ground_truth import whiteness_direction
     from pipelines.discover import write_known_direction_run
 
-    root = _fixture_dataset(tmp_path / "root")
+    root = fixture_dataset(tmp_path / "root")
     out = tmp_path / "pipe"
     # A finished stage 1 (the true whiteness direction), so the test need not train one.
     write_known_direction_run(out / "discover", "scenes", whiteness_direction(ScenesGenerator()), magnitude=6.0)
@@ -35,9 +35,3 @@ def test_pipeline_chains_the_stages_and_skips_finished_ones(tmp_path):
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("skipped") == 5 and "running" not in again.stdout
     assert "| U-Net (test) |" in again.stdout
-
-
-def test_pipeline_refuses_a_missing_dataset_before_any_work(tmp_path):
-    result = run_cli("pipeline", "--out", str(tmp_path / "pipe"), "--data-root", str(tmp_path / "nowhere"))
-    assert_one_line_error(result, "ECSSD")
-    assert not (tmp_path / "pipe" / "discover").exists()

@@ -15,7 +15,8 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from conftest import REPO, assert_one_line_error, run_cli
+from conftest import REPO, run_cli
+from makers import synthesize_pairs
 from saliency.errors import UserError
 from saliency.shards import (SyntheticPairs, load_manifest, pack_masks, read_shard, unpack_masks, verify_shards,
                              write_shard)
@@ -133,26 +134,6 @@ def test_shard_round_trip_and_checksum(tmp_path):
 
 
 # ---------------------------------------------------------------------------- synthesis
-@pytest.fixture(scope="module")
-def known_run(tmp_path_factory):
-    """A run folder whose h_bg is the scenes generator's true whiteness direction (32 px)."""
-    from directions.generators.scenes import ScenesGenerator
-    from directions.ground_truth import whiteness_direction
-    from pipelines.discover import write_known_direction_run
-
-    generator = ScenesGenerator(resolution=32)
-    return write_known_direction_run(tmp_path_factory.mktemp("run") / "run", "scenes", whiteness_direction(generator),
-                                     magnitude=6.0, generator_options={"resolution": 32})
-
-
-def _synthesize(run, out, count, **options):
-    from pipelines.synthesize import SynthesizeConfig, run_synthesize
-
-    settings = dict(classes=[0, 1, 2], batch_size=64, shard_size=128, device="cpu", progress=False)
-    settings.update(options)
-    return run_synthesize(SynthesizeConfig(run=run, count=count, out=out, **settings))
-
-
 def _all_pairs(folder):
     manifest = load_manifest(folder)
     parts = [load_file(str(folder / e["file"])) for e in manifest["shards"]]
@@ -161,7 +142,7 @@ def _all_pairs(folder):
 
 def test_synthesis_writes_exactly_n_verified_pairs_with_true_masks(known_run, tmp_path):
     out = tmp_path / "syn"
-    manifest = _synthesize(known_run, out, 300)
+    manifest = synthesize_pairs(known_run, out, 300)
     assert manifest["count"] == 300 == verify_shards(out)
     assert [s["count"] for s in manifest["shards"]] == [128, 128, 44]
     for key in ("count", "acceptance_rate", "classes", "threshold", "shift", "generator", "seconds"):
@@ -196,9 +177,9 @@ def test_synthesis_writes_exactly_n_verified_pairs_with_true_masks(known_run, tm
     assert (expected == unpacked).mean() > 0.999
 
     # The same command again: nothing to do. A larger --n: extends to the pairs a fresh run makes.
-    assert _synthesize(known_run, out, 300).get("skipped")
-    extended = _synthesize(known_run, out, 400)
-    fresh = _synthesize(known_run, tmp_path / "fresh", 400)
+    assert synthesize_pairs(known_run, out, 300).get("skipped")
+    extended = synthesize_pairs(known_run, out, 400)
+    fresh = synthesize_pairs(known_run, tmp_path / "fresh", 400)
     assert extended["count"] == fresh["count"] == 400
     a, b = _all_pairs(out), _all_pairs(tmp_path / "fresh")
     assert all(np.array_equal(a[k], b[k]) for k in a)
@@ -207,11 +188,11 @@ def test_synthesis_writes_exactly_n_verified_pairs_with_true_masks(known_run, tm
 
 def test_synthesis_refuses_other_settings_in_the_same_folder(known_run, tmp_path):
     out = tmp_path / "syn"
-    _synthesize(known_run, out, 50)
+    synthesize_pairs(known_run, out, 50)
     with pytest.raises(UserError, match="other settings"):
-        _synthesize(known_run, out, 50, threshold=0.9)
+        synthesize_pairs(known_run, out, 50, threshold=0.9)
     with pytest.raises(UserError, match="more than --n"):
-        _synthesize(known_run, out, 20)
+        synthesize_pairs(known_run, out, 20)
 
 
 def test_killed_synthesis_resumes_to_exactly_n_pairs(known_run, tmp_path):
@@ -238,7 +219,7 @@ def test_killed_synthesis_resumes_to_exactly_n_pairs(known_run, tmp_path):
     assert np.all(np.diff(pairs["index"]) > 0)  # in generation order: nothing skipped, nothing twice
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temporaries left
     # The same pairs an uninterrupted run writes.
-    fresh = _synthesize(known_run, tmp_path / "fresh", n, preview=0)
+    fresh = synthesize_pairs(known_run, tmp_path / "fresh", n, preview=0)
     assert [s["sha256"] for s in fresh["shards"]] == [s["sha256"] for s in manifest["shards"]]
 
 
@@ -263,68 +244,6 @@ def test_scenes_classifier_votes_on_ecssd_train_offline(known_run, tmp_path):
     assert manifest["classes"] == vote["classes"] and manifest["class_vote"] == "classes.json"
 
 
-def test_synthesize_bad_inputs(known_run, tmp_path):
-    runs = _broken_inputs(known_run, tmp_path)
-    a_file = tmp_path / "file"
-    a_file.write_text("x")
-    common = ["--classes", "0", "--device", "cpu"]
-    cases = [
-        (("--run", str(known_run), "--n", "0", "--out", str(tmp_path / "a"), *common), "--n"),
-        (("--run", str(tmp_path / "nope"), "--n", "5", "--out", str(tmp_path / "b"), *common), "not a finished"),
-        (("--run", str(runs["no_bg"]), "--n", "5", "--out", str(tmp_path / "c"), *common), "no h_bg"),
-        (("--run", str(runs["unreliable"]), "--n", "5", "--out", str(tmp_path / "d"), *common), "unreliable"),
-        (("--run", str(runs["no_tensors"]), "--n", "5", "--out", str(tmp_path / "e"), *common), "directions.safetensors"),
-        (("--run", str(runs["torn_tensors"]), "--n", "5", "--out", str(tmp_path / "f"), *common), "corrupted"),
-        (("--run", str(known_run), "--n", "5", "--out", str(a_file), *common), str(a_file)),
-        (("--run", str(known_run), "--n", "5", "--out", str(tmp_path / "g"), "--classes", "10"), "out of range"),
-        (("--run", str(known_run), "--n", "5", "--out", str(tmp_path / "h"), *common, "--threshold", "1.5"), "threshold"),
-        (("--run", str(known_run), "--n", "5", "--out", str(tmp_path / "i"), *common, "--min-area", "0.6"), "area"),
-        (("--run", str(known_run), "--n", "5", "--out", str(tmp_path / "j"), "--data-root", str(runs["no_masks"])),
-         "without a mask"),
-        (("--run", str(known_run), "--n", "5", "--out", str(tmp_path / "k"), "--data-root", str(tmp_path / "empty")),
-         "not found"),
-        (("--run", str(known_run), "--n", "5", "--out", str(tmp_path / "l"), "--data-root", str(runs["bad_image"])),
-         "0001.jpg"),
-        (("--run", str(known_run), "--n", "5", "--out", str(tmp_path / "m"), *common, "--batch", "0"), "--batch"),
-    ]
-    for args, needle in cases:
-        result = run_cli("synthesize", *args)
-        assert_one_line_error(result, needle)
-    for name in "abcdefghijklm":
-        folder = tmp_path / name
-        assert not folder.exists() or not any(folder.glob("shard-*")), name
-
-
-def _broken_inputs(known_run, tmp_path) -> dict:
-    """Run folders and data roots each broken in one way."""
-    import shutil
-
-    from test_datasets import make_dataset
-
-    runs = {}
-    summary = json.loads((known_run / "directions.json").read_text())
-    for name in ("no_bg", "unreliable", "no_tensors", "torn_tensors"):
-        folder = tmp_path / f"run-{name}"
-        shutil.copytree(known_run, folder)
-        runs[name] = folder
-    broken = dict(summary)
-    broken.pop("bg_direction")
-    (runs["no_bg"] / "directions.json").write_text(json.dumps(broken))
-    unreliable = json.loads(json.dumps(summary))
-    unreliable["bg_direction"]["reliable"] = False
-    (runs["unreliable"] / "directions.json").write_text(json.dumps(unreliable))
-    (runs["no_tensors"] / "directions.safetensors").unlink()
-    data = (runs["torn_tensors"] / "directions.safetensors").read_bytes()
-    (runs["torn_tensors"] / "directions.safetensors").write_bytes(data[: len(data) // 2])
-
-    runs["no_masks"] = make_dataset(tmp_path / "root-no-masks", stems=("0001", "0002", "0003"))
-    (runs["no_masks"] / "ECSSD" / "ground_truth_mask" / "0002.png").unlink()
-    runs["bad_image"] = make_dataset(tmp_path / "root-bad-image", stems=("0001", "0002", "0003"))
-    (runs["bad_image"] / "ECSSD" / "images" / "0001.jpg").write_bytes(b"\xff\xd8 broken")
-    (tmp_path / "empty").mkdir()
-    return runs
-
-
 def test_a_full_disk_mid_run_is_one_error_and_leaves_no_torn_shard(known_run, tmp_path, monkeypatch):
     import errno
 
@@ -341,10 +260,10 @@ def test_a_full_disk_mid_run_is_one_error_and_leaves_no_torn_shard(known_run, tm
 
     monkeypatch.setattr(shards_module, "_write_bytes", write_until_the_disk_fills)
     out = tmp_path / "syn"
-    with pytest.raises(UserError, match="no space left"):
-        _synthesize(known_run, out, 1000)
+    with pytest.raises(UserError, match="disk full"):
+        synthesize_pairs(known_run, out, 1000)
     assert sorted(p.name for p in out.iterdir()) == ["progress.json", "shard-00000.safetensors",
                                                      "shard-00001.safetensors"]
     monkeypatch.setattr(shards_module, "_write_bytes", real_write)
-    manifest = _synthesize(known_run, out, 1000)  # room again: the same command finishes the job
+    manifest = synthesize_pairs(known_run, out, 1000)  # room again: the same command finishes the job
     assert manifest["count"] == 1000 == verify_shards(out)

@@ -18,6 +18,7 @@ from PIL import Image
 from scipy import ndimage
 
 from conftest import REPO, assert_one_line_error, run_cli
+from makers import constant_model, fixture_dataset
 from saliency.augment import AugmentedPairs, AugmentSettings, StepBatchSampler, build_augmentation
 from saliency.training import UNetTrainSettings, make_schedule, tempered_loss
 
@@ -176,44 +177,9 @@ def _checkpoint_step(out) -> int:
         return 0
 
 
-def _fixture_dataset(root: Path) -> Path:
-    """ROOT/ECSSD with four images (one grayscale JPEG, one RGBA PNG) and known masks."""
-    images, masks = root / "ECSSD" / "images", root / "ECSSD" / "ground_truth_mask"
-    images.mkdir(parents=True)
-    masks.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for k, (h, w) in enumerate([(40, 60), (48, 48), (36, 50), (50, 40)]):
-        stem = f"{k + 1:04d}"
-        pixels = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
-        if k == 1:
-            Image.fromarray(pixels[..., 0]).save(images / f"{stem}.jpg")  # grayscale
-        elif k == 2:
-            Image.fromarray(np.dstack([pixels, np.full((h, w), 128, np.uint8)])).save(images / f"{stem}.png")  # RGBA
-        else:
-            Image.fromarray(pixels).save(images / f"{stem}.jpg")
-        mask = np.zeros((h, w), dtype=np.uint8)
-        mask[h // 4: h // 4 + h // 2, : w // (k + 2)] = 255
-        Image.fromarray(mask).save(masks / f"{stem}.png")
-    return root
-
-
-def _constant_model(folder: Path, probability: float) -> Path:
-    """A U-Net whose output is the same foreground probability everywhere."""
-    from saliency.unet import UNetArchitecture, build_unet, save_model
-
-    arch = UNetArchitecture(encoder="resnet18", decoder_channels=(16, 8, 8, 8, 8))
-    model = build_unet(arch)
-    head = model.segmentation_head[0]
-    torch.nn.init.zeros_(head.weight)
-    with torch.no_grad():
-        head.bias.copy_(torch.tensor([0.0, math.log(probability / (1 - probability))]))
-    save_model(folder, model, arch, {"data": {"resolution": [32, 32], "classes": [0, 1]}})
-    return folder
-
-
 def test_eval_on_a_fixture_matches_hand_computed_scores(tmp_path):
-    root = _fixture_dataset(tmp_path / "root")
-    model = _constant_model(tmp_path / "model", 0.25)
+    root = fixture_dataset(tmp_path / "root")
+    model = constant_model(tmp_path / "model", 0.25)
     out = tmp_path / "eval"
     result = run_cli("eval", "--dataset", "ecssd", "--model", str(model), "--out", str(out), "--data-root", str(root),
                      "--device", "cpu")
@@ -241,7 +207,7 @@ def test_eval_on_a_fixture_matches_hand_computed_scores(tmp_path):
 def test_metrics_agree_with_pysodmetrics_on_the_saved_maps(tiny_model, tmp_path):
     import py_sod_metrics as sod
 
-    root = _fixture_dataset(tmp_path / "root")
+    root = fixture_dataset(tmp_path / "root")
     out = tmp_path / "eval"
     result = run_cli("eval", "--dataset", "ecssd", "--model", str(tiny_model), "--out", str(out), "--data-root",
                      str(root), "--save-maps", "--protocol", "paper", "--device", "cpu")
@@ -292,47 +258,3 @@ def test_eval_on_rendered_scenes(tiny_model, tmp_path):
                     "--images", "24", "--device", "cpu")
     assert again.returncode == 0
     assert json.loads((tmp_path / "again" / "metrics.json").read_text())["mae"] == metrics["mae"]  # fixed seed
-
-
-def test_train_and_eval_bad_inputs(tiny_pairs, tiny_model, tmp_path):
-    import shutil
-
-    root = _fixture_dataset(tmp_path / "root")
-    other_arch = tmp_path / "other-arch"
-    shutil.copytree(tiny_model, other_arch)
-    meta = json.loads((other_arch / "model.json").read_text())
-    meta["architecture"]["encoder"] = "resnet34"
-    (other_arch / "model.json").write_text(json.dumps(meta))
-    mismatched = _fixture_dataset(tmp_path / "mismatched")
-    Image.fromarray(np.zeros((10, 10), np.uint8)).save(mismatched / "ECSSD" / "ground_truth_mask" / "0003.png")
-    wrong_layout = tmp_path / "wrong"
-    (wrong_layout / "ECSSD" / "imgs").mkdir(parents=True)
-    single = _fixture_dataset(tmp_path / "single")
-    for stem in ("0002", "0003", "0004"):
-        next((single / "ECSSD" / "images").glob(f"{stem}.*")).unlink()
-        (single / "ECSSD" / "ground_truth_mask" / f"{stem}.png").unlink()
-    eval_cases = [
-        (("--model", str(tmp_path / "missing")), "not found"),
-        (("--model", str(tiny_pairs)), "no trained model"),
-        (("--model", str(other_arch)), "does not fit"),
-        (("--model", str(tiny_model), "--data-root", str(mismatched)), "0003"),
-        (("--model", str(tiny_model), "--data-root", str(wrong_layout)), "ground_truth_mask"),
-        (("--model", str(tiny_model), "--data-root", str(single)), "test split is empty"),
-        (("--model", str(tiny_model), "--data-root", str(root), "--size", "4"), "--size"),
-    ]
-    for args, needle in eval_cases:
-        assert_one_line_error(run_cli("eval", "--dataset", "ecssd", "--out", str(tmp_path / "e"), *args), needle)
-    assert_one_line_error(run_cli("eval", "--dataset", "nope", "--model", str(tiny_model), "--out", str(tmp_path / "e")),
-                          "unknown dataset")
-    train_cases = [
-        (("--data", str(tmp_path / "none")), "not a finished synthetic dataset"),
-        (("--data", str(tiny_pairs), "--steps", "0"), "--steps"),
-        (("--data", str(tiny_pairs), "--lr", "-1"), "--lr"),
-        (("--data", str(tiny_pairs), "--temperature", "0"), "--temperature"),
-        (("--data", str(tiny_pairs), "--val-count", "5000"), "--val-count"),
-        (("--data", str(tiny_pairs), "--encoder", "no-such-encoder"), "no-such-encoder"),
-        (("--data", str(tiny_pairs), "--resume"), "--resume"),
-    ]
-    for args, needle in train_cases:
-        assert_one_line_error(run_cli("train-unet", "--out", str(tmp_path / "t"), "--device", "cpu", *args), needle)
-    assert not (tmp_path / "t" / "model.json").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -21,8 +22,13 @@ def load_torch_weights(path: str | Path, what: str) -> dict:
     if not path.is_file():
         raise UserError(f"{what}: weights file {path} not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        with warnings.catch_warnings():  # e.g. "pickle protocol 4": noise beside the one-line error
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UserError(f"{what}: refused {path}: it holds more than weights (loading it could run code; "
+                        f"only tensors and plain containers are read)") from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{what}: cannot load {path}: {first_line[:200]}") from exc
     if not isinstance(state, dict):

@@ -1,0 +1,429 @@
+"""The bad-input matrix: the real CLI, as a subprocess, on inputs broken one way each.
+
+Every case must end with one stderr line that names the problem (and the file), a non-zero
+exit, no traceback, nothing in its output folder that a later run would trust, and every
+prepared input byte-for-byte as it was. The processes run a few at a time (each case's
+thread only waits on its own process), so the matrix costs about what two cores can do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import resource
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, assert_one_line_error
+from makers import constant_model, fixture_dataset, flip_bit, known_direction_run, synthesize_pairs, truncate
+
+COMPLETE_MARKERS = ("directions.json", "manifest.json", "model.json", "metrics.json", "pipeline.json")
+TINY_DISCOVER = ("--resolution 32 --train-resolution 32 --directions 4 --batch 8 --bg-samples 16 --refine-steps 10 "
+                 "--no-charts --no-refine-bg --device cpu")
+TINY_UNET = "--encoder resnet18 --batch 4 --val-count 16 --workers 0 --device cpu"
+SYN = "--classes 0 --device cpu"
+EVAL = "eval --dataset ecssd --device cpu --out {out}"
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    command: str  # after `saliency`; {name} is a prepared input, {out} this case's own output path
+    needles: tuple[str, ...] = ()
+    file_limit: int | None = None  # bytes any one file may reach (ulimit -f): a disk that fills up
+
+
+CASES = [
+    # ---------------------------------------------------------------- sample and the CLI itself
+    Case("cli/unknown-command", "no-such-command", ("no-such-command",)),
+    Case("sample/missing-out", "sample", ("--out",)),
+    Case("sample/unknown-generator", "sample --generator nope --out {out}.png", ("unknown generator",)),
+    Case("sample/unimportable-generator", "sample --generator :nothing --out {out}.png", ("cannot import",)),
+    Case("sample/n-zero", "sample --n 0 --out {out}.png", ("--n",)),
+    Case("sample/n-negative", "sample --n -3 --out {out}.png", ("--n",)),
+    Case("sample/n-not-a-number", "sample --n many --out {out}.png", ("--n",)),
+    Case("sample/out-under-a-file", "sample --out {file}/x.png", ("{file}",)),
+    Case("sample/out-not-png", "sample --out {out}.jpg", (".png",)),
+    Case("sample/class-out-of-range", "sample --classes 0,99 --out {out}.png", ("out of range",)),
+    Case("sample/classes-not-integers", "sample --classes zero --out {out}.png", ("integers",)),
+    Case("sample/unknown-device", "sample --device quantum --out {out}.png", ("device",)),
+    Case("sample/resolution-too-small", "sample --resolution 4 --out {out}.png", ("--resolution",)),
+    Case("sample/truncation-for-scenes", "sample --truncation 0.5 --out {out}.png", ("--truncation",)),
+    Case("sample/biggan-without-weights", "sample --generator biggan-deep-128 --out {out}.png", ("--weights DIR",)),
+    Case("sample/dcgan-weights-not-a-checkpoint", "sample --generator dcgan-faces --weights {file} --out {out}.png",
+         ("{file}",)),
+    Case("sample/dcgan-weights-run-code", "sample --generator dcgan-faces --weights {evil} --out {out}.png",
+         ("{evil}",)),
+    Case("sample/unwritable-out", "sample --n 2 --out {unwritable}/grid.png", ("{unwritable}",)),
+    # ---------------------------------------------------------------------------- discover
+    Case("discover/unknown-generator", "discover --generator nope --out {out}", ("unknown generator",)),
+    Case("discover/unknown-deformator", "discover --deformator spiral --out {out}", ("spiral",)),
+    Case("discover/more-directions-than-latents", "discover --directions 40 --resolution 32 --out {out}",
+         ("at most d = 32",)),
+    Case("discover/steps-zero", "discover --steps 0 --out {out}", ("--steps",)),
+    Case("discover/batch-negative", "discover --batch -2 --out {out}", ("--batch",)),
+    Case("discover/lr-zero", "discover --lr 0 --out {out}", ("--lr",)),
+    Case("discover/checkpoint-every-zero", "discover --checkpoint-every 0 --out {out}", ("--checkpoint-every",)),
+    Case("discover/resolution-too-small", "discover --resolution 8 --out {out}", ("--resolution",)),
+    Case("discover/bg-direction-syntax", "discover --bg-direction x:y --out {out}", ("--bg-direction",)),
+    Case("discover/biggan-without-weights", "discover --generator biggan-deep-128 --out {out}", ("--weights DIR",)),
+    Case("discover/out-is-a-file", "discover --out {file}", ("{file}",)),
+    Case("discover/out-under-a-file", "discover --out {file}/run", ("{file}",)),
+    Case("discover/unwritable-out", f"discover --out {{unwritable}}/run --steps 3 {TINY_DISCOVER}", ("{unwritable}",)),
+    Case("discover/resume-without-checkpoint", "discover --out {out} --resume", ("no discovery checkpoint",)),
+    Case("discover/finished-run-without-resume", f"discover --out {{run_tiny}} --steps 3 {TINY_DISCOVER}",
+         ("--resume",)),
+    Case("discover/resume-as-another-generator",
+         "discover --out {run_tiny} --resume --generator dcgan-faces --weights {file}", ("scenes",)),
+    Case("discover/resume-with-other-settings",
+         f"discover --out {{run_tiny}} --resume --steps 3 {TINY_DISCOVER} --deformator unit", ("other settings",)),
+    Case("discover/bg-direction-out-of-range",
+         f"discover --out {{run_tiny}} --resume --steps 3 {TINY_DISCOVER} --bg-direction 9", ("directions 0..3",)),
+    Case("discover/checkpoint-garbage", "discover --out {run_garbage_checkpoint} --resume",
+         ("corrupted", "checkpoint.safetensors")),
+    Case("discover/checkpoint-truncated", "discover --out {run_torn_checkpoint} --resume",
+         ("corrupted", "checkpoint.safetensors")),
+    Case("discover/checkpoint-bit-flipped", "discover --out {run_flipped_checkpoint} --resume",
+         ("corrupted", "checkpoint.safetensors")),
+    Case("discover/disk-full", f"discover --out {{out}} --steps 20 --checkpoint-every 5 {TINY_DISCOVER}",
+         ("disk full",), file_limit=16_000),
+    # -------------------------------------------------------------------------- synthesize
+    Case("synthesize/n-zero", f"synthesize --run {{run}} --n 0 --out {{out}} {SYN}", ("--n",)),
+    Case("synthesize/batch-zero", f"synthesize --run {{run}} --n 5 --out {{out}} {SYN} --batch 0", ("--batch",)),
+    Case("synthesize/threshold-above-one", f"synthesize --run {{run}} --n 5 --out {{out}} {SYN} --threshold 1.5",
+         ("threshold",)),
+    Case("synthesize/area-bounds-crossed", f"synthesize --run {{run}} --n 5 --out {{out}} {SYN} --min-area 0.6",
+         ("area",)),
+    Case("synthesize/shift-negative", f"synthesize --run {{run}} --n 5 --out {{out}} {SYN} --shift -1", ("--shift",)),
+    Case("synthesize/class-out-of-range", "synthesize --run {run} --n 5 --out {out} --classes 10 --device cpu",
+         ("out of range",)),
+    Case("synthesize/unknown-classifier", "synthesize --run {run} --n 5 --out {out} --classifier nope "
+         "--data-root {root} --device cpu", ("nope",)),
+    Case("synthesize/run-missing", f"synthesize --run {{empty}}/nope --n 5 --out {{out}} {SYN}", ("not a finished",)),
+    Case("synthesize/run-without-h-bg", f"synthesize --run {{run_no_bg}} --n 5 --out {{out}} {SYN}", ("no h_bg",)),
+    Case("synthesize/run-h-bg-unreliable", f"synthesize --run {{run_unreliable}} --n 5 --out {{out}} {SYN}",
+         ("unreliable",)),
+    Case("synthesize/run-without-tensors", f"synthesize --run {{run_no_tensors}} --n 5 --out {{out}} {SYN}",
+         ("directions.safetensors",)),
+    Case("synthesize/run-tensors-truncated", f"synthesize --run {{run_torn_tensors}} --n 5 --out {{out}} {SYN}",
+         ("corrupted", "directions.safetensors")),
+    Case("synthesize/run-summary-truncated", f"synthesize --run {{run_torn_summary}} --n 5 --out {{out}} {SYN}",
+         ("directions.json",)),
+    Case("synthesize/run-from-another-generator", "synthesize --run {run_other_generator} --n 5 --out {out} "
+         "--classes 0 --device cpu", ("directions.safetensors", "latents have 100")),
+    Case("synthesize/out-is-a-file", f"synthesize --run {{run}} --n 5 --out {{file}} {SYN}", ("{file}",)),
+    Case("synthesize/unwritable-out", f"synthesize --run {{run}} --n 5 --out {{unwritable}}/syn {SYN}",
+         ("{unwritable}",)),
+    Case("synthesize/out-with-other-settings",
+         "synthesize --run {run} --n 300 --out {pairs} --classes 0,1,2 --device cpu --threshold 0.9",
+         ("other settings",)),
+    Case("synthesize/out-with-corrupted-progress",
+         "synthesize --run {run} --n 300 --out {syn_torn_progress} --classes 0,1,2 --batch 64 --shard-size 128 "
+         "--device cpu", ("progress.json", "corrupted")),
+    Case("synthesize/vote-dataset-missing", "synthesize --run {run} --n 5 --out {out} --data-root {empty} "
+         "--device cpu", ("not found",)),
+    Case("synthesize/vote-image-without-mask", "synthesize --run {run} --n 5 --out {out} --data-root {root_no_mask} "
+         "--device cpu", ("without a mask", "0003")),
+    Case("synthesize/vote-truncated-jpeg", "synthesize --run {run} --n 5 --out {out} --data-root {root_torn_jpeg} "
+         "--device cpu", ("0001.jpg",)),
+    Case("synthesize/vote-bit-flipped-jpeg", "synthesize --run {run} --n 5 --out {out} "
+         "--data-root {root_flipped_jpeg} --device cpu", ("0001.jpg",)),
+    Case("synthesize/vote-decompression-bomb", "synthesize --run {run} --n 5 --out {out} --data-root {root_bomb} "
+         "--device cpu", ("0001.png", "pixels")),
+    Case("synthesize/classifier-weights-run-code", "synthesize --run {run} --n 5 --out {out} --data-root {root} "
+         "--classifier resnet18-imagenet --classifier-weights {evil} --device cpu", ("{evil}",)),
+    Case("synthesize/disk-full", "synthesize --run {run} --n 300 --out {out} --classes 0,1,2 --batch 64 "
+         "--shard-size 128 --device cpu", ("disk full", "shard-00000"), file_limit=100_000),
+    # ------------------------------------------------------------------------- train-unet
+    Case("train-unet/data-missing", f"train-unet --data {{empty}}/none --out {{out}} {TINY_UNET}",
+         ("not a finished synthetic dataset",)),
+    Case("train-unet/data-manifest-truncated", f"train-unet --data {{pairs_torn_manifest}} --out {{out}} {TINY_UNET}",
+         ("manifest.json",)),
+    Case("train-unet/data-shard-bit-flipped", f"train-unet --data {{pairs_flipped_shard}} --out {{out}} {TINY_UNET}",
+         ("corrupted", "shard-00001")),
+    Case("train-unet/data-shard-missing", f"train-unet --data {{pairs_missing_shard}} --out {{out}} {TINY_UNET}",
+         ("shard-00002",)),
+    Case("train-unet/steps-zero", f"train-unet --data {{pairs}} --out {{out}} {TINY_UNET} --steps 0", ("--steps",)),
+    Case("train-unet/batch-zero", "train-unet --data {pairs} --out {out} --device cpu --batch 0", ("--batch",)),
+    Case("train-unet/lr-negative", f"train-unet --data {{pairs}} --out {{out}} {TINY_UNET} --lr -1", ("--lr",)),
+    Case("train-unet/temperature-zero", f"train-unet --data {{pairs}} --out {{out}} {TINY_UNET} --temperature 0",
+         ("--temperature",)),
+    Case("train-unet/val-count-above-data", "train-unet --data {pairs} --out {out} --device cpu --val-count 5000",
+         ("--val-count",)),
+    Case("train-unet/unknown-encoder", "train-unet --data {pairs} --out {out} --device cpu --encoder no-such-encoder",
+         ("no-such-encoder",)),
+    Case("train-unet/unknown-profile", "train-unet --data {pairs} --out {out} --profile nope", ("nope",)),
+    Case("train-unet/resume-without-checkpoint", f"train-unet --data {{pairs}} --out {{out}} {TINY_UNET} --resume",
+         ("--resume",)),
+    Case("train-unet/finished-run-without-resume", f"train-unet --data {{pairs}} --out {{unet_run}} {TINY_UNET} "
+         "--steps 2", ("--resume",)),
+    Case("train-unet/resume-on-other-data", f"train-unet --data {{pairs_other}} --out {{unet_run}} {TINY_UNET} "
+         "--steps 4 --resume", ("other",)),
+    Case("train-unet/checkpoint-bit-flipped", f"train-unet --data {{pairs}} --out {{unet_flipped_checkpoint}} "
+         f"{TINY_UNET} --steps 4 --resume", ("corrupted", "checkpoint.safetensors")),
+    Case("train-unet/unwritable-out", f"train-unet --data {{pairs}} --out {{unwritable}}/unet {TINY_UNET}",
+         ("{unwritable}",)),
+    Case("train-unet/disk-full", f"train-unet --data {{pairs}} --out {{out}} {TINY_UNET} --steps 2 "
+         "--checkpoint-every 1 --val-every 1", ("disk full",), file_limit=1_000_000),
+    # ------------------------------------------------------------------------------- eval
+    Case("eval/unknown-dataset", "eval --dataset nope --model {model} --out {out}", ("unknown dataset",)),
+    Case("eval/model-missing", EVAL + " --model {empty}/missing --data-root {root}", ("not found",)),
+    Case("eval/folder-without-a-model", EVAL + " --model {pairs} --data-root {root}", ("no trained model",)),
+    Case("eval/model-of-another-architecture", EVAL + " --model {model_other_arch} --data-root {root}",
+         ("does not fit",)),
+    Case("eval/model-weights-truncated", EVAL + " --model {model_torn_weights} --data-root {root}",
+         ("model.safetensors",)),
+    Case("eval/model-json-truncated", EVAL + " --model {model_torn_json} --data-root {root}", ("model.json",)),
+    Case("eval/dataset-missing", EVAL + " --model {model} --data-root {empty}", ("not found",)),
+    Case("eval/wrong-layout", EVAL + " --model {model} --data-root {root_wrong_layout}", ("ground_truth_mask",)),
+    Case("eval/test-split-empty", EVAL + " --model {model} --data-root {root_single}", ("test split is empty",)),
+    Case("eval/mask-size-mismatch", EVAL + " --model {model} --data-root {root_mismatched}", ("0003",)),
+    Case("eval/truncated-jpeg", EVAL + " --model {model} --data-root {root_torn_jpeg}", ("0001.jpg",)),
+    Case("eval/bit-flipped-png-mask", EVAL + " --model {model} --data-root {root_flipped_png}", ("0002.png",)),
+    Case("eval/decompression-bomb", EVAL + " --model {model} --data-root {root_bomb}", ("0001.png", "pixels")),
+    Case("eval/size-too-small", EVAL + " --model {model} --data-root {root} --size 4", ("--size",)),
+    Case("eval/paper-protocol-size-off-stride", EVAL + " --model {model} --data-root {root} --protocol paper "
+         "--size 33", ("divisible",)),
+    Case("eval/scenes-images-zero", "eval --dataset scenes --model {model} --out {out} --images 0 --device cpu",
+         ("--images",)),
+    Case("eval/unwritable-out", "eval --dataset ecssd --model {model} --out {unwritable}/eval --data-root {root} "
+         "--device cpu", ("{unwritable}",)),
+    # --------------------------------------------------------------------------- pipeline
+    Case("pipeline/dataset-missing", "pipeline --out {out} --data-root {empty}", ("ECSSD",)),
+    Case("pipeline/unknown-profile", "pipeline --out {out} --data-root {root} --profile nope", ("nope",)),
+    Case("pipeline/biggan-without-weights", "pipeline --out {out} --data-root {root} --profile biggan",
+         ("--weights",)),
+    Case("pipeline/pairs-zero", "pipeline --out {out} --data-root {root} --pairs 0", ("--pairs",)),
+    Case("pipeline/unet-steps-negative", "pipeline --out {out} --data-root {root} --unet-steps -5",
+         ("--unet-steps",)),
+    Case("pipeline/out-is-a-file", "pipeline --out {file} --data-root {root}", ("{file}",)),
+    Case("pipeline/unwritable-out", "pipeline --out {unwritable}/pipe --data-root {root}", ("{unwritable}",)),
+    # ------------------------------------------------------------------------- fetch-data
+    Case("fetch-data/unknown-dataset", "fetch-data nope --data-root {out}", ("unknown dataset",)),
+    Case("fetch-data/mirror-not-http", "fetch-data ecssd --data-root {out} --mirror file:///etc/", ("--mirror",)),
+    Case("fetch-data/already-there", "fetch-data ecssd --data-root {root}", ("already exists",)),
+]
+
+
+class _RunsCode:
+    """Unpickling this would create a file: the proof that a loader ran code from data."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def _unwritable_folder(tmp: Path) -> Path | None:
+    """A folder no file can be created under, even by root (who ignores permission bits)."""
+    if os.geteuid() != 0:
+        folder = tmp / "read-only"
+        folder.mkdir()
+        folder.chmod(0o555)
+        return folder
+    probe = Path("/sys/gan-saliency-unwritable")  # sysfs refuses new folders to everyone
+    try:
+        probe.mkdir()
+    except OSError:
+        return probe
+    probe.rmdir()
+    return None
+
+
+def _prepare(base: Path) -> dict[str, Path]:
+    """Every input the cases refer to, each broken in one way."""
+    from pipelines.discover import DiscoverConfig, run_discover
+    from pipelines.train_unet import TrainUNetConfig, run_train_unet
+
+    p: dict[str, Path] = {"empty": base / "empty", "file": base / "a-file"}
+    p["empty"].mkdir(parents=True)
+    p["file"].write_text("not a folder")
+    p["evil"] = base / "evil.pth"
+    p["evil"].write_bytes(pickle.dumps({"state_dict": _RunsCode(str(base / "code-ran"))}))
+
+    # Run folders: a known h_bg, then copies broken one way each.
+    run = p["run"] = known_direction_run(base / "run")
+    for name in ("no_bg", "unreliable", "no_tensors", "torn_tensors", "torn_summary", "other_generator"):
+        p[f"run_{name}"] = Path(shutil.copytree(run, base / f"run-{name}"))
+    summary = json.loads((run / "directions.json").read_text())
+    (p["run_no_bg"] / "directions.json").write_text(json.dumps({k: v for k, v in summary.items()
+                                                               if k != "bg_direction"}))
+    (p["run_unreliable"] / "directions.json").write_text(json.dumps(
+        {**summary, "bg_direction": {**summary["bg_direction"], "reliable": False}}))
+    (p["run_no_tensors"] / "directions.safetensors").unlink()
+    truncate(p["run_torn_tensors"] / "directions.safetensors")
+    truncate(p["run_torn_summary"] / "directions.json")
+    (p["run_other_generator"] / "directions.json").write_text(json.dumps(
+        {**summary, "generator": "dcgan-faces", "generator_options": {}}))
+
+    # A finished (tiny) discovery run with its checkpoint, and damaged checkpoints.
+    p["run_tiny"] = base / "run-tiny"
+    run_discover(DiscoverConfig(generator="scenes", out=p["run_tiny"], num_directions=4, steps=3, batch_size=8,
+                                bg_samples=16, rca_samples=64, refine_bg=False, charts=False, progress=False,
+                                device="cpu", train_resolution=32, generator_options={"resolution": 32}))
+    for name in ("garbage", "torn", "flipped"):
+        folder = p[f"run_{name}_checkpoint"] = base / f"run-{name}-checkpoint"
+        folder.mkdir()
+        shutil.copy(p["run_tiny"] / "checkpoint.safetensors", folder)
+    (p["run_garbage_checkpoint"] / "checkpoint.safetensors").write_bytes(b"\x10" + b"\x00" * 7 + b"{not json}" * 8)
+    truncate(p["run_torn_checkpoint"] / "checkpoint.safetensors")
+    flip_bit(p["run_flipped_checkpoint"] / "checkpoint.safetensors", 20)  # inside the JSON header
+
+    # Synthetic pairs (300 at 32 px, shards of 128), then damaged copies.
+    p["pairs"] = base / "pairs"
+    synthesize_pairs(run, p["pairs"], 300, preview=0)
+    p["pairs_other"] = base / "pairs-other"
+    synthesize_pairs(run, p["pairs_other"], 300, preview=0, seed=1)
+    for name in ("torn_manifest", "flipped_shard", "missing_shard"):
+        p[f"pairs_{name}"] = Path(shutil.copytree(p["pairs"], base / f"pairs-{name}"))
+    truncate(p["pairs_torn_manifest"] / "manifest.json")
+    flip_bit(p["pairs_flipped_shard"] / "shard-00001.safetensors", -100)
+    (p["pairs_missing_shard"] / "shard-00002.safetensors").unlink()
+    p["syn_torn_progress"] = base / "syn-torn-progress"  # a killed synthesis whose record was cut short
+    synthesize_pairs(run, p["syn_torn_progress"], 300, preview=0)
+    (p["syn_torn_progress"] / "manifest.json").unlink()
+    truncate(p["syn_torn_progress"] / "progress.json")
+
+    # A U-Net run (2 steps) and a copy with a flipped checkpoint; models for eval.
+    p["unet_run"] = base / "unet-run"
+    run_train_unet(TrainUNetConfig(data=p["pairs"], out=p["unet_run"], encoder="resnet18", batch_size=4, steps=2,
+                                   val_count=16, val_every=2, checkpoint_every=1, workers=0, device="cpu",
+                                   progress=False))
+    p["unet_flipped_checkpoint"] = Path(shutil.copytree(p["unet_run"], base / "unet-flipped-checkpoint"))
+    (p["unet_flipped_checkpoint"] / "model.json").unlink()
+    flip_bit(p["unet_flipped_checkpoint"] / "checkpoint.safetensors", 30)
+    p["model"] = constant_model(base / "model", 0.3, classes=(0, 1, 2))
+    for name in ("other_arch", "torn_weights", "torn_json"):
+        p[f"model_{name}"] = Path(shutil.copytree(p["model"], base / f"model-{name}"))
+    meta = json.loads((p["model"] / "model.json").read_text())
+    meta["architecture"]["encoder"] = "resnet34"
+    (p["model_other_arch"] / "model.json").write_text(json.dumps(meta))
+    truncate(p["model_torn_weights"] / "model.safetensors")
+    truncate(p["model_torn_json"] / "model.json")
+
+    # Data roots (ROOT/ECSSD/...): four images, broken one way each. Train split: 0001, 0003.
+    p["root"] = fixture_dataset(base / "root")
+    broken = ("no_mask", "torn_jpeg", "flipped_jpeg", "flipped_png", "bomb", "mismatched", "single")
+    for name in broken:
+        p[f"root_{name}"] = fixture_dataset(base / f"root-{name}")
+    images = {name: p[f"root_{name}"] / "ECSSD" / "images" for name in broken}
+    masks = {name: p[f"root_{name}"] / "ECSSD" / "ground_truth_mask" for name in broken}
+    (masks["no_mask"] / "0003.png").unlink()
+    truncate(images["torn_jpeg"] / "0001.jpg", 0.6)
+    flip_bit(images["flipped_jpeg"] / "0001.jpg", 2)  # the start-of-frame marker: no JPEG any more
+    flip_bit(masks["flipped_png"] / "0002.png", 60)  # inside the image data: its CRC no longer matches
+    (images["bomb"] / "0001.jpg").unlink()
+    Image.new("1", (10_000, 5_000)).save(images["bomb"] / "0001.png")  # 50 megapixels in a few kilobytes
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(masks["mismatched"] / "0003.png")
+    for stem in ("0002", "0003", "0004"):
+        next(images["single"].glob(f"{stem}.*")).unlink()
+        (masks["single"] / f"{stem}.png").unlink()
+    p["root_wrong_layout"] = base / "root-wrong-layout"
+    (p["root_wrong_layout"] / "ECSSD" / "imgs").mkdir(parents=True)
+    return p
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def _limit_file_size(limit: int):
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def _run(case: Case, paths: dict, out: Path, env: dict) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "saliency.cli", *shlex.split(case.command.format(out=out, **paths))]
+    try:
+        return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+                              preexec_fn=_limit_file_size(case.file_limit) if case.file_limit else None)
+    except subprocess.TimeoutExpired:  # a bad input that was not refused: it went to work instead
+        return subprocess.CompletedProcess(args, 0, "", "still running after 120 s: the input was not refused")
+
+
+@pytest.fixture(scope="module")
+def matrix(request, tmp_path_factory):
+    """Prepare the inputs, run the selected cases concurrently; (paths, results, snapshots)."""
+    base = tmp_path_factory.mktemp("bad-inputs")
+    paths = _prepare(base / "inputs")
+    unwritable = _unwritable_folder(base)
+    paths["unwritable"] = unwritable or base / "unwritable-unavailable"
+    before = _snapshot(base / "inputs")
+    selected = {item.callspec.params["case"].id for item in request.session.items
+                if getattr(item, "callspec", None) and isinstance(item.callspec.params.get("case"), Case)}
+    selected = selected or {case.id for case in CASES}
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(base / "empty-hub"), TORCH_HOME=str(base / "torch"),
+               SALIENCY_DATA=str(base / "no-data-here"), OMP_NUM_THREADS="1")
+    cases = [case for case in CASES if case.id in selected and not (unwritable is None and "unwritable" in case.id)]
+    outs = {case.id: base / "outs" / case.id.replace("/", "--") for case in cases}
+    (base / "outs").mkdir()
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1)) as pool:
+        futures = {case.id: pool.submit(_run, case, paths, outs[case.id], env) for case in cases}
+        results = {name: future.result() for name, future in futures.items()}
+    yield {"paths": paths, "results": results, "outs": outs, "before": before, "after": _snapshot(base / "inputs"),
+           "unwritable": unwritable}
+
+
+def test_the_matrix_is_large_and_every_case_is_distinct():
+    assert len(CASES) >= 30
+    assert len({case.id for case in CASES}) == len(CASES)
+    assert {case.id.split("/")[0] for case in CASES} >= {"sample", "discover", "synthesize", "train-unet", "eval",
+                                                         "pipeline", "fetch-data"}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_bad_input_is_one_line_and_leaves_nothing_to_trust(case, matrix):
+    if case.id not in matrix["results"]:
+        pytest.skip("no folder here refuses writes to this user")
+    result = matrix["results"][case.id]
+    paths = {k: str(v) for k, v in matrix["paths"].items()}
+    assert_one_line_error(result, *(needle.format(**paths) for needle in case.needles))
+    _assert_nothing_to_trust(matrix["outs"][case.id])
+
+
+def _assert_nothing_to_trust(out: Path) -> None:
+    """No completion marker, no torn or stray temporary file; listed shards verify."""
+    from saliency.checkpoint import load_checkpoint
+    from saliency.fetch import sha256_file
+
+    for candidate in (out.with_name(out.name + ".png"), out.with_name(out.name + ".jpg")):
+        assert not candidate.exists(), candidate
+    if not out.exists():
+        return
+    files = [path for path in out.rglob("*") if path.is_file()]
+    assert not [f for f in files if f.name in COMPLETE_MARKERS], files
+    assert not [f for f in files if f.name.startswith(".") or ".tmp" in f.name], files
+    progress = out / "progress.json"
+    if progress.exists():
+        listed = json.loads(progress.read_text())["shards"]
+        for entry in listed:
+            assert sha256_file(out / entry["file"]) == entry["sha256"]
+        assert sorted(f.name for f in out.glob("shard-*")) == sorted(e["file"] for e in listed)
+    else:
+        assert not list(out.glob("shard-*"))
+    if (out / "checkpoint.safetensors").exists():
+        load_checkpoint(out / "checkpoint.safetensors")  # complete, or it would not be there
+
+
+def test_no_prepared_input_changed_and_no_code_ran(matrix):
+    before, after = matrix["before"], matrix["after"]
+    assert sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name)) == []
+    assert not (matrix["paths"]["evil"].parent / "code-ran").exists()
+    unwritable = matrix["unwritable"]
+    assert unwritable is None or not unwritable.exists() or not any(unwritable.iterdir())
