@@ -17,6 +17,11 @@ DEVICE_HELP = "Torch device: auto (default: the best available), cpu, cuda, cuda
 PRECISION_HELP = ("auto (bf16 autocast on a CUDA GPU; U-Net training also on CPUs with native bf16; "
                   "else fp32), fp32 or bf16.")
 
+# Ranges checked by click while parsing: a wrong number is refused before any library loads.
+POSITIVE_INT = click.IntRange(min=1)
+POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
+UNIT_INTERVAL = click.FloatRange(0, 1)
+
 
 def parse_int_list(text: str | None) -> list[int] | None:
     """``"1,5,9"`` -> ``[1, 5, 9]``; None stays None."""
@@ -45,14 +50,14 @@ def cli() -> None:
 @cli.command()
 @click.option("--generator", "generator_name", default="scenes", show_default=True,
               help="Generator name (see `saliency generators`) or package.module:factory.")
-@click.option("--n", "count", type=int, default=16, show_default=True, help="Number of images.")
+@click.option("--n", "count", type=POSITIVE_INT, default=16, show_default=True, help="Number of images.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="PNG file to write the grid to.")
 @click.option("--classes", default=None,
               help="Comma-separated class indices, cycled over the images (conditional generators).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latents and classes.")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
-@click.option("--nrow", type=int, default=None, help="Images per grid row (default: about square).")
+@click.option("--nrow", type=POSITIVE_INT, default=None, help="Images per grid row (default: about square).")
 @click.option("--resolution", type=int, default=None, help="Image size, for generators that take one (scenes).")
 @click.option("--weights", default=None,
               help="Weights: a folder (biggan-deep-128) or file (dcgan-faces); default: hub cache / package.")
@@ -83,22 +88,22 @@ def sample(generator_name, count, out, classes, seed, device, nrow, resolution, 
 @click.option("--deformator", type=click.Choice(["ortho", "unit", "random", "identity"]), default=None,
               help="Direction matrix A: learned orthonormal or unit-norm columns, or a frozen "
                    "random / coordinate baseline. Default: the generator's profile.")
-@click.option("--directions", "num_directions", type=int, default=None, help="K, the number of directions.")
+@click.option("--directions", "num_directions", type=POSITIVE_INT, default=None, help="K, the number of directions.")
 @click.option("--reconstructor", type=click.Choice(["lenet", "resnet18"]), default=None,
               help="Reconstructor R. Default: the generator's profile.")
-@click.option("--steps", type=int, default=None, help="Training steps (total, also when resuming).")
-@click.option("--batch", "batch_size", type=int, default=None, help="Batch size.")
-@click.option("--lr", type=float, default=None, help="Adam learning rate for A and R.")
+@click.option("--steps", type=POSITIVE_INT, default=None, help="Training steps (total, also when resuming).")
+@click.option("--batch", "batch_size", type=POSITIVE_INT, default=None, help="Batch size.")
+@click.option("--lr", type=POSITIVE_FLOAT, default=None, help="Adam learning rate for A and R.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--checkpoint-every", type=int, default=250, show_default=True, help="Steps between checkpoints.")
+@click.option("--checkpoint-every", type=POSITIVE_INT, default=250, show_default=True, help="Steps between checkpoints.")
 @click.option("--refine-bg/--no-refine-bg", default=True, show_default=True,
               help="Refine the best h_bg candidate on the image criterion; kept only if it scores higher.")
-@click.option("--refine-steps", type=int, default=300, show_default=True, help="Steps of the h_bg refinement.")
+@click.option("--refine-steps", type=click.IntRange(min=0), default=300, show_default=True, help="Steps of the h_bg refinement.")
 @click.option("--bg-direction", default=None, metavar="INDEX[:MAGNITUDE]",
               help="Use this direction as h_bg instead of the automatic choice.")
-@click.option("--bg-samples", type=int, default=128, show_default=True, help="Samples for scoring h_bg candidates.")
+@click.option("--bg-samples", type=click.IntRange(min=8), default=128, show_default=True, help="Samples for scoring h_bg candidates.")
 @click.option("--charts/--no-charts", default=True, show_default=True, help="Write a chart per direction.")
 @click.option("--resolution", type=int, default=None, help="Image size, for generators that take one (scenes).")
 @click.option("--train-resolution", type=int, default=None,
@@ -147,7 +152,7 @@ DATA_ROOT_HELP = "Folder holding datasets by name (ROOT/ECSSD/...); default $SAL
 @cli.command()
 @click.option("--run", "--run-dir", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="A finished discovery run (holds directions.json with h_bg). Under torchrun: --run-dir.")
-@click.option("--n", "--count", "count", type=int, required=True,
+@click.option("--n", "--count", "count", type=POSITIVE_INT, required=True,
               help="Number of (image, mask) pairs to keep. Under torchrun: --count.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder: shards, manifest.json, preview.png. Rerun the same command to resume.")
@@ -157,19 +162,19 @@ DATA_ROOT_HELP = "Folder holding datasets by name (ROOT/ECSSD/...); default $SAL
 @click.option("--classifier", default=None,
               help="Voting classifier: resnet18-imagenet or scenes-shapes (default: the generator's).")
 @click.option("--classifier-weights", default=None, help="Classifier weights file/folder instead of the default.")
-@click.option("--top-k", type=int, default=5, show_default=True, help="Classes each image votes for.")
-@click.option("--class-fraction", type=float, default=0.25, show_default=True,
+@click.option("--top-k", type=POSITIVE_INT, default=5, show_default=True, help="Classes each image votes for.")
+@click.option("--class-fraction", type=UNIT_INTERVAL, default=0.25, show_default=True,
               help="Fraction of all classes kept, the most voted first.")
-@click.option("--threshold", type=float, default=None, help="Whiteness threshold (default: the run's, 0.95).")
-@click.option("--shift", "magnitude", type=float, default=None, help="Shift along h_bg (default: the run's magnitude).")
-@click.option("--min-area", type=float, default=0.05, show_default=True, help="Smallest kept mask area (fraction).")
-@click.option("--max-area", type=float, default=0.5, show_default=True, help="Largest kept mask area (fraction).")
+@click.option("--threshold", type=UNIT_INTERVAL, default=None, help="Whiteness threshold (default: the run's, 0.95).")
+@click.option("--shift", "magnitude", type=POSITIVE_FLOAT, default=None, help="Shift along h_bg (default: the run's magnitude).")
+@click.option("--min-area", type=UNIT_INTERVAL, default=0.05, show_default=True, help="Smallest kept mask area (fraction).")
+@click.option("--max-area", type=UNIT_INTERVAL, default=0.5, show_default=True, help="Largest kept mask area (fraction).")
 @click.option("--component-filter", "component_fraction", type=float, default=None,
               help="Drop mask components smaller than this fraction of the largest (follow-up work: 0.2). Off by default.")
 @click.option("--bimodal-filter/--no-bimodal-filter", default=False, show_default=True,
               help="Reject pairs whose shifted image is not bimodal (Otsu separability < 0.8).")
-@click.option("--batch", "batch_size", type=int, default=None, help="Latents per batch (default 256; BigGAN 32).")
-@click.option("--shard-size", type=int, default=1024, show_default=True, help="Pairs per shard file.")
+@click.option("--batch", "batch_size", type=POSITIVE_INT, default=None, help="Latents per batch (default 256; BigGAN 32).")
+@click.option("--shard-size", type=POSITIVE_INT, default=1024, show_default=True, help="Pairs per shard file.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--ground-truth/--no-ground-truth", default=True, show_default=True,
@@ -230,19 +235,19 @@ def fetch_data(dataset, data_root, mirror, force, verify) -> None:
 @click.option("--encoder", default=None, help="U-Net encoder (segmentation-models-pytorch name), e.g. resnet18.")
 @click.option("--encoder-weights", default=None,
               help="imagenet (only when already on disk) or none. Default: none.")
-@click.option("--steps", type=int, default=None, help="Training steps (total, also when resuming).")
-@click.option("--batch", "batch_size", type=int, default=None, help="Batch size (paper: 128).")
-@click.option("--lr", type=float, default=None, help="Adam learning rate (paper: 0.005).")
-@click.option("--lr-step", type=int, default=None, help="Multiply the rate by --lr-gamma every this many steps.")
-@click.option("--lr-gamma", type=float, default=None, help="Learning-rate factor (paper: 0.2).")
-@click.option("--temperature", type=float, default=None, help="Logits are divided by this in the loss (paper: 10).")
+@click.option("--steps", type=POSITIVE_INT, default=None, help="Training steps (total, also when resuming).")
+@click.option("--batch", "batch_size", type=POSITIVE_INT, default=None, help="Batch size (paper: 128).")
+@click.option("--lr", type=POSITIVE_FLOAT, default=None, help="Adam learning rate (paper: 0.005).")
+@click.option("--lr-step", type=POSITIVE_INT, default=None, help="Multiply the rate by --lr-gamma every this many steps.")
+@click.option("--lr-gamma", type=POSITIVE_FLOAT, default=None, help="Learning-rate factor (paper: 0.2).")
+@click.option("--temperature", type=POSITIVE_FLOAT, default=None, help="Logits are divided by this in the loss (paper: 10).")
 @click.option("--val-count", type=int, default=None, help="Pairs held out for validation (the last ones).")
-@click.option("--val-every", type=int, default=None, help="Steps between validations.")
-@click.option("--checkpoint-every", type=int, default=None, help="Steps between checkpoints.")
-@click.option("--workers", type=int, default=None, help="DataLoader worker processes.")
-@click.option("--hflip", type=float, default=None, help="Horizontal flip probability (default 0.5).")
+@click.option("--val-every", type=POSITIVE_INT, default=None, help="Steps between validations.")
+@click.option("--checkpoint-every", type=POSITIVE_INT, default=None, help="Steps between checkpoints.")
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader worker processes.")
+@click.option("--hflip", type=UNIT_INTERVAL, default=None, help="Horizontal flip probability (default 0.5).")
 @click.option("--scale-min", type=float, default=None, help="Random resized crop: smallest kept area (1 = off).")
-@click.option("--color-jitter", type=float, default=None, help="Colour jitter probability (0 = off).")
+@click.option("--color-jitter", type=UNIT_INTERVAL, default=None, help="Colour jitter probability (0 = off).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--resume", is_flag=True, help="Continue the training in --out from its last checkpoint.")
@@ -276,11 +281,11 @@ def train_unet(data, out, profile, encoder, encoder_weights, steps, batch_size, 
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder: metrics.json, metrics.md, predictions.png.")
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None, help=DATA_ROOT_HELP)
-@click.option("--size", type=int, default=None, help="Shorter side at inference (default 128; scenes: its resolution).")
+@click.option("--size", type=click.IntRange(min=16), default=None, help="Shorter side at inference (default 128; scenes: its resolution).")
 @click.option("--protocol", type=click.Choice(["standard", "paper"]), default="standard", show_default=True,
               help="paper: also report the reference code's variant (argmax mask at size x size).")
 @click.option("--save-maps", is_flag=True, help="Write every predicted map as PNG into OUT/maps.")
-@click.option("--images", "scenes_count", type=int, default=500, show_default=True,
+@click.option("--images", "scenes_count", type=POSITIVE_INT, default=500, show_default=True,
               help="Number of rendered images (--dataset scenes).")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
@@ -303,9 +308,9 @@ def eval_command(dataset, model_dir, out, data_root, size, protocol, save_maps, 
 @click.option("--profile", type=click.Choice(["embedded", "biggan"]), default="embedded", show_default=True,
               help="embedded: the scenes generator on a CPU in minutes; biggan: the paper's settings (GPU).")
 @click.option("--weights", default=None, help="Generator weights (biggan profile: a folder; default: hub cache).")
-@click.option("--pairs", type=int, default=None, help="Synthetic pairs (default: embedded 10,000, biggan 100,000).")
-@click.option("--unet-steps", type=int, default=None, help="U-Net steps (default: the profile's).")
-@click.option("--discover-steps", type=int, default=None, help="Discovery steps (default: the generator's profile).")
+@click.option("--pairs", type=POSITIVE_INT, default=None, help="Synthetic pairs (default: embedded 10,000, biggan 100,000).")
+@click.option("--unet-steps", type=POSITIVE_INT, default=None, help="U-Net steps (default: the profile's).")
+@click.option("--discover-steps", type=POSITIVE_INT, default=None, help="Discovery steps (default: the generator's profile).")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help=PRECISION_HELP)

@@ -13,6 +13,7 @@ is the content, so ECSSD is verified by ``content_sha256``: SHA-256 over the sor
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import stat
@@ -85,6 +86,7 @@ def download(url: str, dest: Path, sha256: str | None = None, progress: bool = T
     Returns the file's SHA-256. On any failure nothing is left at ``dest``.
     """
     digest = hashlib.sha256()
+    received = 0
     with atomic_path(dest) as tmp:
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http/https only, checked)
@@ -94,10 +96,16 @@ def download(url: str, dest: Path, sha256: str | None = None, progress: bool = T
                     for chunk in iter(lambda: response.read(CHUNK), b""):
                         out.write(chunk)
                         digest.update(chunk)
+                        received += len(chunk)
                         bar.update(len(chunk))
+            if total and received != int(total):  # the server hung up early: never keep a short file
+                raise UserError(f"download of {url} was cut short: {received:,} of {int(total):,} bytes; nothing kept")
         except urllib.error.HTTPError as exc:
             raise UserError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        except http.client.IncompleteRead as exc:
+            raise UserError(f"download of {url} was cut short ({exc.expected or 'some'} bytes missing); "
+                            "nothing kept") from exc
+        except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
             raise UserError(f"download of {url} failed: {reason}") from exc
         found = digest.hexdigest()

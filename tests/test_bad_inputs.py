@@ -302,8 +302,10 @@ def _prepare(base: Path) -> dict[str, Path]:
     run_train_unet(TrainUNetConfig(data=p["pairs"], out=p["unet_run"], encoder="resnet18", batch_size=4, steps=2,
                                    val_count=16, val_every=2, checkpoint_every=1, workers=0, device="cpu",
                                    progress=False))
-    p["unet_flipped_checkpoint"] = Path(shutil.copytree(p["unet_run"], base / "unet-flipped-checkpoint"))
-    (p["unet_flipped_checkpoint"] / "model.json").unlink()
+    p["unet_flipped_checkpoint"] = base / "unet-flipped-checkpoint"  # a run killed mid-training, then damaged
+    p["unet_flipped_checkpoint"].mkdir()
+    for name in ("checkpoint.safetensors", "config.json", "metrics.jsonl"):
+        shutil.copy(p["unet_run"] / name, p["unet_flipped_checkpoint"])
     flip_bit(p["unet_flipped_checkpoint"] / "checkpoint.safetensors", 30)
     p["model"] = constant_model(base / "model", 0.3, classes=(0, 1, 2))
     for name in ("other_arch", "torn_weights", "torn_json"):

@@ -1,0 +1,182 @@
+"""SIGKILL at random moments, then resume: nothing lost, nothing done twice.
+
+For each long stage the real CLI is started and killed at several moments drawn from a
+seeded generator (some land during start-up, some mid-step, some mid-write). After every
+kill, what is on disk must be trustworthy (a checkpoint that loads, listed shards that match
+their checksums, no "finished" marker); after the last, the same command with --resume
+finishes the job, and the result is the one an uninterrupted run writes: on a CPU the very
+same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file
+
+from conftest import REPO, run_cli
+from saliency.checkpoint import load_checkpoint
+from saliency.errors import UserError
+from saliency.shards import load_manifest, verify_shards
+
+KILLS_PER_STAGE = 4
+TINY_DISCOVER = ["--resolution", "32", "--train-resolution", "32", "--directions", "4", "--batch", "8",
+                 "--bg-samples", "16", "--refine-steps", "10", "--no-charts", "--device", "cpu"]
+# Every process of a comparison uses the same thread count: float sums are ordered by it.
+SAME_THREADS = {"OMP_NUM_THREADS": "1"}
+TINY_UNET = ["--encoder", "resnet18", "--batch", "4", "--val-count", "16", "--workers", "0", "--device", "cpu"]
+
+
+def _kill_at_random_moments(args: list[str], rng: random.Random, low: float, high: float, check,
+                            checkpoint: Path | None = None):
+    """Start ``saliency ARGS`` KILLS_PER_STAGE times (with --resume once ``checkpoint`` exists),
+    SIGKILL each after a random delay and call ``check()``; returns each delay and whether the
+    process had ended by itself before it."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **SAME_THREADS)
+    landed = []
+    for _ in range(KILLS_PER_STAGE):
+        extra = ["--resume"] if checkpoint is not None and checkpoint.exists() else []
+        process = subprocess.Popen([sys.executable, "-m", "saliency.cli", *args, *extra], cwd=REPO, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        delay = rng.uniform(low, high)
+        try:
+            process.wait(timeout=delay)
+            ended = True  # it finished (or failed) before the kill: the check below still applies
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            ended = False
+        stderr = process.stderr.read().decode()
+        process.stderr.close()
+        assert ended is False or process.returncode == 0, stderr
+        landed.append((round(delay, 2), ended))
+        check()
+    return landed
+
+
+def _steps(path: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _no_temporaries(folder: Path) -> None:
+    # A kill may leave a temporary behind; the next run removes it. Nothing else may be torn.
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.name.startswith("."):
+            assert ".tmp" not in path.name, path
+
+
+# ------------------------------------------------------------------------------- discover
+def test_discover_survives_random_kills_and_resumes_to_the_same_run(tmp_path):
+    steps = 150
+    args = ["discover", "--out", str(tmp_path / "killed"), "--steps", str(steps), "--checkpoint-every", "10",
+            *TINY_DISCOVER]
+
+    def check():
+        out = tmp_path / "killed"
+        if (out / "checkpoint.safetensors").exists():
+            step = load_checkpoint(out / "checkpoint.safetensors")["step"]  # loads: never torn
+            logged = _steps(out / "metrics.jsonl")
+            assert logged == sorted(set(logged)) and 0 < step <= steps
+        if (out / "directions.json").exists():  # only a run that really finished says so
+            assert json.loads((out / "directions.json").read_text())["steps"] == steps
+
+    landed = _kill_at_random_moments(args, random.Random(1), 2.0, 7.0, check,
+                                     checkpoint=tmp_path / "killed" / "checkpoint.safetensors")
+    print(f"discover: (delay s, ended by itself) {landed}")
+    result = run_cli(*args, "--resume", env=SAME_THREADS)
+    assert result.returncode == 0, result.stderr
+    fresh = run_cli("discover", "--out", str(tmp_path / "fresh"), "--steps", str(steps), "--checkpoint-every", "10",
+                    *TINY_DISCOVER, env=SAME_THREADS)
+    assert fresh.returncode == 0, fresh.stderr
+
+    killed, uninterrupted = tmp_path / "killed", tmp_path / "fresh"
+    assert json.loads((killed / "directions.json").read_text())["steps"] == steps
+    assert load_checkpoint(killed / "checkpoint.safetensors")["step"] == steps
+    logged = _steps(killed / "metrics.jsonl")
+    assert logged == sorted(set(logged)) == _steps(uninterrupted / "metrics.jsonl")  # no step twice or missing
+    assert _sha(killed / "directions.safetensors") == _sha(uninterrupted / "directions.safetensors"), landed
+    _no_temporaries(killed)
+
+
+# ----------------------------------------------------------------------------- synthesize
+def test_synthesize_survives_random_kills_and_writes_exactly_n(known_run, tmp_path):
+    n = 3000
+    common = ["--run", str(known_run), "--n", str(n), "--classes", "0,1,2", "--batch", "64", "--shard-size", "128",
+              "--device", "cpu"]
+    out = tmp_path / "killed"
+
+    def check():
+        if (out / "progress.json").exists():
+            listed = json.loads((out / "progress.json").read_text())["shards"]
+            for entry in listed:  # every shard the record lists is whole
+                assert _sha(out / entry["file"]) == entry["sha256"]
+        assert not (out / "manifest.json").exists() or load_manifest(out)["count"] == n
+
+    landed = _kill_at_random_moments(["synthesize", *common, "--out", str(out)], random.Random(2), 2.0, 4.5, check)
+    print(f"synthesize: (delay s, ended by itself) {landed}")
+    result = run_cli("synthesize", *common, "--out", str(out), env=SAME_THREADS)
+    assert result.returncode == 0, result.stderr
+    fresh = run_cli("synthesize", *common, "--out", str(tmp_path / "fresh"), env=SAME_THREADS)
+    assert fresh.returncode == 0, fresh.stderr
+
+    manifest = load_manifest(out)
+    assert manifest["count"] == n == verify_shards(out)
+    parts = [load_file(str(out / entry["file"])) for entry in manifest["shards"]]
+    index = np.concatenate([part["index"] for part in parts])
+    latents = np.concatenate([part["latents"] for part in parts])
+    assert len(index) == n and np.all(np.diff(index) > 0)  # in order: nothing skipped, nothing twice
+    assert len(np.unique(latents, axis=0)) == n
+    expected = [entry["sha256"] for entry in load_manifest(tmp_path / "fresh")["shards"]]
+    assert [entry["sha256"] for entry in manifest["shards"]] == expected, landed
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+
+
+# ----------------------------------------------------------------------------- train-unet
+def test_train_unet_survives_random_kills_without_repeating_a_step(known_run, tmp_path):
+    from makers import synthesize_pairs
+
+    data = tmp_path / "pairs"
+    synthesize_pairs(known_run, data, 300, preview=0)
+    steps = 30
+    args = ["train-unet", "--data", str(data), "--steps", str(steps), "--checkpoint-every", "2", "--val-every", "15",
+            *TINY_UNET]
+    out = tmp_path / "killed"
+
+    def check():
+        try:
+            step = load_checkpoint(out / "checkpoint.safetensors")["step"]
+        except UserError:  # killed before its first checkpoint: there is none (never a torn one)
+            assert not (out / "checkpoint.safetensors").exists()
+            return
+        assert 0 < step <= steps
+        logged = _steps(out / "metrics.jsonl")
+        assert logged == sorted(set(logged))
+        assert not (out / "model.json").exists() or json.loads((out / "model.json").read_text())["steps"] == steps
+
+    landed = _kill_at_random_moments([*args, "--out", str(out)], random.Random(3), 3.0, 7.0, check,
+                                     checkpoint=out / "checkpoint.safetensors")
+    print(f"train-unet: (delay s, ended by itself) {landed}")
+    resume = ["--resume"] if (out / "checkpoint.safetensors").exists() else []
+    result = run_cli(*args, "--out", str(out), *resume, env=SAME_THREADS)
+    assert result.returncode == 0, result.stderr
+    fresh = run_cli(*args, "--out", str(tmp_path / "fresh"), env=SAME_THREADS)
+    assert fresh.returncode == 0, fresh.stderr
+
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["steps"] == steps and load_checkpoint(out / "checkpoint.safetensors")["step"] == steps
+    logged = _steps(out / "metrics.jsonl")
+    assert logged == sorted(set(logged)) == _steps(tmp_path / "fresh" / "metrics.jsonl") and logged[-1] == steps
+    assert _sha(out / "model.safetensors") == _sha(tmp_path / "fresh" / "model.safetensors"), landed
+    _no_temporaries(out)

@@ -1,0 +1,127 @@
+"""Loading never runs code, nothing runs through a shell, downloads land whole or not at all.
+
+Other security tests live with the code they guard: archive extraction refusing absolute
+paths, '..', links and oversized entries (test_fetch.py), decompression bombs refused by
+pixel count (test_datasets.py and the matrix in test_bad_inputs.py), weights files that would
+run code (test_generators.py and the matrix).
+"""
+
+from __future__ import annotations
+
+import ast
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from saliency.errors import UserError
+from saliency.fetch import download
+
+SOURCE_FOLDERS = ("saliency", "directions", "pipelines", "benchmarks")
+
+
+def _project_sources() -> list[Path]:
+    files = [path for folder in SOURCE_FOLDERS for path in (REPO / folder).rglob("*.py")]
+    assert len(files) > 30  # the scan really looks at the project
+    return files
+
+
+def _call_name(node: ast.Call) -> str:
+    parts, target = [], node.func
+    while isinstance(target, ast.Attribute):
+        parts.append(target.attr)
+        target = target.value
+    if isinstance(target, ast.Name):
+        parts.append(target.id)
+    return ".".join(reversed(parts))
+
+
+def _keyword(node: ast.Call, name: str):
+    for keyword in node.keywords:
+        if keyword.arg == name:
+            return keyword.value
+    return None
+
+
+def _findings(tree: ast.AST) -> list[str]:
+    """Calls that could run code from data, or run a shell."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = _call_name(node)
+        short = name.rsplit(".", 1)[-1]
+        if name in ("eval", "exec") and not isinstance(node.func, ast.Name):
+            name = f"{name} method"  # model.eval() and the like: not the builtins
+        if name in ("pickle.load", "pickle.loads", "pickle.Unpickler", "marshal.load", "marshal.loads",
+                    "dill.load", "dill.loads", "joblib.load", "shelve.open", "os.system", "os.popen",
+                    "yaml.load", "yaml.unsafe_load", "eval", "exec"):
+            found.append(f"{name}() at line {node.lineno}")
+        if short == "load" and name.split(".")[0] in ("torch",):
+            flag = _keyword(node, "weights_only")
+            if not (isinstance(flag, ast.Constant) and flag.value is True):
+                found.append(f"{name}() without weights_only=True at line {node.lineno}")
+        if short == "load" and name.split(".")[0] in ("np", "numpy"):
+            flag = _keyword(node, "allow_pickle")
+            if flag is not None and not (isinstance(flag, ast.Constant) and flag.value is False):
+                found.append(f"{name}(allow_pickle=...) at line {node.lineno}")
+        shell = _keyword(node, "shell")
+        if shell is not None and not (isinstance(shell, ast.Constant) and shell.value is False):
+            found.append(f"{name}(shell=...) at line {node.lineno}")
+    return found
+
+
+def test_the_scan_catches_what_it_looks_for():
+    bad = ast.parse("import pickle, torch, subprocess, numpy as np\n"
+                    "pickle.load(f)\ntorch.load(p)\ntorch.load(p, weights_only=False)\n"
+                    "subprocess.run('ls', shell=True)\nnp.load(p, allow_pickle=True)\neval('1')\n")
+    assert len(_findings(bad)) == 6
+    good = ast.parse("import torch, subprocess\ntorch.load(p, map_location='cpu', weights_only=True)\n"
+                     "subprocess.run(['ls'])\n")
+    assert _findings(good) == []
+
+
+def test_no_code_runs_from_data_files_and_no_shell_anywhere_in_the_project():
+    problems = {}
+    for path in _project_sources():
+        found = _findings(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
+        if found:
+            problems[str(path.relative_to(REPO))] = found
+    assert problems == {}
+    # The one torch.load of the project: third-party weights, weights only.
+    loads = [path for path in _project_sources() if "torch.load(" in path.read_text(encoding="utf-8")]
+    assert [str(p.relative_to(REPO)) for p in loads] == ["directions/generators/weights.py"]
+
+
+class _CutShortHandler(http.server.BaseHTTPRequestHandler):
+    """Promises 100 kB and hangs up after 40 kB: a connection that drops mid-download."""
+
+    def do_GET(self):  # noqa: N802 (the http.server API)
+        self.send_response(200)
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        self.wfile.write(b"x" * 40_000)
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def cut_short_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CutShortHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_download_cut_short_leaves_neither_the_file_nor_a_temporary(cut_short_server, tmp_path):
+    dest = tmp_path / "dl" / "images.zip"
+    with pytest.raises(UserError, match="images.zip"):
+        download(cut_short_server + "images.zip", dest, progress=False)
+    assert list((tmp_path / "dl").iterdir()) == []  # written under a temporary name, removed on failure
