@@ -14,6 +14,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -150,6 +151,7 @@ def train(
     identity: dict,
     resume: bool = False,
     progress: bool = True,
+    on_ready: Callable[[], None] | None = None,
 ) -> dict:
     """Play the game for ``settings.steps`` steps, checkpointing into ``run_dir``.
 
@@ -202,6 +204,8 @@ def train(
             trim_step_log(metrics_path, step)
     elif metrics_path.exists() and ctx.is_main:
         metrics_path.unlink()  # a log with no checkpoint behind it: start afresh
+    if on_ready is not None:  # every check passed: the caller may now change the run folder
+        on_ready()
 
     def save(at_step: int, seconds: float) -> None:
         save_checkpoint(checkpoint_path, {

@@ -269,11 +269,14 @@ def run_discover(config: DiscoverConfig) -> dict:
 
     if config.bg_direction is not None and parse_bg_direction(config.bg_direction)[0] >= profile.num_directions:
         raise UserError(f"--bg-direction {config.bg_direction}: the run has directions 0..{profile.num_directions - 1}")
-    # The summary marks a finished run: a resumed run is unfinished until it writes a new one.
-    if ctx.is_main:
-        (out / SUMMARY_NAME).unlink(missing_ok=True)
+    # The summary marks a finished run: a resumed run is unfinished until it writes a new one
+    # (removed only once the checkpoint has loaded: a refused resume leaves the run as it was).
+    def unfinish() -> None:
+        if ctx.is_main:
+            (out / SUMMARY_NAME).unlink(missing_ok=True)
+
     history = train(game_generator, deformator, reconstructor, settings, out, identity,
-                    resume=config.resume, progress=config.progress)
+                    resume=config.resume, progress=config.progress, on_ready=unfinish)
     if not ctx.is_main:  # under torchrun, rank 0 alone scores, charts and writes the run
         return {"part": True, "rank": ctx.rank}
     deformator.eval()

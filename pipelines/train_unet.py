@@ -39,7 +39,7 @@ PROFILES = {
     # The embedded default: 64 px scenes pairs on a 2-core CPU, measured to fit the pipeline's
     # budget (see README, Stage 3).
     "embedded": UNetProfile(UNetArchitecture(encoder="resnet18", decoder_channels=(128, 64, 32, 16, 8)),
-                            UNetTrainSettings(steps=1200, batch_size=32, lr=0.005, lr_step=400, lr_gamma=0.2,
+                            UNetTrainSettings(steps=900, batch_size=32, lr=0.005, lr_step=300, lr_gamma=0.2,
                                               val_every=200, checkpoint_every=100, workers=1)),
 }
 

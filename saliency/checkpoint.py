@@ -83,7 +83,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             if not isinstance(info, dict) or info.get("format") != FORMAT:
                 raise UserError(f"checkpoint {path} is corrupted, or not a saliency checkpoint")
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-        return _join(info["state"], tensors)
+        state = _join(info.get("state"), tensors)
+        if not isinstance(state, dict):
+            raise UserError(f"checkpoint {path} is corrupted (no training state in it)")
+        return state
     except UserError:
         raise
     except (SafetensorError, OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:

@@ -188,10 +188,13 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
         state = load_checkpoint(checkpoint_path)
         if json.loads(json.dumps(state.get("identity"))) != json.loads(json.dumps(identity)):
             raise UserError(f"{checkpoint_path} was trained with other settings or data; use another --out")
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        start = int(state["step"])
+        try:
+            net.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            start = int(state["step"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise UserError(f"checkpoint {checkpoint_path} does not fit this run ({type(exc).__name__})") from exc
         if start > settings.steps:
             raise UserError(f"{checkpoint_path} is at step {start}, past --steps {settings.steps}")
         if ctx.is_main:

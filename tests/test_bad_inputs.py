@@ -12,10 +12,8 @@ import hashlib
 import json
 import os
 import pickle
-import resource
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -63,9 +61,9 @@ CASES = [
     Case("sample/truncation-for-scenes", "sample --truncation 0.5 --out {out}.png", ("--truncation",)),
     Case("sample/biggan-without-weights", "sample --generator biggan-deep-128 --out {out}.png", ("--weights DIR",)),
     Case("sample/dcgan-weights-not-a-checkpoint", "sample --generator dcgan-faces --weights {file} --out {out}.png",
-         ("{file}",)),
+         ("{file}", "not a PyTorch weights file")),
     Case("sample/dcgan-weights-run-code", "sample --generator dcgan-faces --weights {evil} --out {out}.png",
-         ("{evil}",)),
+         ("{evil}", "could run code")),
     Case("sample/unwritable-out", "sample --n 2 --out {unwritable}/grid.png", ("{unwritable}",)),
     # ---------------------------------------------------------------------------- discover
     Case("discover/unknown-generator", "discover --generator nope --out {out}", ("unknown generator",)),
@@ -98,7 +96,7 @@ CASES = [
     Case("discover/checkpoint-bit-flipped", "discover --out {run_flipped_checkpoint} --resume",
          ("corrupted", "checkpoint.safetensors")),
     Case("discover/disk-full", f"discover --out {{out}} --steps 20 --checkpoint-every 5 {TINY_DISCOVER}",
-         ("disk full",), file_limit=16_000),
+         ("disk full", "checkpoint.safetensors"), file_limit=16_000),
     # -------------------------------------------------------------------------- synthesize
     Case("synthesize/n-zero", f"synthesize --run {{run}} --n 0 --out {{out}} {SYN}", ("--n",)),
     Case("synthesize/batch-zero", f"synthesize --run {{run}} --n 5 --out {{out}} {SYN} --batch 0", ("--batch",)),
@@ -143,7 +141,7 @@ CASES = [
     Case("synthesize/vote-decompression-bomb", "synthesize --run {run} --n 5 --out {out} --data-root {root_bomb} "
          "--device cpu", ("0001.png", "pixels")),
     Case("synthesize/classifier-weights-run-code", "synthesize --run {run} --n 5 --out {out} --data-root {root} "
-         "--classifier resnet18-imagenet --classifier-weights {evil} --device cpu", ("{evil}",)),
+         "--classifier resnet18-imagenet --classifier-weights {evil} --device cpu", ("{evil}", "could run code")),
     Case("synthesize/disk-full", "synthesize --run {run} --n 300 --out {out} --classes 0,1,2 --batch 64 "
          "--shard-size 128 --device cpu", ("disk full", "shard-00000"), file_limit=100_000),
     # ------------------------------------------------------------------------- train-unet
@@ -170,13 +168,13 @@ CASES = [
     Case("train-unet/finished-run-without-resume", f"train-unet --data {{pairs}} --out {{unet_run}} {TINY_UNET} "
          "--steps 2", ("--resume",)),
     Case("train-unet/resume-on-other-data", f"train-unet --data {{pairs_other}} --out {{unet_run}} {TINY_UNET} "
-         "--steps 4 --resume", ("other",)),
+         "--steps 4 --resume", ("other settings or data",)),
     Case("train-unet/checkpoint-bit-flipped", f"train-unet --data {{pairs}} --out {{unet_flipped_checkpoint}} "
          f"{TINY_UNET} --steps 4 --resume", ("corrupted", "checkpoint.safetensors")),
     Case("train-unet/unwritable-out", f"train-unet --data {{pairs}} --out {{unwritable}}/unet {TINY_UNET}",
          ("{unwritable}",)),
     Case("train-unet/disk-full", f"train-unet --data {{pairs}} --out {{out}} {TINY_UNET} --steps 2 "
-         "--checkpoint-every 1 --val-every 1", ("disk full",), file_limit=1_000_000),
+         "--checkpoint-every 1 --val-every 1", ("disk full", "checkpoint.safetensors"), file_limit=1_000_000),
     # ------------------------------------------------------------------------------- eval
     Case("eval/unknown-dataset", "eval --dataset nope --model {model} --out {out}", ("unknown dataset",)),
     Case("eval/model-missing", EVAL + " --model {empty}/missing --data-root {root}", ("not found",)),
@@ -252,7 +250,7 @@ def _prepare(base: Path) -> dict[str, Path]:
     p["empty"].mkdir(parents=True)
     p["file"].write_text("not a folder")
     p["evil"] = base / "evil.pth"
-    p["evil"].write_bytes(pickle.dumps({"state_dict": _RunsCode(str(base / "code-ran"))}))
+    p["evil"].write_bytes(pickle.dumps({"state_dict": _RunsCode(str(base / "code-ran"))}, protocol=2))
 
     # Run folders: a known h_bg, then copies broken one way each.
     run = p["run"] = known_direction_run(base / "run")
@@ -343,18 +341,19 @@ def _snapshot(folder: Path) -> dict[str, str]:
             for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
-def _limit_file_size(limit: int):
-    def apply() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    return apply
+# The CLI with a cap on the size of any file it writes (ulimit -f), set inside the process
+# itself (preexec_fn is unsafe from the matrix's threads). Past the cap a write fails with
+# EFBIG, as it would with ENOSPC on a full disk.
+LIMITED_CLI = ("import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+               "resource.setrlimit(resource.RLIMIT_FSIZE, ({0}, {0})); sys.argv[0] = 'saliency'; "
+               "runpy.run_module('saliency.cli', run_name='__main__')")
 
 
 def _run(case: Case, paths: dict, out: Path, env: dict) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "saliency.cli", *shlex.split(case.command.format(out=out, **paths))]
+    launcher = ["-c", LIMITED_CLI.format(case.file_limit)] if case.file_limit else ["-m", "saliency.cli"]
+    args = [sys.executable, *launcher, *shlex.split(case.command.format(out=out, **paths))]
     try:
-        return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
-                              preexec_fn=_limit_file_size(case.file_limit) if case.file_limit else None)
+        return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     except subprocess.TimeoutExpired:  # a bad input that was not refused: it went to work instead
         return subprocess.CompletedProcess(args, 0, "", "still running after 120 s: the input was not refused")
 
@@ -375,7 +374,7 @@ def matrix(request, tmp_path_factory):
     cases = [case for case in CASES if case.id in selected and not (unwritable is None and "unwritable" in case.id)]
     outs = {case.id: base / "outs" / case.id.replace("/", "--") for case in cases}
     (base / "outs").mkdir()
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=min(4, max(2, os.cpu_count() or 1))) as pool:
         futures = {case.id: pool.submit(_run, case, paths, outs[case.id], env) for case in cases}
         results = {name: future.result() for name, future in futures.items()}
     yield {"paths": paths, "results": results, "outs": outs, "before": before, "after": _snapshot(base / "inputs"),

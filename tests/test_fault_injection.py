@@ -38,8 +38,9 @@ TINY_UNET = ["--encoder", "resnet18", "--batch", "4", "--val-count", "16", "--wo
 def _kill_at_random_moments(args: list[str], rng: random.Random, low: float, high: float, check,
                             checkpoint: Path | None = None):
     """Start ``saliency ARGS`` KILLS_PER_STAGE times (with --resume once ``checkpoint`` exists),
-    SIGKILL each after a random delay and call ``check()``; returns each delay and whether the
-    process had ended by itself before it."""
+    SIGKILL each after a random delay and call ``check()``, which validates what is on disk
+    and says whether work had been saved. Returns (delay, ended by itself, work saved) per
+    attempt; at least one kill must land after work was saved, or the resume proves nothing."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", **SAME_THREADS)
     landed = []
     for _ in range(KILLS_PER_STAGE):
@@ -57,8 +58,8 @@ def _kill_at_random_moments(args: list[str], rng: random.Random, low: float, hig
         stderr = process.stderr.read().decode()
         process.stderr.close()
         assert ended is False or process.returncode == 0, stderr
-        landed.append((round(delay, 2), ended))
-        check()
+        landed.append((round(delay, 2), ended, check()))
+    assert any(saved and not ended for _, ended, saved in landed), landed
     return landed
 
 
@@ -91,11 +92,12 @@ def test_discover_survives_random_kills_and_resumes_to_the_same_run(tmp_path):
             assert logged == sorted(set(logged)) and 0 < step <= steps
         if (out / "directions.json").exists():  # only a run that really finished says so
             assert json.loads((out / "directions.json").read_text())["steps"] == steps
+        return (out / "checkpoint.safetensors").exists()
 
     landed = _kill_at_random_moments(args, random.Random(1), 2.0, 7.0, check,
                                      checkpoint=tmp_path / "killed" / "checkpoint.safetensors")
-    print(f"discover: (delay s, ended by itself) {landed}")
-    result = run_cli(*args, "--resume", env=SAME_THREADS)
+    print(f"discover: (delay s, ended by itself, work saved) {landed}")
+    result = run_cli(*args, "--resume", env=SAME_THREADS)  # a checkpoint exists: the assertion above
     assert result.returncode == 0, result.stderr
     fresh = run_cli("discover", "--out", str(tmp_path / "fresh"), "--steps", str(steps), "--checkpoint-every", "10",
                     *TINY_DISCOVER, env=SAME_THREADS)
@@ -123,9 +125,10 @@ def test_synthesize_survives_random_kills_and_writes_exactly_n(known_run, tmp_pa
             for entry in listed:  # every shard the record lists is whole
                 assert _sha(out / entry["file"]) == entry["sha256"]
         assert not (out / "manifest.json").exists() or load_manifest(out)["count"] == n
+        return (out / "progress.json").exists() and bool(json.loads((out / "progress.json").read_text())["shards"])
 
     landed = _kill_at_random_moments(["synthesize", *common, "--out", str(out)], random.Random(2), 2.0, 4.5, check)
-    print(f"synthesize: (delay s, ended by itself) {landed}")
+    print(f"synthesize: (delay s, ended by itself, work saved) {landed}")
     result = run_cli("synthesize", *common, "--out", str(out), env=SAME_THREADS)
     assert result.returncode == 0, result.stderr
     fresh = run_cli("synthesize", *common, "--out", str(tmp_path / "fresh"), env=SAME_THREADS)
@@ -159,15 +162,16 @@ def test_train_unet_survives_random_kills_without_repeating_a_step(known_run, tm
             step = load_checkpoint(out / "checkpoint.safetensors")["step"]
         except UserError:  # killed before its first checkpoint: there is none (never a torn one)
             assert not (out / "checkpoint.safetensors").exists()
-            return
+            return False
         assert 0 < step <= steps
         logged = _steps(out / "metrics.jsonl")
         assert logged == sorted(set(logged))
         assert not (out / "model.json").exists() or json.loads((out / "model.json").read_text())["steps"] == steps
+        return True
 
     landed = _kill_at_random_moments([*args, "--out", str(out)], random.Random(3), 3.0, 7.0, check,
                                      checkpoint=out / "checkpoint.safetensors")
-    print(f"train-unet: (delay s, ended by itself) {landed}")
+    print(f"train-unet: (delay s, ended by itself, work saved) {landed}")
     resume = ["--resume"] if (out / "checkpoint.safetensors").exists() else []
     result = run_cli(*args, "--out", str(out), *resume, env=SAME_THREADS)
     assert result.returncode == 0, result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -26,8 +27,11 @@ def load_torch_weights(path: str | Path, what: str) -> dict:
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise UserError(f"{what}: refused {path}: it holds more than weights (loading it could run code; "
-                        f"only tensors and plain containers are read)") from exc
+        called = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if called:  # a pickle that names a callable: loading it the unsafe way would run code
+            raise UserError(f"{what}: refused {path}: loading it would call {called.group(1)} (could run code); "
+                            "only tensors and plain containers are read") from exc
+        raise UserError(f"{what}: cannot load {path}: not a PyTorch weights file") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{what}: cannot load {path}: {first_line[:200]}") from exc
