@@ -27,7 +27,7 @@ def load_torch_weights(path: str | Path, what: str) -> dict:
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        called = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        called = re.search(r"\bGLOBAL ([\w.]+)", str(exc))  # torch words it in several ways
         if called:  # a pickle that names a callable: loading it the unsafe way would run code
             raise UserError(f"{what}: refused {path}: loading it would call {called.group(1)} (could run code); "
                             "only tensors and plain containers are read") from exc
