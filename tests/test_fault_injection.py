@@ -17,6 +17,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,21 +36,42 @@ SAME_THREADS = {"OMP_NUM_THREADS": "1"}
 TINY_UNET = ["--encoder", "resnet18", "--batch", "4", "--val-count", "16", "--workers", "0", "--device", "cpu"]
 
 
-def _kill_at_random_moments(args: list[str], rng: random.Random, low: float, high: float, check,
-                            checkpoint: Path | None = None):
-    """Start ``saliency ARGS`` KILLS_PER_STAGE times (with --resume once ``checkpoint`` exists),
-    SIGKILL each after a random delay and call ``check()``, which validates what is on disk
-    and says whether work had been saved. Returns (delay, ended by itself, work saved) per
-    attempt; at least one kill must land after work was saved, or the resume proves nothing."""
+def _saved_state(path: Path):
+    """A token that changes whenever ``path`` is replaced (a new checkpoint or record)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return info.st_ino, info.st_mtime_ns, info.st_size
+
+
+def _kill_at_random_moments(args: list[str], rng: random.Random, saved: Path, jitter: float, check,
+                            resume: bool = False):
+    """Start ``saliency ARGS`` KILLS_PER_STAGE times (with --resume once ``saved`` exists when
+    ``resume``) and SIGKILL each: the first at a random moment of its start-up, the others a
+    random 0-``jitter`` s after the process has saved work of its own (``saved`` replaced), so
+    they land mid-step or mid-write whatever the machine's speed. After each kill ``check()``
+    validates what is on disk and says whether work is saved there. Returns (moment, ended
+    by itself, work saved) per attempt."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", **SAME_THREADS)
     landed = []
-    for _ in range(KILLS_PER_STAGE):
-        extra = ["--resume"] if checkpoint is not None and checkpoint.exists() else []
+    for attempt in range(KILLS_PER_STAGE):
+        extra = ["--resume"] if resume and saved.exists() else []
+        before = _saved_state(saved)
         process = subprocess.Popen([sys.executable, "-m", "saliency.cli", *args, *extra], cwd=REPO, env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        delay = rng.uniform(low, high)
+        if attempt == 0:
+            pause = rng.uniform(0.3, 1.5)
+            moment = f"start-up + {pause:.2f} s"
+        else:
+            waited = time.monotonic() + 120
+            while _saved_state(saved) == before and process.poll() is None and time.monotonic() < waited:
+                time.sleep(0.01)
+            pause = rng.uniform(0.0, jitter)
+            moment = f"first save + {pause:.2f} s"
+        deadline = time.monotonic() + pause
         try:
-            process.wait(timeout=delay)
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
             ended = True  # it finished (or failed) before the kill: the check below still applies
         except subprocess.TimeoutExpired:
             process.send_signal(signal.SIGKILL)
@@ -58,8 +80,8 @@ def _kill_at_random_moments(args: list[str], rng: random.Random, low: float, hig
         stderr = process.stderr.read().decode()
         process.stderr.close()
         assert ended is False or process.returncode == 0, stderr
-        landed.append((round(delay, 2), ended, check()))
-    assert any(saved and not ended for _, ended, saved in landed), landed
+        landed.append((moment, ended, check()))
+    assert sum(saved_work and not ended for _, ended, saved_work in landed) >= KILLS_PER_STAGE - 1, landed
     return landed
 
 
@@ -80,7 +102,7 @@ def _no_temporaries(folder: Path) -> None:
 
 # ------------------------------------------------------------------------------- discover
 def test_discover_survives_random_kills_and_resumes_to_the_same_run(tmp_path):
-    steps = 150
+    steps = 300
     args = ["discover", "--out", str(tmp_path / "killed"), "--steps", str(steps), "--checkpoint-every", "10",
             *TINY_DISCOVER]
 
@@ -94,9 +116,9 @@ def test_discover_survives_random_kills_and_resumes_to_the_same_run(tmp_path):
             assert json.loads((out / "directions.json").read_text())["steps"] == steps
         return (out / "checkpoint.safetensors").exists()
 
-    landed = _kill_at_random_moments(args, random.Random(1), 2.0, 7.0, check,
-                                     checkpoint=tmp_path / "killed" / "checkpoint.safetensors")
-    print(f"discover: (delay s, ended by itself, work saved) {landed}")
+    landed = _kill_at_random_moments(args, random.Random(1), tmp_path / "killed" / "checkpoint.safetensors", 0.4,
+                                     check, resume=True)
+    print(f"discover: (kill moment, ended by itself, work saved) {landed}")
     result = run_cli(*args, "--resume", env=SAME_THREADS)  # a checkpoint exists: the assertion above
     assert result.returncode == 0, result.stderr
     fresh = run_cli("discover", "--out", str(tmp_path / "fresh"), "--steps", str(steps), "--checkpoint-every", "10",
@@ -127,8 +149,9 @@ def test_synthesize_survives_random_kills_and_writes_exactly_n(known_run, tmp_pa
         assert not (out / "manifest.json").exists() or load_manifest(out)["count"] == n
         return (out / "progress.json").exists() and bool(json.loads((out / "progress.json").read_text())["shards"])
 
-    landed = _kill_at_random_moments(["synthesize", *common, "--out", str(out)], random.Random(2), 2.0, 4.5, check)
-    print(f"synthesize: (delay s, ended by itself, work saved) {landed}")
+    landed = _kill_at_random_moments(["synthesize", *common, "--out", str(out)], random.Random(2),
+                                     out / "progress.json", 0.15, check)
+    print(f"synthesize: (kill moment, ended by itself, work saved) {landed}")
     result = run_cli("synthesize", *common, "--out", str(out), env=SAME_THREADS)
     assert result.returncode == 0, result.stderr
     fresh = run_cli("synthesize", *common, "--out", str(tmp_path / "fresh"), env=SAME_THREADS)
@@ -169,9 +192,9 @@ def test_train_unet_survives_random_kills_without_repeating_a_step(known_run, tm
         assert not (out / "model.json").exists() or json.loads((out / "model.json").read_text())["steps"] == steps
         return True
 
-    landed = _kill_at_random_moments([*args, "--out", str(out)], random.Random(3), 3.0, 7.0, check,
-                                     checkpoint=out / "checkpoint.safetensors")
-    print(f"train-unet: (delay s, ended by itself, work saved) {landed}")
+    landed = _kill_at_random_moments([*args, "--out", str(out)], random.Random(3), out / "checkpoint.safetensors",
+                                     0.5, check, resume=True)
+    print(f"train-unet: (kill moment, ended by itself, work saved) {landed}")
     resume = ["--resume"] if (out / "checkpoint.safetensors").exists() else []
     result = run_cli(*args, "--out", str(out), *resume, env=SAME_THREADS)
     assert result.returncode == 0, result.stderr
