@@ -7,15 +7,11 @@ different bytes, or the comparison would prove nothing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from makers import synthesize_pairs
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+from saliency.fetch import sha256_file
 
 
 def _same_state(a, b) -> bool:
@@ -51,9 +47,9 @@ def _discover(out: Path, seed: int) -> Path:
 
 def test_discovery_with_one_seed_gives_bit_identical_directions(tmp_path):
     first, second, other = (_discover(tmp_path / name, seed) for name, seed in (("a", 0), ("b", 0), ("c", 1)))
-    assert _sha(first / "directions.safetensors") == _sha(second / "directions.safetensors")
+    assert sha256_file(first / "directions.safetensors") == sha256_file(second / "directions.safetensors")
     assert _same_checkpoint(first, second) and not _same_checkpoint(first, other)
-    assert _sha(first / "directions.safetensors") != _sha(other / "directions.safetensors")
+    assert sha256_file(first / "directions.safetensors") != sha256_file(other / "directions.safetensors")
     summaries = [json.loads((run / "directions.json").read_text()) for run in (first, second)]
     assert summaries[0]["bg_direction"] == summaries[1]["bg_direction"] and summaries[0]["rca"] == summaries[1]["rca"]
 
@@ -76,6 +72,6 @@ def test_unet_training_with_one_seed_gives_identical_weights(known_run, tmp_path
         run_train_unet(TrainUNetConfig(data=data, out=tmp_path / name, encoder="resnet18", batch_size=4, steps=3,
                                        val_count=16, val_every=3, checkpoint_every=3, workers=0, seed=seed,
                                        device="cpu", progress=False))
-    weights = [_sha(tmp_path / name / "model.safetensors") for name in "abc"]
+    weights = [sha256_file(tmp_path / name / "model.safetensors") for name in "abc"]
     assert weights[0] == weights[1] != weights[2]
     assert _same_checkpoint(tmp_path / "a", tmp_path / "b") and not _same_checkpoint(tmp_path / "a", tmp_path / "c")

@@ -10,7 +10,6 @@ same bytes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -26,6 +25,7 @@ from safetensors.numpy import load_file
 from conftest import REPO, run_cli
 from saliency.checkpoint import load_checkpoint
 from saliency.errors import UserError
+from saliency.fetch import sha256_file
 from saliency.shards import load_manifest, verify_shards
 
 KILLS_PER_STAGE = 4
@@ -89,10 +89,6 @@ def _steps(path: Path) -> list[int]:
     return [json.loads(line)["step"] for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _no_temporaries(folder: Path) -> None:
     # A kill may leave a temporary behind; the next run removes it. Nothing else may be torn.
     for path in folder.rglob("*"):
@@ -130,7 +126,7 @@ def test_discover_survives_random_kills_and_resumes_to_the_same_run(tmp_path):
     assert load_checkpoint(killed / "checkpoint.safetensors")["step"] == steps
     logged = _steps(killed / "metrics.jsonl")
     assert logged == sorted(set(logged)) == _steps(uninterrupted / "metrics.jsonl")  # no step twice or missing
-    assert _sha(killed / "directions.safetensors") == _sha(uninterrupted / "directions.safetensors"), landed
+    assert sha256_file(killed / "directions.safetensors") == sha256_file(uninterrupted / "directions.safetensors"), landed
     _no_temporaries(killed)
 
 
@@ -145,7 +141,7 @@ def test_synthesize_survives_random_kills_and_writes_exactly_n(known_run, tmp_pa
         if (out / "progress.json").exists():
             listed = json.loads((out / "progress.json").read_text())["shards"]
             for entry in listed:  # every shard the record lists is whole
-                assert _sha(out / entry["file"]) == entry["sha256"]
+                assert sha256_file(out / entry["file"]) == entry["sha256"]
         assert not (out / "manifest.json").exists() or load_manifest(out)["count"] == n
         return (out / "progress.json").exists() and bool(json.loads((out / "progress.json").read_text())["shards"])
 
@@ -205,5 +201,5 @@ def test_train_unet_survives_random_kills_without_repeating_a_step(known_run, tm
     assert meta["steps"] == steps and load_checkpoint(out / "checkpoint.safetensors")["step"] == steps
     logged = _steps(out / "metrics.jsonl")
     assert logged == sorted(set(logged)) == _steps(tmp_path / "fresh" / "metrics.jsonl") and logged[-1] == steps
-    assert _sha(out / "model.safetensors") == _sha(tmp_path / "fresh" / "model.safetensors"), landed
+    assert sha256_file(out / "model.safetensors") == sha256_file(tmp_path / "fresh" / "model.safetensors"), landed
     _no_temporaries(out)
