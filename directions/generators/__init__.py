@@ -18,7 +18,7 @@ then import that module (or pass ``--generator my_module:build_my_gan``).
 
 from directions.generators.base import Generator
 from directions.generators.registry import available_generators, build_generator, register_generator
-from directions.generators import biggan, dcgan_faces, scenes  # noqa: F401  (registers them)
+from directions.generators import biggan, biggan_pytorch, dcgan_faces, proggan, scenes, sngan, stylegan2  # noqa: F401,E501  (registers them)
 from directions.generators.scenes import ScenesGenerator
 
 __all__ = [

@@ -25,6 +25,7 @@ class Generator(nn.Module):
     latent_dim: int
     num_classes: int = 0
     resolution: int
+    channels: int = 3  # image channels: 3 (RGB) or 1 (gray, e.g. MNIST)
 
     def __init__(self) -> None:
         super().__init__()
@@ -83,7 +84,7 @@ class Generator(nn.Module):
         return classes
 
     def forward(self, z: Tensor, classes: Tensor | list[int] | None = None) -> Tensor:
-        """Images ``(n, 3, resolution, resolution)`` in [0, 1], differentiable in ``z``."""
+        """Images ``(n, channels, resolution, resolution)`` in [0, 1], differentiable in ``z``."""
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"expected latents of shape (n, {self.latent_dim}), got {tuple(z.shape)}")
         z = z.to(device=self.device, dtype=self.dtype)
