@@ -25,6 +25,7 @@ from directions.deformators import build_deformator
 from directions.discovery import _optimizers, play_step, sample_game
 from directions.generators import build_generator
 from directions.reconstructors import build_reconstructor
+from directions.speed import prepare_frozen_generator, prepare_reconstructor
 from pipelines.discover import DiscoverConfig, _resolved
 from saliency.runtime import tune_cpu_allocator
 
@@ -56,7 +57,10 @@ def main() -> None:
     generator.eval()
     rng = torch.Generator().manual_seed(0)
     deformator = build_deformator(profile.deformator, generator.latent_dim, profile.num_directions, rng).to(generator.device)
-    reconstructor = build_reconstructor(profile.reconstructor, profile.num_directions).to(generator.device)
+    reconstructor = build_reconstructor(profile.reconstructor, profile.num_directions, generator.channels)
+    reconstructor = reconstructor.to(generator.device)
+    generator = prepare_frozen_generator(generator)  # as discover does
+    prepare_reconstructor(reconstructor)
     optimizers = _optimizers(deformator, reconstructor, settings)
     sync = (lambda: torch.cuda.synchronize()) if generator.device.type == "cuda" else (lambda: None)
 
