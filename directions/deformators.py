@@ -40,9 +40,14 @@ class Deformator(nn.Module):
 
 
 class UnitDeformator(Deformator):
-    def __init__(self, latent_dim: int, num_directions: int, generator: torch.Generator | None = None) -> None:
+    """Free columns used at unit length. They start as 0.1 * N(0, 1), as in the reference code:
+    the directions do not depend on that scale, but Adam's steps are about ``lr`` per entry, so
+    the scale sets how fast the directions turn (at 0.1, ten times faster than at 1)."""
+
+    def __init__(self, latent_dim: int, num_directions: int, generator: torch.Generator | None = None,
+                 init_scale: float = 0.1) -> None:
         super().__init__(latent_dim, num_directions)
-        self.weight = nn.Parameter(torch.randn(latent_dim, num_directions, generator=generator))
+        self.weight = nn.Parameter(init_scale * torch.randn(latent_dim, num_directions, generator=generator))
 
     def directions(self) -> Tensor:
         return self.weight / self.weight.norm(dim=0, keepdim=True).clamp_min(1e-12)

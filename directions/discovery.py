@@ -134,8 +134,24 @@ def _optimizers(deformator: Deformator, reconstructor: Reconstructor, settings: 
     return optimizers
 
 
+# Identity keys added after runs were made: a checkpoint without one was made at this value.
+IDENTITY_DEFAULTS = {"shift_loss_weight": 0.25}
+
+
+def _match_parameter_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give loaded optimizer state its parameter's memory layout (a checkpoint stores tensors
+    contiguous; a channels-last R keeps channels-last weights): the same values, and the same
+    fast multi-tensor update path as in the run that was never interrupted."""
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            for key, value in optimizer.state.get(parameter, {}).items():
+                if isinstance(value, Tensor) and value.shape == parameter.shape and value.dim() == 4:
+                    optimizer.state[parameter][key] = torch.empty_like(parameter).copy_(value)
+
+
 def check_identity(saved: dict, identity: dict, run_dir: Path) -> None:
     """Refuse to resume a run made with other settings, naming each difference."""
+    saved = {**IDENTITY_DEFAULTS, **saved}
     differs = sorted(k for k in identity if saved.get(k) != identity[k])
     if differs:
         detail = ", ".join(f"{k}: {saved.get(k)!r} in the run, {identity[k]!r} now" for k in differs)
@@ -189,6 +205,7 @@ def train(
             reconstructor.load_state_dict(state["reconstructor"])
             for name, optimizer in optimizers.items():
                 optimizer.load_state_dict(state["optimizers"][name])
+                _match_parameter_layouts(optimizer)
                 # The command line's learning rate wins over the saved one (e.g. a lower
                 # --lr after the loss diverged).
                 lr = settings.deformator_lr if name == "deformator" and settings.deformator_lr else settings.lr

@@ -8,7 +8,7 @@ A run folder holds::
     config.json               the settings of the run (written first)
     checkpoint.safetensors    training state, replaced atomically every N steps
     metrics.jsonl             loss, CE, shift L1 and accuracy every log interval
-    directions.safetensors    A (d x K) and h_bg (d,)
+    directions.safetensors    A (d x K) and h_bg (d,) (no h_bg when the search was off)
     charts/                   one chart per direction, overview.png
     bg_candidates.json/.png   the ranked h_bg candidates and a picture of the best ones
     directions.json           the summary; written last, so its presence means "complete"
@@ -27,10 +27,13 @@ import torch
 from directions import background as bg
 from directions.charts import direction_strip, save_direction_charts
 from directions.deformators import build_deformator
-from directions.discovery import CHECKPOINT_NAME, TrainSettings, check_identity, reconstructor_accuracy, train
+from directions.effects import direction_effects
+from directions.discovery import (CHECKPOINT_NAME, TrainSettings, check_identity, reconstructor_accuracy,
+                                  train)
 from directions.generators import Generator, build_generator
 from directions.ground_truth import background_report, factor_table, has_ground_truth
 from directions.reconstructors import build_reconstructor
+from directions.speed import prepare_frozen_generator, prepare_reconstructor
 from saliency import distributed
 from saliency.artifacts import atomic_path, ensure_writable_dir, write_json, write_safetensors
 from saliency.checkpoint import load_checkpoint
@@ -59,6 +62,7 @@ class Profile:
     # with a resolution option can play the game at a smaller size and be charted, searched
     # and synthesized at its full one.
     train_options: tuple[tuple[str, object], ...] = ()
+    bg_search: bool = True  # look for h_bg (pointless where nothing has a background, e.g. MNIST)
     note: str = ""
 
 
@@ -68,6 +72,13 @@ PROFILES: dict[str, Profile] = {
     # Measured on a 2-core CPU to meet the acceptance bar in minutes (see README).
     "scenes": Profile("ortho", 32, "lenet", 256, 2_400, 1e-3, train_options=(("resolution", 32),), note="measured"),
     "dcgan-faces": Profile("ortho", 32, "lenet", 32, 1_000, 1e-3, note="measured"),
+    # The paper's settings for its other generators (section 4): checkpoints that drop in.
+    "biggan-128": Profile("ortho", 120, "resnet18", 32, 100_000, 1e-4, note="paper"),
+    "sngan-anime": Profile("ortho", 128, "lenet", 128, 100_000, 1e-4, note="paper"),
+    "proggan-celebahq": Profile("unit", 200, "resnet18", 10, 200_000, 1e-4, note="paper"),
+    # The paper's MNIST settings (K 64, unit-norm A, LeNet R, batch 128, lr 1e-4), except the
+    # step count: 1,500 instead of 1e5, a CPU budget (about 10 minutes here; see README).
+    "sngan-mnist": Profile("unit", 64, "lenet5", 128, 1_500, 1e-4, bg_search=False, note="paper; steps: CPU budget"),
 }
 
 
@@ -88,11 +99,13 @@ class DiscoverConfig:
     steps: int | None = None
     batch_size: int | None = None
     lr: float | None = None
+    shift_loss_weight: float = 0.25  # the paper's lambda
     seed: int = 0
     device: str = "auto"
     resume: bool = False
     checkpoint_every: int = 250
     refine_bg: bool = True
+    bg_search: bool | None = None  # None: the profile's choice
     bg_direction: str | None = None  # "INDEX" or "INDEX:MAGNITUDE"
     bg_samples: int = 128
     refine_steps: int = 300
@@ -100,6 +113,9 @@ class DiscoverConfig:
     precision: str = "auto"
     train_resolution: int | None = None
     charts: bool = True
+    effects: bool = True
+    log_every: int = 50
+    compile: bool = False  # torch.compile G and R for the game
     progress: bool = True
     generator_options: dict = field(default_factory=dict)
 
@@ -111,6 +127,8 @@ class DiscoverConfig:
                 raise UserError(f"{flag} must be positive, got {value}")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise UserError(f"--lr must be positive, got {self.lr}")
+        if not (self.shift_loss_weight >= 0 and math.isfinite(self.shift_loss_weight)):
+            raise UserError(f"--shift-loss-weight must be >= 0, got {self.shift_loss_weight}")
         if self.bg_samples < 8 or self.rca_samples < 8:
             raise UserError("--bg-samples and --rca-samples must be at least 8")
         resolution = self.generator_options.get("resolution")
@@ -122,6 +140,25 @@ class DiscoverConfig:
             raise UserError("--refine-steps must be >= 0")
         if self.bg_direction is not None:
             parse_bg_direction(self.bg_direction)
+
+
+def config_from_options(generator_name, out, deformator, num_directions, reconstructor, steps, batch_size, lr,
+                        shift_loss_weight, seed, device, resume, checkpoint_every, refine_bg, refine_steps, bg_search,
+                        bg_direction, bg_samples, rca_samples, charts, effects, log_every, resolution,
+                        train_resolution, weights, truncation, latent_space, precision, compile_game=False,
+                        ) -> DiscoverConfig:
+    """``saliency discover``'s options (by parameter name) as a DiscoverConfig; ``saliency
+    sweep`` builds every cell here too."""
+    return DiscoverConfig(
+        generator=generator_name, out=out, deformator=deformator, num_directions=num_directions,
+        reconstructor=reconstructor, steps=steps, batch_size=batch_size, lr=lr, shift_loss_weight=shift_loss_weight,
+        seed=seed, device=device, resume=resume, checkpoint_every=checkpoint_every, refine_bg=refine_bg,
+        refine_steps=refine_steps, bg_search=bg_search, bg_direction=bg_direction, bg_samples=bg_samples,
+        rca_samples=rca_samples, charts=charts, effects=effects, log_every=log_every,
+        train_resolution=train_resolution, precision=precision, compile=compile_game,
+        generator_options={"resolution": resolution, "weights": weights, "truncation": truncation,
+                           "latent_space": latent_space},
+    )
 
 
 def parse_bg_direction(text: str) -> tuple[int, float | None]:
@@ -149,8 +186,8 @@ def _resolved(config: DiscoverConfig, generator: Generator) -> tuple[Profile, Tr
     )
     settings = TrainSettings(
         steps=profile.steps, batch_size=profile.batch_size, lr=profile.lr,
-        deformator_lr=profile.deformator_lr, seed=config.seed,
-        checkpoint_every=config.checkpoint_every,
+        deformator_lr=profile.deformator_lr, seed=config.seed, shift_loss_weight=config.shift_loss_weight,
+        checkpoint_every=config.checkpoint_every, log_every=config.log_every,
     )
     return profile, settings
 
@@ -255,14 +292,29 @@ def run_discover(config: DiscoverConfig) -> dict:
         "latent_dim": generator.latent_dim,
         "deformator": profile.deformator, "num_directions": profile.num_directions,
         "reconstructor": profile.reconstructor, "batch_size": profile.batch_size, "seed": config.seed,
+        "shift_loss_weight": settings.shift_loss_weight,
     }
 
     if saved is not None:
         check_identity(saved, identity, out)  # before anything in the run folder changes
+    if profile.batch_size // ctx.world < 2:
+        raise UserError(f"--batch {profile.batch_size} leaves {profile.batch_size // ctx.world} sample per process; "
+                        "R's batch norm needs at least 2")
+    if profile.reconstructor == "lenet5" and game_generator.resolution < 32:
+        raise UserError(f"--reconstructor lenet5 needs images of 32 px or more, the game renders "
+                        f"{game_generator.resolution} px")
     rng = torch.Generator().manual_seed(config.seed)
     deformator = build_deformator(profile.deformator, generator.latent_dim, profile.num_directions, rng)
     torch.manual_seed(config.seed)  # R's initial weights: the same seed, the same run
-    reconstructor = build_reconstructor(profile.reconstructor, profile.num_directions)
+    reconstructor = build_reconstructor(profile.reconstructor, profile.num_directions, generator.channels)
+    # The same computation, cheaper (directions/speed.py): folded batch norms, channels-last.
+    same = game_generator is generator
+    game_generator = prepare_frozen_generator(game_generator)
+    generator = game_generator if same else prepare_frozen_generator(generator)
+    prepare_reconstructor(reconstructor)
+    if config.compile:
+        game_generator.synthesize = torch.compile(game_generator.synthesize)
+        reconstructor.forward = torch.compile(reconstructor.forward)
     if not checkpoint.exists() and ctx.is_main:
         write_json(out / CONFIG_NAME, {"identity": identity, "profile": asdict(profile), "settings": asdict(settings),
                                        "command": asdict(config) | {"out": str(config.out)}})
@@ -283,21 +335,25 @@ def run_discover(config: DiscoverConfig) -> dict:
     directions = deformator.directions().detach()
     rca = reconstructor_accuracy(game_generator, deformator, reconstructor, settings, samples=config.rca_samples)
 
+    effects = direction_effects(generator, directions, shift=settings.shift_scale) if config.effects else None
     charts = {}
     if config.charts:
         charts = save_direction_charts(generator, directions, out / "charts", progress=config.progress)
 
     criterion = bg.BackgroundCriterion()
-    bg_summary, h_bg, held = choose_background(generator, directions, config, out, criterion)
+    bg_search = profile.bg_search if config.bg_search is None else config.bg_search
+    bg_summary, tensors, report = None, {"directions": directions}, None
+    if bg_search or config.bg_direction is not None:
+        bg_summary, h_bg, held = choose_background(generator, directions, config, out, criterion)
+        tensors["bg_direction"] = h_bg
+        if has_ground_truth(generator):
+            report = {"background": background_report(generator, h_bg, bg_summary["magnitude"], held["z"],
+                                                      held["classes"], criterion),
+                      "factors": factor_table(generator, directions)}
 
-    report = None
-    if has_ground_truth(generator):
-        report = {"background": background_report(generator, h_bg, bg_summary["magnitude"], held["z"],
-                                                  held["classes"], criterion),
-                  "factors": factor_table(generator, directions)}
-
-    write_safetensors(out / TENSORS_NAME, {"directions": directions, "bg_direction": h_bg},
-                  {"generator": config.generator, "bg_magnitude": float(bg_summary["magnitude"])})
+    write_safetensors(out / TENSORS_NAME, tensors,
+                      {"generator": config.generator,
+                       **({"bg_magnitude": float(bg_summary["magnitude"])} if bg_summary else {})})
     summary = {
         "generator": config.generator,
         "generator_options": options,
@@ -306,11 +362,14 @@ def run_discover(config: DiscoverConfig) -> dict:
         "deformator": profile.deformator,
         "reconstructor": profile.reconstructor,
         "batch_size": profile.batch_size,
+        "lr": profile.lr,
+        "shift_loss_weight": settings.shift_loss_weight,
         "train_options": train_options,
         "steps": history["steps"],
         "train_seconds": history["seconds"],
         "rca": round(rca, 4),
         "rca_samples": config.rca_samples,
+        "effects": effects,
         "bg_direction": bg_summary,
         "ground_truth": report,
         "charts": charts,
@@ -332,10 +391,18 @@ def report_markdown(summary: dict) -> str:
         f"reconstructor, batch {summary['batch_size']}, {summary['steps']} steps ({summary['train_seconds']:.0f} s "
         f"training, {summary['seconds']:.0f} s in all, {summary['device']})",
         f"- RCA (reconstructor accuracy on {summary['rca_samples']} fresh samples): **{summary['rca']:.3f}**",
-        f"- h_bg: direction {bg_dir['index']}, sign {bg_dir['sign']:+d}, magnitude {bg_dir['magnitude']:g}; "
-        f"score {bg_dir['score']:.3f} (whitened {bg_dir['turned']:.3f} of the image, kept area "
-        f"{bg_dir['kept_area']:.3f}, change in the kept part {bg_dir['change']:.4f})",
     ]
+    effects = summary.get("effects")
+    if effects:
+        lines.append(f"- image-space effects (shift {effects['shift']:g}, {effects['samples']} samples): mean |cos| "
+                     f"between directions {effects['mean_abs_cos']:.3f}; diversity {effects['diversity']:.3f} "
+                     f"(min {effects['diversity_min']:.3f}; collapsed {effects['collapsed_fraction']:.3f})")
+    if bg_dir:
+        lines.append(f"- h_bg: direction {bg_dir['index']}, sign {bg_dir['sign']:+d}, magnitude {bg_dir['magnitude']:g}; "
+                     f"score {bg_dir['score']:.3f} (whitened {bg_dir['turned']:.3f} of the image, kept area "
+                     f"{bg_dir['kept_area']:.3f}, change in the kept part {bg_dir['change']:.4f})")
+    else:
+        lines.append("- h_bg: not searched (--no-bg-search, or the generator's profile)")
     truth = summary.get("ground_truth")
     if truth:
         b = truth["background"]

@@ -104,6 +104,10 @@ class SynthesizeConfig:
 def load_background_direction(run_dir: Path, summary: dict, latent_dim: int) -> torch.Tensor:
     """The run's h_bg (signed unit vector), from directions.safetensors."""
     bg = summary.get("bg_direction")
+    if "bg_direction" in summary and bg is None:
+        raise UserError(f"{run_dir} has no h_bg: it was discovered with --no-bg-search; choose one with "
+                        f"`saliency discover --out {run_dir} --resume --bg-direction INDEX[:MAGNITUDE]` "
+                        "and the run's other options")
     if not isinstance(bg, dict) or "magnitude" not in bg:
         raise UserError(f"{run_dir} has no h_bg in {SUMMARY_NAME} (run `saliency discover` to the end)")
     if not bg.get("reliable", True):
@@ -555,7 +559,7 @@ def _save_preview(generator: Generator, out: Path, shards: list[dict], manifest:
     z = torch.from_numpy(first.latents[:k]).to(generator.device, generator.dtype)
     c = torch.from_numpy(first.classes[:k]).to(generator.device) if generator.conditional else None
     with torch.inference_mode():
-        shifted = generator(z + shift, c).float().cpu()
+        shifted = generator(z + shift, c).float().cpu().expand(-1, 3, -1, -1)
     images = torch.from_numpy(first.images[:k]).permute(0, 3, 1, 2).float() / 255
     masks = torch.from_numpy(first.masks[:k]).float().unsqueeze(1).expand(-1, 3, -1, -1)
     save_grid(torch.cat([images, shifted, masks]), out / PREVIEW_NAME, nrow=k)

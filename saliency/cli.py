@@ -61,8 +61,12 @@ def cli() -> None:
 @click.option("--resolution", type=int, default=None, help="Image size, for generators that take one (scenes).")
 @click.option("--weights", default=None,
               help="Weights: a folder (biggan-deep-128) or file (dcgan-faces); default: hub cache / package.")
-@click.option("--truncation", type=float, default=None, help="Truncation (biggan-deep-128; default 0.4).")
-def sample(generator_name, count, out, classes, seed, device, nrow, resolution, weights, truncation) -> None:
+@click.option("--truncation", type=float, default=None,
+              help="Truncation (biggan-deep-128: default 0.4; biggan-128: a normal cut at +-T, default none).")
+@click.option("--latent-space", type=click.Choice(["w", "z"]), default=None,
+              help="stylegan2: shift and sample in W (default, as the paper's code) or in Z.")
+def sample(generator_name, count, out, classes, seed, device, nrow, resolution, weights, truncation,
+           latent_space) -> None:
     """Render a grid of samples from a generator."""
     from pipelines.sample import SampleConfig, run_sample
 
@@ -74,7 +78,8 @@ def sample(generator_name, count, out, classes, seed, device, nrow, resolution, 
         seed=seed,
         device=device,
         nrow=nrow,
-        generator_options={"resolution": resolution, "weights": weights, "truncation": truncation},
+        generator_options={"resolution": resolution, "weights": weights, "truncation": truncation,
+                           "latent_space": latent_space},
     )
     path = run_sample(config)
     click.echo(f"wrote {path}")
@@ -89,11 +94,13 @@ def sample(generator_name, count, out, classes, seed, device, nrow, resolution, 
               help="Direction matrix A: learned orthonormal or unit-norm columns, or a frozen "
                    "random / coordinate baseline. Default: the generator's profile.")
 @click.option("--directions", "num_directions", type=POSITIVE_INT, default=None, help="K, the number of directions.")
-@click.option("--reconstructor", type=click.Choice(["lenet", "resnet18"]), default=None,
-              help="Reconstructor R. Default: the generator's profile.")
+@click.option("--reconstructor", type=click.Choice(["lenet", "lenet5", "resnet18"]), default=None,
+              help="Reconstructor R (lenet5: the reference code's for MNIST). Default: the generator's profile.")
 @click.option("--steps", type=POSITIVE_INT, default=None, help="Training steps (total, also when resuming).")
 @click.option("--batch", "batch_size", type=POSITIVE_INT, default=None, help="Batch size.")
 @click.option("--lr", type=POSITIVE_FLOAT, default=None, help="Adam learning rate for A and R.")
+@click.option("--shift-loss-weight", type=click.FloatRange(min=0), default=0.25, show_default=True,
+              help="lambda: loss = CE + lambda * L1(shift) (the paper's Table 5 varies it).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
@@ -101,49 +108,54 @@ def sample(generator_name, count, out, classes, seed, device, nrow, resolution, 
 @click.option("--refine-bg/--no-refine-bg", default=True, show_default=True,
               help="Refine the best h_bg candidate on the image criterion; kept only if it scores higher.")
 @click.option("--refine-steps", type=click.IntRange(min=0), default=300, show_default=True, help="Steps of the h_bg refinement.")
+@click.option("--bg-search/--no-bg-search", default=None,
+              help="Search the directions for h_bg. Default: the generator's profile (off for sngan-mnist).")
 @click.option("--bg-direction", default=None, metavar="INDEX[:MAGNITUDE]",
               help="Use this direction as h_bg instead of the automatic choice.")
 @click.option("--bg-samples", type=click.IntRange(min=8), default=128, show_default=True, help="Samples for scoring h_bg candidates.")
+@click.option("--rca-samples", type=click.IntRange(min=8), default=2048, show_default=True,
+              help="Fresh samples the final RCA is measured on.")
 @click.option("--charts/--no-charts", default=True, show_default=True, help="Write a chart per direction.")
+@click.option("--effects/--no-effects", default=True, show_default=True,
+              help="Measure what the directions do in image space (mean |cos|, diversity; directions/effects.py).")
+@click.option("--log-every", type=POSITIVE_INT, default=50, show_default=True, help="Steps between metrics.jsonl lines.")
 @click.option("--resolution", type=int, default=None, help="Image size, for generators that take one (scenes).")
 @click.option("--train-resolution", type=int, default=None,
               help="Image size for the training game only (scenes default: 32; directions carry over).")
 @click.option("--weights", default=None, help="Generator weights (see `saliency sample --help`).")
-@click.option("--truncation", type=float, default=None, help="Truncation (biggan-deep-128).")
+@click.option("--truncation", type=float, default=None, help="Truncation (biggan-deep-128, biggan-128).")
+@click.option("--latent-space", type=click.Choice(["w", "z"]), default=None,
+              help="stylegan2: discover directions in W (default, as the paper's code) or in Z.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help=PRECISION_HELP)
-def discover(generator_name, out, deformator, num_directions, reconstructor, steps, batch_size, lr, seed, device,
-             resume, checkpoint_every, refine_bg, refine_steps, bg_direction, bg_samples, charts, resolution, train_resolution,
-             weights, truncation, precision) -> None:
+@click.option("--compile", "compile_game", is_flag=True,
+              help="torch.compile G and R for the game (pays off on long runs; costs a compile per process).")
+def discover(**params) -> None:
     """Stage 1: learn K latent directions and find the background-removal direction h_bg."""
-    from pipelines.discover import DiscoverConfig, run_discover
+    from pipelines.discover import config_from_options, run_discover
 
-    if checkpoint_every <= 0:
-        raise UserError(f"--checkpoint-every must be positive, got {checkpoint_every}")
-    config = DiscoverConfig(
-        generator=generator_name, out=out, deformator=deformator, num_directions=num_directions,
-        reconstructor=reconstructor, steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
-        resume=resume, checkpoint_every=checkpoint_every, refine_bg=refine_bg, refine_steps=refine_steps,
-        bg_direction=bg_direction,
-        bg_samples=bg_samples, charts=charts, train_resolution=train_resolution, precision=precision,
-        generator_options={"resolution": resolution, "weights": weights, "truncation": truncation},
-    )
-    summary = run_discover(config)
+    summary = run_discover(config_from_options(**params))
     if summary.get("part"):  # a torchrun worker other than rank 0
         return
     bg = summary["bg_direction"]
     click.echo(f"RCA {summary['rca']:.3f} over {summary['num_directions']} directions "
                f"({summary['steps']} steps, {summary['train_seconds']:.0f} s)")
-    click.echo(f"h_bg: direction {bg['index']}, sign {bg['sign']:+d}, magnitude {bg['magnitude']:g}, "
-               f"score {bg['score']:.3f}")
-    if not bg.get("reliable", True):
+    if summary.get("effects"):
+        effects = summary["effects"]
+        click.echo(f"effects: mean |cos| {effects['mean_abs_cos']:.3f}, diversity {effects['diversity']:.3f}")
+    if bg is None:
+        click.echo("h_bg: not searched (--no-bg-search, or the generator's profile)")
+    else:
+        click.echo(f"h_bg: direction {bg['index']}, sign {bg['sign']:+d}, magnitude {bg['magnitude']:g}, "
+                   f"score {bg['score']:.3f}")
+    if bg is not None and not bg.get("reliable", True):
         click.echo("warning: no direction whitens the background without changing the rest; this h_bg is "
                    "not usable for synthesis (train longer, or pick one with --bg-direction)", err=True)
     if summary.get("ground_truth"):
         report = summary["ground_truth"]["background"]
         click.echo(f"ground truth: bg_cos {report['bg_cos']:.3f}, bg_mask_iou {report['bg_mask_iou']:.3f}, "
                    f"oracle_mask_iou {report['oracle_mask_iou']:.3f}")
-    click.echo(f"wrote {Path(out) / 'directions.json'}")
+    click.echo(f"wrote {Path(params['out']) / 'directions.json'}")
 
 
 DATA_ROOT_HELP = "Folder holding datasets by name (ROOT/ECSSD/...); default $SALIENCY_DATA, else ./data."
@@ -324,6 +336,65 @@ def pipeline(out, data_root, profile, weights, pairs, unet_steps, discover_steps
     for name, table in result["tables"].items():
         click.echo(f"\n{name}:\n{table.rstrip()}")
     click.echo(f"\nwrote {Path(out) / 'pipeline.json'}")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--generator", "generator_name", default=None,
+              help="Generator of every cell (see `saliency generators`). Default: discover's (scenes).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Sweep folder: cells/ (one discover run each), table.md, table.csv, cells.csv, rca.png.")
+@click.option("--vary", multiple=True, metavar="KEY=V1,V2,...",
+              help="A discover option and its values, e.g. directions=16,32,64 or shift-loss-weight=0,0.25. "
+                   "Give it twice for a grid.")
+@click.option("--seeds", default="0", show_default=True, help="Comma-separated seeds: one cell per seed and setting.")
+@click.option("--device", default=None, help=DEVICE_HELP + " Under torchrun: each process's own GPU.")
+@click.option("--plan", "plan_only", is_flag=True, help="List the cells and their state, run nothing.")
+@click.pass_context
+def sweep(ctx, generator_name, out, vary, seeds, device, plan_only) -> None:
+    """Run discover over a grid of settings (resumable), then tabulate and chart RCA.
+
+    Any other option is passed to every cell's discover, e.g. --steps 2000 --batch 64.
+    """
+    from pipelines.sweep import cell_state, plan_sweep, run_sweep
+
+    try:
+        seed_list = [int(part) for part in seeds.replace(" ", "").split(",") if part]
+    except ValueError as exc:
+        raise UserError(f"--seeds takes a comma-separated list of integers, got {seeds!r}") from exc
+    plan = plan_sweep(out, list(vary), seed_list, list(ctx.args), generator_name)
+    if plan_only:
+        for cell in plan.cells:
+            click.echo(f"{cell_state(cell):12s} {cell.folder}")
+        return
+    result = run_sweep(plan, device=device, log=click.echo)
+    if result["finished"]:
+        click.echo(result["table"].rstrip())
+        click.echo(f"wrote {Path(out) / 'table.md'}, table.csv, cells.csv, rca.png")
+
+
+@cli.command("import-run")
+@click.argument("source", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="New discovery run folder (directions.json, directions.safetensors) for `saliency synthesize`.")
+@click.option("--bg-direction", default=None, metavar="INDEX[:MAGNITUDE]",
+              help="h_bg: a direction and its shift (negative flips it; default 26, the reference code's). "
+                   "Default: the direction human_annotation.txt names as background removal.")
+@click.option("--generator", "generator_name", default=None,
+              help="Our generator for the run (default: from its gan_type: BigGAN -> biggan-128, ...).")
+@click.option("--step", type=click.IntRange(min=0), default=None, help="Which models/deformator_STEP.pt (default: the last).")
+@click.option("--weights", default=None, help="The generator's weights: recorded for later stages, and the latent size checked.")
+@click.option("--latent-dim", type=POSITIVE_INT, default=None, help="Latent size, for an id deformator without --weights.")
+def import_run_command(source, out, bg_direction, generator_name, step, weights, latent_dim) -> None:
+    """Convert a run of the paper's reference code (args.json, models/deformator_N.pt) into a discovery run."""
+    from pipelines.import_run import import_run
+
+    summary = import_run(source, out, bg_direction=bg_direction, generator=generator_name, step=step,
+                         weights=weights, latent_dim=latent_dim)
+    bg = summary["bg_direction"]
+    click.echo(f"{summary['num_directions']} directions of {summary['generator']} ({summary['deformator']}, step "
+               f"{summary['imported_from']['step']}); h_bg: direction {bg['index']}, sign {bg['sign']:+d}, "
+               f"magnitude {bg['magnitude']:g} ({bg['extra']['chosen_by']})")
+    click.echo(f"wrote {Path(out) / 'directions.json'}")
 
 
 @cli.command()

@@ -8,9 +8,11 @@ Only rank 0 writes logs, pictures and summaries.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -51,6 +53,26 @@ def context() -> Context:
         dist.init_process_group("nccl" if use_nccl else "gloo", timeout=datetime.timedelta(minutes=30))
     _context = Context(rank=rank, world=world, local_rank=local_rank)
     return _context
+
+
+def launch_ranks() -> tuple[int, int, int]:
+    """(rank, world, local rank) as torchrun set them, without joining a process group: for
+    work that is split by index and never communicates (``saliency sweep``'s cells)."""
+    return (int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+            int(os.environ.get("LOCAL_RANK", "0")))
+
+
+@contextlib.contextmanager
+def single_process() -> Iterator[None]:
+    """Inside this block every stage runs as if alone, even under torchrun (no process group,
+    no gradient averaging, no barriers): one process, one whole job."""
+    global _context
+    saved = _context
+    _context = Context()
+    try:
+        yield
+    finally:
+        _context = saved
 
 
 def device_for(spec: str, ctx: Context) -> str:

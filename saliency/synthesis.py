@@ -136,6 +136,8 @@ def synthesize_batch(generator: Generator, z: Tensor, classes: Tensor | None, sh
         else:
             both = generator(both_z, both_c)
     both = both.float()
+    if both.shape[1] == 1:  # a gray generator (sngan-mnist): pairs are stored as RGB like every other
+        both = both.expand(-1, 3, -1, -1)
     images, shifted = both[:n], both[n:]
     images_u8 = torch.add(0.5, images.permute(0, 2, 3, 1), alpha=255).clamp_(0, 255).to(torch.uint8)  # rounded
     return BatchPairs(images=images, images_u8=images_u8, shifted=shifted, judged=judge(shifted, rule), truth=truth)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import REPO, assert_one_line_error
@@ -198,6 +199,39 @@ CASES = [
          ("--images",)),
     Case("eval/unwritable-out", "eval --dataset ecssd --model {model} --out {unwritable}/eval --data-root {root} "
          "--device cpu", ("{unwritable}",)),
+    # ------------------------------------------------------- published generators, sweep, import-run
+    Case("sample/sngan-weights-missing", "sample --generator sngan-mnist --weights {empty}/none --out {out}.png",
+         ("{empty}/none", "not found")),
+    Case("sample/sngan-weights-run-code", "sample --generator sngan-mnist --weights {evil} --out {out}.png",
+         ("{evil}", "could run code")),
+    Case("sample/sngan-anime-without-weights", "sample --generator sngan-anime --out {out}.png", ("--weights",)),
+    Case("sample/proggan-not-a-checkpoint", "sample --generator proggan-celebahq --weights {file} --out {out}.png",
+         ("{file}", "not a PyTorch weights file")),
+    Case("sample/stylegan2-run-code", "sample --generator stylegan2 --weights {evil} --out {out}.png",
+         ("{evil}", "could run code")),
+    Case("sample/biggan128-other-layout", "sample --generator biggan-128 --weights {proggan_weights} --out {out}.png",
+         ("{proggan_weights}", "BigGAN-PyTorch's layout")),
+    Case("sample/latent-space-for-scenes", "sample --latent-space z --out {out}.png", ("--latent-space",)),
+    Case("discover/shift-loss-weight-negative", "discover --shift-loss-weight -1 --out {out}", ("--shift-loss-weight",)),
+    Case("synthesize/run-discovered-without-bg-search", "synthesize --run {run_no_bg_search} --n 5 --out {out} " + SYN,
+         ("no h_bg", "--no-bg-search")),
+    Case("sweep/unknown-key", "sweep --out {out} --vary flavour=1,2", ("--flavour",)),
+    Case("sweep/value-out-of-range", "sweep --out {out} --vary directions=8,0", ("directions=0",)),
+    Case("sweep/unknown-forwarded-option", "sweep --out {out} --vary directions=8 --flux 2", ("--flux",)),
+    Case("sweep/seeds-not-integers", "sweep --out {out} --vary directions=8 --seeds a,b", ("integers",)),
+    Case("sweep/out-is-a-file", f"sweep --out {{file}} --vary directions=4 {TINY_DISCOVER} --steps 2", ("{file}",)),
+    Case("import-run/not-a-run", "import-run {empty} --out {out}", ("args.json",)),
+    Case("import-run/deformator-run-code", "import-run {ref_run_evil} --out {out} --bg-direction 1 "
+         "--generator scenes", ("deformator_10.pt", "could run code")),
+    Case("import-run/deformator-truncated", "import-run {ref_run_torn} --out {out} --bg-direction 1 "
+         "--generator scenes", ("deformator_10.pt",)),
+    Case("import-run/bg-direction-out-of-range", "import-run {ref_run} --out {out} --bg-direction 99 "
+         "--generator scenes", ("directions 0..",)),
+    Case("import-run/bg-direction-zero-magnitude", "import-run {ref_run} --out {out} --bg-direction 2:0 "
+         "--generator scenes", ("non-zero magnitude",)),
+    Case("import-run/unknown-gan-type", "import-run {ref_run} --out {out} --bg-direction 1", ("gan_type",)),
+    Case("import-run/weights-for-a-generator-without-any", "import-run {ref_run} --out {out} --bg-direction 1 --generator scenes "
+         "--weights {file}", ("does not take --weights",)),
     # --------------------------------------------------------------------------- pipeline
     Case("pipeline/dataset-missing", "pipeline --out {out} --data-root {empty}", ("ECSSD",)),
     Case("pipeline/unknown-profile", "pipeline --out {out} --data-root {root} --profile nope", ("nope",)),
@@ -279,6 +313,21 @@ def _prepare(base: Path) -> dict[str, Path]:
     (p["run_garbage_checkpoint"] / "checkpoint.safetensors").write_bytes(b"\x10" + b"\x00" * 7 + b"{not json}" * 8)
     truncate(p["run_torn_checkpoint"] / "checkpoint.safetensors")
     flip_bit(p["run_flipped_checkpoint"] / "checkpoint.safetensors", 20)  # inside the JSON header
+
+    # A run without h_bg (--no-bg-search), and runs of the reference code to import.
+    p["run_no_bg_search"] = base / "run-no-bg-search"
+    run_discover(DiscoverConfig(generator="scenes", out=p["run_no_bg_search"], num_directions=4, steps=2,
+                                batch_size=8, rca_samples=16, charts=False, progress=False, device="cpu",
+                                bg_search=False, generator_options={"resolution": 32}))
+    from published_layouts import proggan_state, write_reference_run
+
+    for name in ("", "_evil", "_torn"):
+        p[f"ref_run{name}"] = write_reference_run(base / f"ref-run{name}", "ortho", 32, 32, gan_type="Custom",
+                                                  steps=(10,))
+    shutil.copy(p["evil"], p["ref_run_evil"] / "models" / "deformator_10.pt")
+    truncate(p["ref_run_torn"] / "models" / "deformator_10.pt")
+    p["proggan_weights"] = base / "proggan.pth"
+    torch.save(proggan_state((8, 8)), p["proggan_weights"])
 
     # Synthetic pairs (300 at 32 px, shards of 128), then damaged copies.
     p["pairs"] = base / "pairs"
@@ -385,7 +434,7 @@ def test_the_matrix_is_large_and_every_case_is_distinct():
     assert len(CASES) >= 30
     assert len({case.id for case in CASES}) == len(CASES)
     assert {case.id.split("/")[0] for case in CASES} >= {"sample", "discover", "synthesize", "train-unet", "eval",
-                                                         "pipeline", "fetch-data"}
+                                                         "pipeline", "fetch-data", "sweep", "import-run"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])

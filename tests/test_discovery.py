@@ -10,7 +10,7 @@ import torch
 from directions import background as bg
 from directions.deformators import build_deformator
 from directions.discovery import TrainSettings, reconstructor_accuracy, sample_shifts, train
-from directions.generators import ScenesGenerator
+from directions.generators import Generator, ScenesGenerator
 from directions.reconstructors import build_reconstructor
 from saliency.checkpoint import load_checkpoint, save_checkpoint
 from saliency.errors import UserError
@@ -64,14 +64,15 @@ def test_shifts_follow_the_paper():
     assert abs(float((eps.abs() == 0.5).float().mean()) - 1 / 12) < 0.01
 
 
-@pytest.mark.parametrize("name", ["lenet", "resnet18"])
-def test_reconstructors_take_a_pair_and_give_logits_and_shift(name):
-    reconstructor = build_reconstructor(name, 9)
-    a, b = torch.rand(3, 3, 64, 64), torch.rand(3, 3, 64, 64)
+@pytest.mark.parametrize("name", ["lenet", "lenet5", "resnet18"])
+@pytest.mark.parametrize("channels", [3, 1])
+def test_reconstructors_take_a_pair_and_give_logits_and_shift(name, channels):
+    reconstructor = build_reconstructor(name, 9, channels)
+    a, b = torch.rand(3, channels, 32, 32), torch.rand(3, channels, 32, 32)
     logits, shift = reconstructor(a, b)
     assert logits.shape == (3, 9) and shift.shape == (3,)
-    if name == "resnet18":
-        assert reconstructor.features.conv1.in_channels == 6
+    first = next(m for m in reconstructor.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.in_channels == 2 * channels  # the pair, concatenated on channels
 
 
 # ------------------------------------------------------------------------------ training
@@ -97,9 +98,10 @@ def test_loss_falls_on_a_tiny_run(tmp_path):
     assert reconstructor_accuracy(generator, a, r, settings, samples=256) > 1 / 6 + 0.1  # above chance
 
 
-def test_generator_gets_no_gradient_and_frozen_deformator_stays(tmp_path):
+def test_a_frozen_deformator_stays_as_it_was(tmp_path):
+    # (that no generator weight gets a gradient is shown below, on generators that have weights:
+    # scenes has none)
     generator, a, r, settings, _ = _tiny(tmp_path, steps=5, deformator="random")
-    assert all(p.grad is None for p in generator.parameters())
     fresh = build_deformator("random", generator.latent_dim, 6, torch.Generator().manual_seed(0))
     assert torch.equal(a.directions(), fresh.directions())
 
@@ -208,3 +210,136 @@ def test_checkpoints_of_the_earlier_two_key_layout_still_load(tmp_path):
     save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"format": FORMAT, "state": json.dumps(structure)})
     state = load_checkpoint(tmp_path / "old.safetensors")
     assert state["step"] == 3 and torch.equal(state["weights"], torch.ones(2))
+
+
+# ------------------------------------------------------- frozen generators that have weights
+def _weighted_generator(name, tmp_path):
+    from directions.generators import build_generator
+
+    if name == "dcgan-faces":
+        pytest.importorskip("gan_face_generate")
+        return build_generator("dcgan-faces", device="cpu")
+    if name == "sngan-mnist":
+        return build_generator("sngan-mnist", device="cpu")
+    from directions.generators.biggan import save_random_weights
+
+    folder = save_random_weights(tmp_path / "biggan", config={"channel_width": 8, "num_classes": 20})
+    return build_generator("biggan-deep-128", device="cpu", weights=str(folder))
+
+
+@pytest.mark.parametrize("prepared", [False, True], ids=["as-built", "folded"])
+@pytest.mark.parametrize("name", ["dcgan-faces", "biggan-deep-128", "sngan-mnist"])
+def test_no_generator_weight_gets_a_gradient_or_changes(tmp_path, name, prepared):
+    """The game trains A and R through G, never G itself: no weight gets a gradient, and no
+    weight or batch-norm statistic changes (as built, G still has its batch norms; folded, as
+    discover runs it, they are in the convolutions)."""
+    from directions.discovery import _optimizers, play_step
+    from directions.speed import prepare_frozen_generator, prepare_reconstructor
+
+    generator = _weighted_generator(name, tmp_path)
+    if prepared:
+        generator = prepare_frozen_generator(generator)
+    assert sum(p.numel() for p in generator.parameters()) > 10_000  # a generator with weights
+    before = {k: v.clone() for k, v in generator.state_dict().items()}
+    assert prepared or any("running_" in k for k in before)  # batch-norm statistics to keep
+    deformator = build_deformator("ortho", generator.latent_dim, 4, torch.Generator().manual_seed(0))
+    reconstructor = prepare_reconstructor(build_reconstructor("lenet", 4, generator.channels))
+    a_before = deformator.directions().detach().clone()
+    r_before = [p.detach().clone() for p in reconstructor.parameters()]
+    settings = TrainSettings(batch_size=4, lr=1e-2)
+    optimizers = _optimizers(deformator, reconstructor, settings)
+    rng = torch.Generator().manual_seed(0)
+    for _ in range(2):
+        play_step(generator, deformator, reconstructor, optimizers, rng, 4, settings)
+    assert all(p.grad is None and not p.requires_grad for p in generator.parameters())
+    after = generator.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "a generator weight or statistic changed"
+    assert not torch.equal(a_before, deformator.directions().detach())
+    assert any(not torch.equal(b, p.detach()) for b, p in zip(r_before, reconstructor.parameters()))
+
+
+def test_folding_batch_norms_keeps_the_generators_images(tmp_path):
+    from directions.speed import fold_batch_norms, prepare_frozen_generator
+
+    pytest.importorskip("gan_face_generate")
+    plain = _weighted_generator("dcgan-faces", tmp_path)
+    prepared = prepare_frozen_generator(plain)
+    assert prepared is not plain  # a verified copy; the original is untouched
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in prepared.modules()) == 0
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules()) == 4
+    conv = next(m for m in prepared.modules() if isinstance(m, torch.nn.ConvTranspose2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    z = plain.sample_latents(6, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (plain(z) - prepared(z)).abs().max() < 1e-4
+    with pytest.raises(ValueError, match="eval mode"):
+        prepare_frozen_generator(plain.train())
+    # grouped convolutions, both kinds, with and without a bias, against the unfolded pair
+    for conv in (torch.nn.Conv2d(4, 6, 3, groups=2, bias=False), torch.nn.ConvTranspose2d(4, 6, 3, groups=2)):
+        norm = torch.nn.BatchNorm2d(6)
+        with torch.no_grad():
+            norm.running_mean.uniform_(-1, 1), norm.running_var.uniform_(0.5, 2)
+            norm.weight.uniform_(0.5, 2), norm.bias.uniform_(-1, 1)
+        pair = torch.nn.Sequential(conv, norm).eval()
+        x = torch.randn(2, 4, 5, 5)
+        expected = pair(x)
+        assert fold_batch_norms(pair) == 1 and isinstance(pair[1], torch.nn.Identity)
+        assert torch.allclose(pair(x), expected, atol=1e-5)
+
+
+class _NeedsNCHW(Generator):
+    """A generator whose code breaks on channels-last tensors (``.view`` of a conv output)."""
+
+    latent_dim, resolution = 4, 8
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.BatchNorm2d(3))
+
+    def synthesize(self, z, classes):
+        x = self.body(z[:, :1, None, None].expand(-1, 1, 8, 8) + torch.zeros(1, 1, 8, 8, device=z.device))
+        return torch.sigmoid(x.permute(0, 2, 3, 1).view(-1, 8, 8, 3).permute(0, 3, 1, 2))
+
+
+def test_a_generator_that_needs_nchw_keeps_it_but_still_gets_its_norms_folded():
+    from directions.speed import prepare_frozen_generator
+
+    generator = _NeedsNCHW().eval().requires_grad_(False)
+    prepared = prepare_frozen_generator(generator)
+    assert isinstance(prepared.body[1], torch.nn.Identity)  # folded, kept NCHW (the probe refused channels-last)
+    assert prepared.body[0].weight.is_contiguous()
+    z = generator.sample_latents(3, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(generator(z), prepared(z), atol=1e-5)
+
+
+# ---------------------------------------------------------------- image-space effects (Table 5)
+class _Linear(Generator):
+    """G(z) = a fixed linear map of z onto 8x8 gray images, plus a saturating channel."""
+
+    latent_dim, resolution, channels = 6, 8, 1
+
+    def __init__(self):
+        super().__init__()
+        basis = torch.zeros(6, 64)
+        for k in range(6):  # each latent coordinate lights its own pixels
+            basis[k, k * 10: k * 10 + 10] = 1.0
+        self.register_buffer("basis", basis)
+
+    def synthesize(self, z, classes):
+        # coordinate 5 saturates hard: far along it every image becomes the same
+        gate = torch.sigmoid(-4 * z[:, 5:6])
+        return ((z[:, :5] @ self.basis[:5]) * gate * 0.1 + 0.5).view(-1, 1, 8, 8).clamp(0, 1)
+
+
+def test_effects_tell_distinct_directions_from_repeated_and_collapsing_ones():
+    from directions.effects import direction_effects
+
+    g = _Linear().eval()
+    distinct = direction_effects(g, torch.eye(6)[:, :4], samples=16, shift=2.0)
+    assert distinct["mean_abs_cos"] < 0.1 and distinct["collapsed_fraction"] == 0
+    same = torch.eye(6)[:, [0, 0, 0, 0]] + 0.01 * torch.eye(6)[:, [1, 2, 3, 4]]
+    repeated = direction_effects(g, same, samples=16, shift=2.0)
+    assert repeated["mean_abs_cos"] > 0.9
+    collapsing = direction_effects(g, torch.eye(6)[:, [5]], samples=16, shift=6.0)
+    assert collapsing["diversity"] < 0.05 and collapsing["collapsed_fraction"] == 1

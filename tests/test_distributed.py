@@ -79,3 +79,19 @@ def test_two_process_discovery(tmp_path):
     assert [json.loads(line)["step"] for line in lines] == [12]  # one writer (log every 50, and the last step)
     odd = torchrun("discover", "--out", str(tmp_path / "odd"), "--batch", "7", "--steps", "2", "--device", "cpu")
     assert odd.returncode != 0 and "split evenly" in odd.stderr
+
+
+def test_two_process_sweep_deals_out_the_cells(tmp_path):
+    """One cell per process: each runs its own discovery alone (no gradient averaging between
+    cells), and the table is complete whichever process finishes last."""
+    out = tmp_path / "sweep"
+    result = torchrun("sweep", "--generator", "scenes", "--out", str(out), "--vary", "directions=4,6",
+                      "--resolution", "32", "--batch", "8", "--steps", "6", "--rca-samples", "32", "--no-charts",
+                      "--no-bg-search", "--no-effects", "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "[1/1 on rank 0] directions=4,seed=0" in result.stdout
+    assert "[1/1 on rank 1] directions=6,seed=0" in result.stdout
+    for k in (4, 6):
+        summary = json.loads((out / "cells" / f"directions={k},seed=0" / "directions.json").read_text())
+        assert summary["steps"] == 6 and summary["num_directions"] == k and summary["batch_size"] == 8
+    assert "| 4 |" in (out / "table.md").read_text() and "| 6 |" in (out / "table.md").read_text()

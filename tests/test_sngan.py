@@ -1,0 +1,129 @@
+"""The SN-GAN on MNIST: the shipped generator, its quality gate, and its resumable trainer."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from directions.generators import Generator, build_generator
+from pipelines import train_sngan
+from pipelines.mnist_quality import GATE, load_classifier, quality_gate
+from saliency.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return build_generator("sngan-mnist", device="cpu")
+
+
+def test_the_shipped_generator_draws_gray_32px_digits_from_n01(shipped):
+    assert (shipped.latent_dim, shipped.channels, shipped.resolution, shipped.num_classes) == (128, 1, 32, 32, 0)
+    z = shipped.sample_latents(8, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        images = shipped(z)
+    assert images.shape == (8, 1, 32, 32) and images.min() >= 0 and images.max() <= 1
+    # MNIST: a dark background with a bright stroke
+    assert float(images[:, :, :3].mean()) < 0.05 and float(images.amax(dim=(1, 2, 3)).min()) > 0.8
+
+
+def test_the_shipped_generator_passes_its_quality_gate(shipped):
+    """The gate measured when the weights were made (checkpoints/sngan-mnist/quality.json),
+    measured again on fresh samples: a regression test of the weights and the architecture."""
+    result = quality_gate(shipped, load_classifier(), samples=500, seed=1)
+    assert result["confident_fraction"] >= GATE["min_confident_fraction"], result
+    assert result["min_class_share"] >= 0.03, result  # 500 samples: a little slack on the 4 % of 2,000
+
+
+class _OneDigit(Generator):
+    """A generator that collapsed onto one image: it must fail the gate."""
+
+    latent_dim, resolution, channels = 4, 32, 1
+
+    def __init__(self, image):
+        super().__init__()
+        self.register_buffer("image", image)
+
+    def synthesize(self, z, classes):
+        return self.image.expand(z.shape[0], -1, -1, -1) + 0 * z[:, :1, None, None]
+
+
+def test_the_gate_fails_a_collapsed_generator(shipped):
+    with torch.no_grad():
+        one = shipped(shipped.sample_latents(1, torch.Generator().manual_seed(0)))
+    result = quality_gate(_OneDigit(one), load_classifier(), samples=200)
+    assert not result["passes"] and result["min_class_share"] == 0.0
+
+
+def _fake_mnist(path, n=40):
+    rng = np.random.default_rng(0)
+    rows = np.zeros((n, 785), dtype=np.int64)
+    for i in range(n):
+        digit = np.zeros((28, 28), dtype=np.int64)
+        digit[6 + i % 5: 22, 10 + i % 3: 14 + i % 4] = 200 + rng.integers(0, 55)
+        rows[i, :784] = digit.flatten()
+        rows[i, 784] = i % 10
+    with gzip.open(path, "wt") as handle:
+        np.savetxt(handle, rows, fmt="%d", delimiter=",")
+    return path
+
+
+def test_load_mnist_reads_the_csv_and_refuses_other_files(tmp_path):
+    digits, labels = train_sngan.load_mnist(_fake_mnist(tmp_path / "mnist.csv.gz"))
+    assert digits.shape == (40, 28, 28) and digits.dtype == torch.uint8 and labels[:3].tolist() == [0, 1, 2]
+    x = train_sngan.to_generator_range(digits)
+    assert x.shape == (40, 1, 32, 32) and float(x.min()) == -1 and float(x[:, :, :2].max()) == -1
+    bad = tmp_path / "bad.csv.gz"
+    with gzip.open(bad, "wt") as handle:
+        handle.write("1,2,3\n")
+    with pytest.raises(UserError, match="not MNIST as CSV"):
+        train_sngan.load_mnist(bad)
+
+
+def test_training_resumes_to_the_same_bytes_as_an_uninterrupted_run(tmp_path):
+    mnist = _fake_mnist(tmp_path / "mnist.csv.gz")
+    settings = dict(batch_size=8, g_widths=(16, 8, 8, 4), d_width=4, checkpoint_every=2, sample_every=3, log_every=1)
+    whole = train_sngan.train(tmp_path / "whole", train_sngan.SNGANSettings(steps=4, **settings), mnist,
+                              progress=False, standing_batches=2)
+    train_sngan.train(tmp_path / "split", train_sngan.SNGANSettings(steps=2, **settings), mnist, progress=False)
+    with pytest.raises(UserError, match="--resume"):
+        train_sngan.train(tmp_path / "split", train_sngan.SNGANSettings(steps=4, **settings), mnist, progress=False)
+    # the rate schedule depends on the total, so "2 then 4" must be one 4-step schedule: resume with steps=4
+    # from a checkpoint made by a 4-step run interrupted after step 2
+    interrupted = tmp_path / "interrupted"
+    train_sngan.train(interrupted, train_sngan.SNGANSettings(steps=4, **settings), mnist, progress=False,
+                      stop_after=2)
+    assert not (interrupted / "model.safetensors").exists()
+    train_sngan.train(interrupted, train_sngan.SNGANSettings(steps=4, **settings), mnist, resume=True, progress=False,
+                      standing_batches=2)
+    assert (interrupted / "model.safetensors").read_bytes() == (tmp_path / "whole" / "model.safetensors").read_bytes()
+    log = [json.loads(line)["step"] for line in (interrupted / "metrics.jsonl").read_text().splitlines()]
+    assert log == [1, 2, 3, 4]  # nothing logged twice across the interruption
+    assert whole["widths"] == [16, 8, 8, 4] and (tmp_path / "whole" / "samples.png").exists()
+    other = train_sngan.SNGANSettings(steps=4, **{**settings, "d_width": 8})
+    with pytest.raises(UserError, match="other settings"):
+        train_sngan.train(interrupted, other, mnist, resume=True, progress=False)
+    # the result loads as sngan-mnist
+    generator = build_generator("sngan-mnist", weights=str(tmp_path / "whole"))
+    assert generator.widths == (16, 8, 8, 4)
+
+
+def test_discovery_on_the_gray_generator_follows_the_papers_mnist_setup(tmp_path):
+    """K 64, unit-norm A, LeNet-5 R on 2-channel pairs, no h_bg search: the profile, end to end
+    (a few steps), through the real CLI."""
+    from conftest import run_cli
+
+    out = tmp_path / "run"
+    result = run_cli("discover", "--generator", "sngan-mnist", "--out", str(out), "--steps", "3", "--batch", "8",
+                     "--rca-samples", "16", "--checkpoint-every", "3", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "directions.json").read_text())
+    assert (summary["num_directions"], summary["deformator"], summary["reconstructor"]) == (64, "unit", "lenet5")
+    assert summary["bg_direction"] is None and "h_bg: not searched" in result.stdout
+    assert 0 <= summary["effects"]["mean_abs_cos"] <= 1 and summary["effects"]["samples"] == 32
+    assert len(summary["charts"]["directions"]) == 64
+    config = json.loads((out / "config.json").read_text())
+    assert config["profile"]["lr"] == 1e-4 and config["settings"]["shift_loss_weight"] == 0.25
