@@ -10,6 +10,11 @@ For each direction a_k and fixed samples z_1..z_n, the effect of a shift is
   of the unshifted ones (mean pairwise L2 distance). A direction that sends every sample to one
   fixed image (the paper's "collapse", its Figure 4) drives it towards 0;
   ``collapsed_fraction`` is the share of directions below 0.5.
+- ``change``: per direction, how far a shift moves an image (mean L2 distance between G(z) and
+  G(z + s a_k)) over the spread of the unshifted samples: 1 moves an image as far as the
+  distance to another sample. A direction the game no longer moves along (it can be told
+  apart by a faint change alone when nothing penalises the shift, lambda = 0) drives it
+  towards 0; ``still_fraction`` is the share of directions below 0.2.
 
 Images are area-averaged to at most 32x32 first, so the memory stays about K x 100k floats
 for any generator (a 1024 px ProgGAN with K = 200 included).
@@ -43,7 +48,7 @@ def _mean_pairwise_distance(images: Tensor) -> Tensor:
 
 @torch.no_grad()
 def direction_effects(generator: Generator, directions: Tensor, samples: int = 32, shift: float = 6.0,
-                      seed: int = 777, collapse_below: float = 0.5) -> dict:
+                      seed: int = 777, collapse_below: float = 0.5, still_below: float = 0.2) -> dict:
     """The numbers in the module docstring for the columns of ``directions`` (d, K)."""
     rng = torch.Generator().manual_seed(seed)
     z = generator.sample_latents(samples, rng)
@@ -52,21 +57,60 @@ def direction_effects(generator: Generator, directions: Tensor, samples: int = 3
     base_spread = _mean_pairwise_distance(base).clamp_min(1e-12)
     unit = directions / directions.norm(dim=0, keepdim=True).clamp_min(1e-12)
     unit = unit.to(z.device, z.dtype)
-    effects, diversity = [], []
+    effects, diversity, change = [], [], []
     for k in range(unit.shape[1]):
         shifted = _small(generator(z + shift * unit[:, k], classes))
         effects.append((shifted - base).flatten())
         diversity.append(float(_mean_pairwise_distance(shifted) / base_spread))
+        change.append(float((shifted - base).norm(dim=1).mean() / base_spread))
     effect = torch.stack(effects)  # (K, n * D)
     effect = effect / effect.norm(dim=1, keepdim=True).clamp_min(1e-12)
     cos = (effect @ effect.T).abs()
     k = cos.shape[0]
     off_diagonal = (cos.sum() - cos.diagonal().sum()) / max(k * (k - 1), 1)
-    diversity_t = torch.tensor(diversity)
+    diversity_t, change_t = torch.tensor(diversity), torch.tensor(change)
     return {
         "mean_abs_cos": round(float(off_diagonal), 4),
         "diversity": round(float(diversity_t.mean()), 4),
         "diversity_min": round(float(diversity_t.min()), 4),
         "collapsed_fraction": round(float((diversity_t < collapse_below).float().mean()), 4),
+        "change": round(float(change_t.mean()), 4),
+        "change_min": round(float(change_t.min()), 4),
+        "still_fraction": round(float((change_t < still_below).float().mean()), 4),
         "samples": samples, "shift": shift,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m directions.effects RUN [RUN ...]``: measure finished discovery runs again
+    (for runs written before a measure existed), one JSON line per run."""
+    import argparse
+    import json
+    import sys
+
+    from safetensors.torch import load_file
+
+    from directions.generators import build_generator
+    from pipelines.discover import TENSORS_NAME, load_run
+    from saliency.errors import UserError
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+")
+    parser.add_argument("--shift", type=float, default=6.0)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    try:
+        for run in args.runs:
+            summary = load_run(run)
+            generator = build_generator(summary["generator"], device=args.device,
+                                        **summary.get("generator_options", {}))
+            directions = load_file(f"{run}/{TENSORS_NAME}")["directions"]
+            print(json.dumps({"run": run, **direction_effects(generator, directions, shift=args.shift)}))
+    except UserError as exc:
+        print(f"effects: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -343,3 +343,23 @@ def test_effects_tell_distinct_directions_from_repeated_and_collapsing_ones():
     assert repeated["mean_abs_cos"] > 0.9
     collapsing = direction_effects(g, torch.eye(6)[:, [5]], samples=16, shift=6.0)
     assert collapsing["diversity"] < 0.05 and collapsing["collapsed_fraction"] == 1
+    assert distinct["still_fraction"] == 0 and distinct["change_min"] > 0.2
+
+
+class _IgnoresLast(_Linear):
+    """_Linear with a 7th latent coordinate the images do not depend on."""
+
+    latent_dim = 7
+
+    def synthesize(self, z, classes):
+        return super().synthesize(z[:, :6], classes)
+
+
+def test_effects_tell_directions_that_barely_move_the_image():
+    from directions.effects import direction_effects
+
+    g = _IgnoresLast().eval()
+    directions = torch.eye(7)[:, [0, 1, 6, 6]]
+    directions[:, 3] += 0.02 * torch.eye(7)[:, 2]  # almost still: a faint change along coordinate 2
+    result = direction_effects(g, directions, samples=16, shift=2.0)
+    assert result["still_fraction"] == 0.5 and result["change_min"] == 0.0
