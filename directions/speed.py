@@ -11,6 +11,11 @@ prints the numbers for the machine it runs on):
   layout oneDNN (CPU) and cuDNN (GPU) convolutions prefer.
 - ``torch.compile`` of the generator and the reconstructor, on request (``--compile``): it
   fuses what is left, but costs tens of seconds of compilation per process.
+
+On a 2-core AMD EPYC (AVX2), step time against the generator and R as built: folding plus
+channels-last 0.91x with the LeNet-style R and 0.96x with ResNet-18; compile on top 0.88x and
+0.98x. Rendering the base and shifted batches in one generator call measured 1.02x / 0.99x
+(slower), so discover keeps two calls.
 """
 
 from __future__ import annotations
