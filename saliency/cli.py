@@ -172,7 +172,8 @@ DATA_ROOT_HELP = "Folder holding datasets by name (ROOT/ECSSD/...); default $SAL
 @click.option("--dataset", default="ecssd", show_default=True, help="Dataset whose train images vote for classes.")
 @click.option("--classes", default=None, help="Comma-separated class indices to use instead of voting.")
 @click.option("--classifier", default=None,
-              help="Voting classifier: resnet18-imagenet or scenes-shapes (default: the generator's).")
+              help="Voting classifier: resnet18-imagenet, mobilenet-v2-imagenet or scenes-shapes "
+                   "(default: the generator's; for BigGAN ResNet-18 when its weights are on disk, else MobileNetV2).")
 @click.option("--classifier-weights", default=None, help="Classifier weights file/folder instead of the default.")
 @click.option("--top-k", type=POSITIVE_INT, default=5, show_default=True, help="Classes each image votes for.")
 @click.option("--class-fraction", type=UNIT_INTERVAL, default=0.25, show_default=True,
@@ -220,6 +221,68 @@ def synthesize(run_dir, count, out, data_root, dataset, classes, classifier, cla
     click.echo(f"wrote {Path(out) / 'manifest.json'}")
 
 
+@cli.command()
+@click.option("--dataset", default="ecssd", show_default=True, help="Dataset whose images vote.")
+@click.option("--split", type=click.Choice(["train", "test", "all"]), default="train", show_default=True)
+@click.option("--classifier", required=True, help="resnet18-imagenet, mobilenet-v2-imagenet or scenes-shapes.")
+@click.option("--classifier-weights", default=None, help="Classifier weights file/folder instead of the default.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="classes.json to write.")
+@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None, help=DATA_ROOT_HELP)
+@click.option("--top-k", type=POSITIVE_INT, default=5, show_default=True, help="Classes each image votes for.")
+@click.option("--class-fraction", type=UNIT_INTERVAL, default=0.25, show_default=True,
+              help="Fraction of all classes kept, the most voted first.")
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+def vote(dataset, split, classifier, classifier_weights, out, data_root, top_k, class_fraction, device) -> None:
+    """The class vote of stage 2 on its own: which classes a long synthesis would draw."""
+    from saliency.artifacts import write_json
+    from saliency.classifiers import build_classifier
+    from saliency.datasets import open_dataset
+    from saliency.device import resolve_device
+    from saliency.voting import run_vote
+
+    folder = open_dataset(dataset, data_root, split)
+    model = build_classifier(classifier, classifier_weights)
+    if out.exists() and out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file name such as classes.json")
+    record = run_vote(model, folder, top_k, class_fraction, resolve_device(device))
+    record = {"settings": {"classifier": classifier, "dataset": dataset, "split": split, "top_k": top_k,
+                           "fraction": class_fraction}, **record}
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {out.parent}: {exc.strerror or exc}") from exc
+    write_json(out, record)
+    names = record.get("class_names", {})
+    counts = record["counts"]
+    click.echo(f"{record['images']} images voted in {record['seconds']:.0f} s; {len(record['classes'])} classes chosen")
+    for c in record["classes"][:10]:
+        click.echo(f"  {counts[str(c)]:5d}  {c:4d}  {names.get(str(c), '')}")
+    if len(record["classes"]) > 10:
+        click.echo(f"  ... and {len(record['classes']) - 10} more")
+    click.echo(f"wrote {out}")
+
+
+@cli.command("fetch-weights")
+@click.argument("name")
+@click.option("--from", "source", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Install a copy already on disk instead of downloading (same checks).")
+@click.option("--url", default=None, help="Another address of the same file (a mirror).")
+@click.option("--force", is_flag=True, help="Install again even if the weights are in the cache.")
+def fetch_weights(name, source, url, force) -> None:
+    """Download a named third-party weight file, check its SHA-256, convert it where needed.
+
+    Names: mobilenet-v2-imagenet (Google's quantised TFLite MobileNetV2, converted to
+    torchvision's layout), resnet18-imagenet (torchvision's). Kept in torch hub's checkpoints
+    folder ($TORCH_HOME/hub/checkpoints).
+    """
+    from saliency.pretrained import fetch_weights as fetch, installed_path, spec
+
+    spec(name)
+    existed = installed_path(name).is_file()
+    path = fetch(name, source=source, url=url, force=force)
+    click.echo(f"{name}: {'already installed at' if existed and not force else 'installed'} {path}")
+
+
 @cli.command("fetch-data")
 @click.argument("dataset")
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None, help=DATA_ROOT_HELP)
@@ -244,9 +307,14 @@ def fetch_data(dataset, data_root, mirror, force, verify) -> None:
 @click.option("--profile", type=click.Choice(["embedded", "biggan"]), default=None,
               help="Default settings: biggan = the paper's; embedded = measured for a 2-core CPU. "
                    "Default: from the data's generator.")
-@click.option("--encoder", default=None, help="U-Net encoder (segmentation-models-pytorch name), e.g. resnet18.")
-@click.option("--encoder-weights", default=None,
-              help="imagenet (only when already on disk) or none. Default: none.")
+@click.option("--encoder", default=None,
+              help="U-Net encoder (segmentation-models-pytorch name), e.g. resnet18. Another encoder than the "
+                   "profile's starts from scratch unless --encoder-weights imagenet.")
+@click.option("--encoder-weights", type=click.Choice(["imagenet", "none"]), default=None,
+              help="imagenet (smp's when in its cache; for mobilenet_v2 also the weights of "
+                   "`saliency fetch-weights mobilenet-v2-imagenet`) or none. Default: the profile's.")
+@click.option("--freeze-encoder/--train-encoder", default=None,
+              help="Train the decoder only (the encoder's batch-norm statistics frozen too). Default: the profile's.")
 @click.option("--steps", type=POSITIVE_INT, default=None, help="Training steps (total, also when resuming).")
 @click.option("--batch", "batch_size", type=POSITIVE_INT, default=None, help="Batch size (paper: 128).")
 @click.option("--lr", type=POSITIVE_FLOAT, default=None, help="Adam learning rate (paper: 0.005).")
@@ -266,14 +334,15 @@ def fetch_data(dataset, data_root, mirror, force, verify) -> None:
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help=PRECISION_HELP)
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the U-Net (worth it on long GPU runs).")
-def train_unet(data, out, profile, encoder, encoder_weights, steps, batch_size, lr, lr_step, lr_gamma, temperature,
+def train_unet(data, out, profile, encoder, encoder_weights, freeze_encoder, steps, batch_size, lr, lr_step, lr_gamma, temperature,
                val_count, val_every, checkpoint_every, workers, hflip, scale_min, color_jitter, seed, device,
                resume, precision, compile_model) -> None:
     """Stage 3: train a U-Net on the synthetic (image, mask) pairs."""
     from pipelines.train_unet import TrainUNetConfig, run_train_unet
 
     summary = run_train_unet(TrainUNetConfig(
-        data=data, out=out, profile=profile, encoder=encoder, encoder_weights=encoder_weights, steps=steps,
+        data=data, out=out, profile=profile, encoder=encoder, encoder_weights=encoder_weights,
+        freeze_encoder=freeze_encoder, steps=steps,
         batch_size=batch_size, lr=lr, lr_step=lr_step, lr_gamma=lr_gamma, temperature=temperature,
         val_count=val_count, val_every=val_every, checkpoint_every=checkpoint_every, workers=workers, hflip=hflip,
         scale_min=scale_min, color_jitter=color_jitter, seed=seed, device=device, resume=resume, precision=precision,
@@ -322,17 +391,31 @@ def eval_command(dataset, model_dir, out, data_root, size, protocol, save_maps, 
 @click.option("--weights", default=None, help="Generator weights (biggan profile: a folder; default: hub cache).")
 @click.option("--pairs", type=POSITIVE_INT, default=None, help="Synthetic pairs (default: embedded 10,000, biggan 100,000).")
 @click.option("--unet-steps", type=POSITIVE_INT, default=None, help="U-Net steps (default: the profile's).")
-@click.option("--discover-steps", type=POSITIVE_INT, default=None, help="Discovery steps (default: the generator's profile).")
+@click.option("--discover-steps", type=POSITIVE_INT, default=None,
+              help="Discovery steps (default: embedded 1,200; otherwise the generator's profile).")
+@click.option("--classes", default=None, help="Stage 2: comma-separated class indices instead of the vote.")
+@click.option("--classifier", default=None,
+              help="Stage 2's voting classifier (default: the generator's; for BigGAN ResNet-18 when its weights "
+                   "are on disk, else MobileNetV2).")
+@click.option("--classifier-weights", default=None, help="Stage 2: the classifier's weights file instead of the default.")
+@click.option("--encoder", default=None, help="Stage 3: the U-Net encoder (default: the profile's).")
+@click.option("--encoder-weights", type=click.Choice(["imagenet", "none"]), default=None,
+              help="Stage 3: the encoder's starting weights (default: the profile's; none trains it from scratch).")
+@click.option("--freeze-encoder/--train-encoder", default=None, help="Stage 3: train the decoder only, or all.")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help=PRECISION_HELP)
-def pipeline(out, data_root, profile, weights, pairs, unet_steps, discover_steps, device, precision) -> None:
+def pipeline(out, data_root, profile, weights, pairs, unet_steps, discover_steps, classes, classifier,
+             classifier_weights, encoder, encoder_weights, freeze_encoder, device, precision) -> None:
     """The main job: discover, synthesize, train, evaluate; each stage skipped when already complete."""
     from pipelines.pipeline import PipelineConfig, run_pipeline
 
     result = run_pipeline(PipelineConfig(out=out, profile=profile, data_root=data_root, device=device,
                                          weights=weights, pairs=pairs, unet_steps=unet_steps,
-                                         discover_steps=discover_steps, precision=precision, log=click.echo))
+                                         discover_steps=discover_steps, classes=parse_int_list(classes),
+                                         classifier=classifier, classifier_weights=classifier_weights,
+                                         encoder=encoder, encoder_weights=encoder_weights,
+                                         freeze_encoder=freeze_encoder, precision=precision, log=click.echo))
     for name, table in result["tables"].items():
         click.echo(f"\n{name}:\n{table.rstrip()}")
     click.echo(f"\nwrote {Path(out) / 'pipeline.json'}")

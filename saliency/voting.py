@@ -36,3 +36,43 @@ def choose_classes(counts: Tensor, fraction: float = 0.25) -> list[int]:
     keep = max(1, math.ceil(fraction * num_classes))
     order = sorted(range(num_classes), key=lambda c: (-int(counts[c]), c))
     return [c for c in order[:keep] if int(counts[c]) > 0]
+
+
+def class_names(classifier_name: str, num_classes: int) -> list[str] | None:
+    """Human names of the classifier's classes, where known (ImageNet's, from torchvision)."""
+    if classifier_name.endswith("-imagenet") and num_classes == 1000:
+        from torchvision.models import ResNet18_Weights
+
+        return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+    return None
+
+
+def run_vote(classifier, dataset, top_k: int = 5, fraction: float = 0.25, device: torch.device | str = "cpu",
+             batch_size: int = 32, progress: bool = True) -> dict:
+    """The paper's vote of ``classifier`` over ``dataset`` (a :class:`SaliencyFolder`): the
+    record that ``classes.json`` holds, with class names and the time it took."""
+    import time
+
+    from saliency.progress import progress_bar
+
+    started = time.perf_counter()
+    model = classifier.model.to(device)
+
+    def batches():
+        with progress_bar(len(dataset), f"vote ({dataset.spec.name} {dataset.split}, {classifier.name})",
+                          enabled=progress) as bar:
+            for start in range(0, len(dataset), batch_size):
+                stop = min(start + batch_size, len(dataset))
+                chunk = [classifier.preprocess(dataset.image(i)) for i in range(start, stop)]
+                bar.update(len(chunk))
+                yield torch.stack(chunk)
+
+    counts, images = count_votes(model, batches(), classifier.num_classes, top_k, device)
+    chosen = choose_classes(counts, fraction)
+    names = class_names(classifier.name, classifier.num_classes)
+    record = {"classifier": classifier.name, "images": images, "data_folder": str(dataset.folder),
+              "counts": {str(c): int(v) for c, v in enumerate(counts.tolist()) if v},
+              "classes": chosen, "seconds": round(time.perf_counter() - started, 1)}
+    if names is not None:
+        record["class_names"] = {str(c): names[c] for c in chosen}
+    return record

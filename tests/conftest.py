@@ -22,6 +22,35 @@ def _few_threads():
     yield
 
 
+SHARED_TFLITE = REPO.parent / "shared" / "weights" / "mobilenet_v2_1.0_224_quant.tflite"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _torch_home(tmp_path_factory):
+    """A torch hub cache of the tests' own (the CLI processes inherit it): the embedded U-Net's
+    ImageNet MobileNetV2 encoder installed from the user's cache or the shared TFLite copy, and
+    nothing else, so no test depends on, or writes to, the user's cache."""
+    from saliency.pretrained import installed_path
+
+    user_copy = installed_path("mobilenet-v2-imagenet")
+    home = tmp_path_factory.mktemp("torch-home")
+    previous = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(home)
+    target = installed_path("mobilenet-v2-imagenet")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if user_copy.is_file():
+        target.write_bytes(user_copy.read_bytes())
+    elif SHARED_TFLITE.is_file():
+        from saliency.pretrained import fetch_weights
+
+        fetch_weights("mobilenet-v2-imagenet", source=SHARED_TFLITE, progress=False)
+    yield home
+    if previous is None:
+        os.environ.pop("TORCH_HOME", None)
+    else:
+        os.environ["TORCH_HOME"] = previous
+
+
 @pytest.fixture(scope="session")
 def scenes64():
     from directions.generators.scenes import ScenesGenerator

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from directions.generators import Generator, available_generators, build_generator
 from directions.generators.biggan import CONFIG_NAME, WEIGHTS_NAME, save_random_weights
@@ -89,6 +90,52 @@ def biggan_folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def biggan(biggan_folder):
     return build_generator("biggan-deep-128", device="cpu", weights=str(biggan_folder))
+
+
+def test_biggan_loader_rebuilds_what_torch_can_and_names_every_other_difference(tmp_path):
+    """A file in the upstream class's own layout: an older torch's spectral-norm ``weight``
+    in place of ``weight_v`` is rebuilt (as torch does); a removed or an added key is refused
+    by name, where the upstream loader (strict=False) would run with a random weight."""
+    import shutil
+    from collections import OrderedDict
+
+    from pytorch_pretrained_biggan import BigGAN, BigGANConfig
+
+    source = save_random_weights(tmp_path / "source", seed=3, config={"channel_width": 8, "num_classes": 20})
+    config = BigGANConfig.from_dict(__import__("json").loads((source / CONFIG_NAME).read_text()))
+    reference = BigGAN(config).eval()
+    state = torch.load(source / WEIGHTS_NAME, weights_only=True)
+    reference.load_state_dict(state)
+    with torch.no_grad():  # spectral norm sets ``weight`` = weight_orig / sigma in each forward
+        reference(torch.zeros(1, config.z_dim), F.one_hot(torch.tensor([0]), 20).float(), 0.4)
+
+    def write(name: str, new_state) -> str:
+        folder = tmp_path / name
+        folder.mkdir()
+        shutil.copy(source / CONFIG_NAME, folder / CONFIG_NAME)
+        torch.save(new_state, folder / WEIGHTS_NAME)
+        return str(folder)
+
+    # an older torch's file: "gen_z.weight" (W / sigma) saved, no "gen_z.weight_v", no version
+    old = OrderedDict(state)
+    old._metadata = OrderedDict((k, dict(v)) for k, v in state._metadata.items())
+    layer = reference.generator.gen_z
+    old["generator.gen_z.weight"] = layer.weight.detach().clone()
+    del old["generator.gen_z.weight_v"]
+    old._metadata["generator.gen_z"].pop("spectral_norm", None)
+    gen = build_generator("biggan-deep-128", device="cpu", weights=write("older-torch", old))
+    z = gen.sample_latents(2, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = (reference(z, F.one_hot(torch.tensor([1, 2]), 20).float(), 0.4) + 1) / 2
+        assert torch.allclose(gen(z, [1, 2]), expected, atol=1e-4)
+
+    removed = OrderedDict(state)
+    removed._metadata = state._metadata
+    del removed["generator.gen_z.weight_v"]  # a current file missing it: nothing can rebuild it
+    removed["generator.extra.weight"] = torch.zeros(3)
+    with pytest.raises(UserError, match=r"missing 1 key\(s\): generator.gen_z.weight_v; "
+                                        r"unexpected 1 key\(s\): generator.extra.weight"):
+        build_generator("biggan-deep-128", weights=write("removed-and-extra", removed))
 
 
 def test_biggan_from_a_weights_folder_gives_finite_images_in_unit_range(biggan):

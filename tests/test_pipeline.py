@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import run_cli
+from conftest import assert_one_line_error, run_cli
 from makers import fixture_dataset
 
 
@@ -35,3 +35,23 @@ def test_pipeline_chains_the_stages_and_skips_finished_ones(tmp_path):
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("skipped") == 5 and "running" not in again.stdout
     assert "| U-Net (test) |" in again.stdout
+
+
+def test_biggan_pipeline_reports_a_missing_classifier_before_any_discovery(tmp_path):
+    """Every stage's inputs are found before stage 1: no hour of discovery, then a missing file."""
+    from directions.generators.biggan import save_random_weights
+
+    weights = save_random_weights(tmp_path / "biggan", config={"channel_width": 8, "num_classes": 1000})
+    root = fixture_dataset(tmp_path / "root")
+    out = tmp_path / "pipe"
+    base = ("pipeline", "--profile", "biggan", "--weights", str(weights), "--data-root", str(root), "--out", str(out),
+            "--device", "cpu")
+    missing = tmp_path / "nowhere" / "resnet18.pth"
+    result = run_cli(*base, "--classifier", "resnet18-imagenet", "--classifier-weights", str(missing))
+    assert_one_line_error(result, str(missing), "not found")
+    assert not (out / "discover").exists()  # not one discovery step ran
+
+    # no ResNet-18 in torchvision's cache and no MobileNetV2 fetched: says what to fetch, still before stage 1
+    result = run_cli(*base, env={"TORCH_HOME": str(tmp_path / "empty-home")})
+    assert_one_line_error(result, "fetch-weights")
+    assert not (out / "discover").exists()

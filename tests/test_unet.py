@@ -149,6 +149,7 @@ def test_eval_on_a_fixture_matches_hand_computed_scores(tmp_path):
     assert result.returncode == 0, result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["dataset"] == "ecssd" and metrics["split"] == "test" and metrics["images"] == 2
+    assert metrics["splits"]["train"]["images"] == 2 and metrics["splits"]["all"]["images"] == 4
     value = round(0.25 * 255) / 255  # the uint8 map holds 64/255 everywhere
     fractions = {}
     for stem in ("0001", "0002", "0003", "0004"):

@@ -40,12 +40,28 @@ def load_torch_weights(path: str | Path, what: str) -> dict:
     return state
 
 
+def _named(keys: list[str], limit: int = 4) -> str:
+    shown = ", ".join(keys[:limit])
+    return f"{shown} and {len(keys) - limit} more" if len(keys) > limit else shown
+
+
 def load_state_dict_strict(module: torch.nn.Module, state: dict, path: str | Path, what: str) -> None:
-    """Load ``state`` into ``module``; a mismatch names the file and the first bad keys."""
+    """Load ``state`` into ``module``, accepting only the differences torch itself rebuilds.
+
+    Torch's own version hooks fill in what older files lack (spectral norm's ``weight_v`` from
+    the ``weight`` an older torch saved, batch norm's ``num_batches_tracked``); whatever is
+    still missing or left over is refused, with the keys named. (Upstream loaders such as
+    pytorch-pretrained-biggan's use ``strict=False``, which leaves a missing weight at its
+    random value without a word.)
+    """
     try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        missing = [k for k in module.state_dict() if k not in state][:3]
-        unexpected = [k for k in state if k not in module.state_dict()][:3]
-        detail = f"missing {missing}, unexpected {unexpected}" if (missing or unexpected) else "shape mismatch"
-        raise UserError(f"{what}: {path} does not fit the architecture ({detail})") from exc
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes that do not fit
+        first = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line][:1]
+        detail = first[0] if first else "shape mismatch"
+        raise UserError(f"{what}: {path} does not fit the architecture ({detail[:200]})") from exc
+    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    if missing or unexpected:
+        parts = ([f"missing {len(missing)} key(s): {_named(missing)}"] if missing else []) + (
+            [f"unexpected {len(unexpected)} key(s): {_named(unexpected)}"] if unexpected else [])
+        raise UserError(f"{what}: {path} does not fit the architecture ({'; '.join(parts)})")

@@ -1,0 +1,144 @@
+"""Third-party weights by name: where they come from, how they are checked, where they are kept.
+
+``saliency fetch-weights NAME`` downloads one to a temporary name, checks its SHA-256 before
+anything reads it, converts it where the project needs another layout (written atomically as
+safetensors), and keeps the result in torch hub's checkpoints folder
+(``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub/checkpoints``), where
+torchvision looks too. Nothing is ever unpickled: the TFLite file is read as a flatbuffer,
+``.pth`` files only by the loaders, with ``weights_only=True``.
+
+``--from FILE`` installs a copy already on disk (the same checks), for machines without a
+network.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from saliency.artifacts import write_safetensors
+from saliency.errors import UserError
+from saliency.fetch import download, sha256_file
+
+
+@dataclass(frozen=True)
+class PretrainedWeights:
+    name: str
+    url: str
+    filename: str  # the file as published
+    sha256: str  # the full digest, or the prefix the publisher gives (torchvision names files by one)
+    installed_name: str  # what the cache keeps
+    convert: Callable[[Path], dict] | None = None  # published file -> state dict (then kept as safetensors)
+    licence: str = ""
+    notes: str = ""
+
+
+def _convert_mobilenet(path: Path) -> dict:
+    from saliency.tflite_mobilenet import convert_mobilenet_v2_tflite
+
+    return convert_mobilenet_v2_tflite(path)
+
+
+CORAL_COMMIT = "104342d2d3480b3e66203073dac24f4e2dbb4c41"
+MOBILENET_SHA256 = "7aad0c74c5e3c06e5eb3c827e13304fdd68a83da6087d92ee169c24ff9fd4776"
+WEIGHTS: dict[str, PretrainedWeights] = {
+    "mobilenet-v2-imagenet": PretrainedWeights(
+        name="mobilenet-v2-imagenet",
+        url=f"https://raw.githubusercontent.com/google-coral/test_data/{CORAL_COMMIT}/mobilenet_v2_1.0_224_quant.tflite",
+        filename="mobilenet_v2_1.0_224_quant.tflite",
+        sha256=MOBILENET_SHA256,
+        installed_name=f"mobilenet_v2-tflite-{MOBILENET_SHA256[:8]}.safetensors",
+        convert=_convert_mobilenet,
+        licence="Apache-2.0 (google-coral/test_data)",
+        notes="uint8 MobileNetV2 1.0 / 224, dequantised into torchvision's mobilenet_v2 layout",
+    ),
+    "resnet18-imagenet": PretrainedWeights(
+        name="resnet18-imagenet",
+        url="https://download.pytorch.org/models/resnet18-f37072fd.pth",
+        filename="resnet18-f37072fd.pth",
+        sha256="f37072fd",  # torchvision publishes the first 8 hex digits, in the file name
+        installed_name="resnet18-f37072fd.pth",
+        licence="BSD-3-Clause (torchvision)",
+        notes="torchvision's ResNet18_Weights.IMAGENET1K_V1",
+    ),
+}
+
+
+def weights_dir() -> Path:
+    """torch hub's checkpoints folder (honours ``TORCH_HOME``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def spec(name: str) -> PretrainedWeights:
+    if name not in WEIGHTS:
+        raise UserError(f"unknown weights {name!r}; known: {', '.join(sorted(WEIGHTS))}")
+    return WEIGHTS[name]
+
+
+def installed_path(name: str) -> Path:
+    """Where ``fetch-weights NAME`` puts the weights (they may not be there yet)."""
+    return weights_dir() / spec(name).installed_name
+
+
+def digest_matches(found: str, expected: str) -> bool:
+    return found.lower().startswith(expected.lower()) and len(expected) >= 8
+
+
+def fetch_weights(name: str, source: str | os.PathLike | None = None, url: str | None = None,
+                  force: bool = False, progress: bool = True) -> Path:
+    """Install weights ``name`` into :func:`weights_dir`; returns the installed file.
+
+    ``source``: a local copy of the published file instead of a download; ``url``: another
+    address for it (a mirror). Either way the digest is checked before anything reads it,
+    and on any failure nothing new is left in the cache.
+    """
+    weights = spec(name)
+    final = installed_path(name)
+    if final.is_file() and not force:
+        return final
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the weights folder {final.parent}: {exc.strerror or exc}") from exc
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=final.parent))
+    try:
+        published = staging / weights.filename
+        if source is not None:
+            source = Path(source)
+            if not source.is_file():
+                raise UserError(f"{name}: {source} not found")
+            found = sha256_file(source)
+            if not digest_matches(found, weights.sha256):
+                raise UserError(f"{name}: {source} has sha256 {found[:16]}..., expected {weights.sha256[:16]}...; "
+                                "not installed")
+            shutil.copyfile(source, published)
+        else:
+            address = url or weights.url
+            if not address.startswith(("http://", "https://")):
+                raise UserError(f"{name}: --url must be an http(s) URL, got {address!r}")
+            found = download(address, published, progress=progress)
+            if not digest_matches(found, weights.sha256):
+                raise UserError(f"{name}: checksum mismatch for {address}: expected sha256 {weights.sha256[:16]}..., "
+                                f"got {found[:16]}...; nothing kept")
+        if weights.convert is not None:
+            state = weights.convert(published)
+            write_safetensors(final, state, {"weights": name, "source": weights.url, "source_sha256": found,
+                                             "licence": weights.licence})
+        else:
+            os.replace(published, final)
+    except OSError as exc:
+        raise UserError(f"cannot install {name} into {final.parent}: {exc.strerror or exc}") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def describe(name: str) -> str:
+    weights = spec(name)
+    return f"{name}: {weights.notes}; {weights.licence}; from {weights.url}"
