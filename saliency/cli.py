@@ -240,10 +240,8 @@ def vote(dataset, split, classifier, classifier_weights, out, data_root, top_k, 
     from saliency.device import resolve_device
     from saliency.voting import run_vote
 
-    folder = open_dataset(dataset, data_root, split)
     model = build_classifier(classifier, classifier_weights)
-    if out.exists() and out.is_dir():
-        raise UserError(f"--out {out} is a folder; give a file name such as classes.json")
+    folder = open_dataset(dataset, data_root, split)
     record = run_vote(model, folder, top_k, class_fraction, resolve_device(device))
     record = {"settings": {"classifier": classifier, "dataset": dataset, "split": split, "top_k": top_k,
                            "fraction": class_fraction}, **record}
@@ -263,24 +261,39 @@ def vote(dataset, split, classifier, classifier_weights, out, data_root, top_k, 
 
 
 @cli.command("fetch-weights")
-@click.argument("name")
+@click.argument("names", nargs=-1, required=True)
 @click.option("--from", "source", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Install a copy already on disk instead of downloading (same checks).")
-@click.option("--url", default=None, help="Another address of the same file (a mirror).")
+              help="Install a copy already on disk instead of downloading (same checks; one NAME).")
+@click.option("--url", default=None, help="Another address of the same file (a mirror; one NAME).")
 @click.option("--force", is_flag=True, help="Install again even if the weights are in the cache.")
-def fetch_weights(name, source, url, force) -> None:
-    """Download a named third-party weight file, check its SHA-256, convert it where needed.
+def fetch_weights(names, source, url, force) -> None:
+    """Download named third-party weights, check their SHA-256, convert where needed.
 
-    Names: mobilenet-v2-imagenet (Google's quantised TFLite MobileNetV2, converted to
-    torchvision's layout), resnet18-imagenet (torchvision's). Kept in torch hub's checkpoints
-    folder ($TORCH_HOME/hub/checkpoints).
+    NAMES: mobilenet-v2-imagenet (Google's quantised TFLite MobileNetV2, converted to
+    torchvision's layout), resnet18-imagenet (torchvision's), kept in torch hub's checkpoints
+    folder ($TORCH_HOME/hub/checkpoints); biggan-deep-128 (the hub repository, into
+    huggingface_hub's cache; its revision and digests recorded at the first download and
+    checked on every later use). `saliency fetch-weights biggan-deep-128 resnet18-imagenet`
+    gets all the paper's profile needs.
     """
-    from saliency.pretrained import fetch_weights as fetch, installed_path, spec
+    from saliency.pretrained import HUB_WEIGHTS, fetch_weights as fetch, installed_path, spec
 
-    spec(name)
-    existed = installed_path(name).is_file()
-    path = fetch(name, source=source, url=url, force=force)
-    click.echo(f"{name}: {'already installed at' if existed and not force else 'installed'} {path}")
+    if (source or url) and len(names) > 1:
+        raise UserError("--from and --url take one NAME")
+    for name in names:  # every name known before anything is fetched
+        if name != HUB_WEIGHTS:
+            spec(name)
+    for name in names:
+        if name == HUB_WEIGHTS:
+            if source or url:
+                raise UserError(f"{name} comes through huggingface_hub: --from and --url do not apply "
+                                "(set HF_ENDPOINT for a mirror, or pass --weights DIR to the commands)")
+            record = fetch(name)
+            click.echo(f"{name}: in huggingface_hub's cache; revision and SHA-256 recorded in {record}")
+            continue
+        existed = installed_path(name).is_file()
+        path = fetch(name, source=source, url=url, force=force)
+        click.echo(f"{name}: {'already installed at' if existed and not force else 'installed'} {path}")
 
 
 @cli.command("fetch-data")

@@ -70,6 +70,19 @@ WEIGHTS: dict[str, PretrainedWeights] = {
 }
 
 
+# Fetched through huggingface_hub into its cache, where the generator looks; no published digest.
+HUB_WEIGHTS = "biggan-deep-128"
+
+
+def fetch_biggan() -> Path:
+    """Download BigGAN-deep-128 into huggingface_hub's cache; the first download records the
+    revision and the files' SHA-256, later ones check them. Returns the recorded digests' file."""
+    from directions.generators.biggan import DIGESTS_NAME, hub_repo_folder, resolve_weight_files
+
+    resolve_weight_files(None)
+    return hub_repo_folder() / DIGESTS_NAME
+
+
 def weights_dir() -> Path:
     """torch hub's checkpoints folder (honours ``TORCH_HOME``)."""
     return Path(torch.hub.get_dir()) / "checkpoints"
@@ -77,7 +90,8 @@ def weights_dir() -> Path:
 
 def spec(name: str) -> PretrainedWeights:
     if name not in WEIGHTS:
-        raise UserError(f"unknown weights {name!r}; known: {', '.join(sorted(WEIGHTS))}")
+        known = ", ".join(sorted([*WEIGHTS, HUB_WEIGHTS]))
+        raise UserError(f"unknown weights {name!r}; known: {known}")
     return WEIGHTS[name]
 
 
@@ -98,6 +112,8 @@ def fetch_weights(name: str, source: str | os.PathLike | None = None, url: str |
     address for it (a mirror). Either way the digest is checked before anything reads it,
     and on any failure nothing new is left in the cache.
     """
+    if name == HUB_WEIGHTS:
+        return fetch_biggan()
     weights = spec(name)
     final = installed_path(name)
     if final.is_file() and not force:
@@ -137,8 +153,3 @@ def fetch_weights(name: str, source: str | os.PathLike | None = None, url: str |
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final
-
-
-def describe(name: str) -> str:
-    weights = spec(name)
-    return f"{name}: {weights.notes}; {weights.licence}; from {weights.url}"

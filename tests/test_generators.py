@@ -17,6 +17,7 @@ from directions.generators.biggan import CONFIG_NAME, WEIGHTS_NAME, save_random_
 from directions.generators.dcgan_faces import CHECKPOINT_KEY, DCGANFaces
 from saliency.device import resolve_device
 from saliency.errors import UserError
+from conftest import run_cli
 
 HAS_FACES = importlib.util.find_spec("gan_face_generate") is not None
 
@@ -179,8 +180,10 @@ class _HubHandler(http.server.BaseHTTPRequestHandler):
 
     def _answer(self, body: bool) -> None:
         type(self).requests.append(f"{self.command} {self.path}")
-        prefix = "/osanseviero/BigGAN-deep-128/resolve/main/"
-        name = self.path[len(prefix):] if self.path.startswith(prefix) else None
+        prefix = "/osanseviero/BigGAN-deep-128/resolve/"
+        revision, _, name = self.path[len(prefix):].partition("/") if self.path.startswith(prefix) else ("", "", None)
+        if revision not in ("main", self.commit):
+            name = None
         if name not in self.files:
             self.send_response(404)
             self.send_header("X-Error-Code", "EntryNotFound")
@@ -234,6 +237,42 @@ def test_biggan_downloads_from_the_hub_then_loads_offline_from_its_cache(
         reference = biggan(z, [7])
         assert torch.equal(online(z, [7]), reference)
         assert torch.equal(offline(z, [7]), reference)
+
+
+def test_fetch_weights_biggan_records_revision_and_digests_then_checks_them(biggan_folder, tmp_path, monkeypatch):
+    """No published digests: the first download records them (and the revision), later uses
+    load that revision and refuse a file that changed."""
+    import json
+
+    from directions.generators.biggan import DIGESTS_NAME
+
+    _HubHandler.files = {name: (biggan_folder / name).read_bytes() for name in (CONFIG_NAME, WEIGHTS_NAME)}
+    _HubHandler.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HubHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cache = tmp_path / "hub"
+    env = {"HF_HUB_CACHE": str(cache), "HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}", "HF_HUB_OFFLINE": "0"}
+    try:
+        first = run_cli("fetch-weights", "biggan-deep-128", env=env)
+        assert first.returncode == 0, first.stderr
+        record_path = cache / "models--osanseviero--BigGAN-deep-128" / DIGESTS_NAME
+        record = json.loads(record_path.read_text())
+        assert record["revision"] == _HubHandler.commit
+        assert record["files"][WEIGHTS_NAME] == hashlib.sha256(_HubHandler.files[WEIGHTS_NAME]).hexdigest()
+        _HubHandler.requests = []
+        again = run_cli("fetch-weights", "biggan-deep-128", env=env)
+        assert again.returncode == 0, again.stderr
+        # the recorded commit, not "main": huggingface_hub serves a cached commit without asking
+        assert not any("/resolve/main/" in r for r in _HubHandler.requests), _HubHandler.requests
+    finally:
+        server.shutdown()
+        server.server_close()
+    cached = next(cache.glob("models--osanseviero--BigGAN-deep-128/snapshots/*/" + WEIGHTS_NAME)).resolve()
+    cached.write_bytes(cached.read_bytes()[:-1] + b"\x01")  # the cached file changed under us
+    for key, value in {**env, "HF_HUB_OFFLINE": "1"}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(UserError, match="recorded at the first download"):
+        build_generator("biggan-deep-128", device="cpu")
 
 
 def test_biggan_offline_without_weights_says_what_to_put_where(tmp_path, monkeypatch):

@@ -266,3 +266,14 @@ def test_mobilenet_encoder_takes_the_converted_weights_and_freezes(tmp_path, mon
     after = net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in after if k.startswith("encoder."))  # incl. BN statistics
     assert any(not torch.equal(before[k], after[k]) for k in after if k.startswith("decoder."))
+
+
+def test_vote_refuses_bad_input_in_one_line(tmp_path):
+    cases = ((("--classifier", "vgg-imagenet", "--out", str(tmp_path / "a.json"), "--data-root", str(tmp_path)),
+              "unknown classifier 'vgg-imagenet'"),
+             (("--classifier", "scenes-shapes", "--out", str(tmp_path)), "is a directory"),
+             (("--classifier", "scenes-shapes", "--out", str(tmp_path / "b.json"), "--data-root",
+               str(tmp_path / "nowhere")), "nowhere"))
+    for args, needle in cases:
+        assert_one_line_error(run_cli("vote", *args), needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written

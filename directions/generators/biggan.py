@@ -54,10 +54,12 @@ def resolve_weight_files(weights: str | os.PathLike | None) -> tuple[Path, Path]
     except ImportError as exc:  # pragma: no cover - a declared dependency
         raise UserError("biggan-deep-128 needs huggingface_hub: pip install huggingface_hub") from exc
     # Read at call time (huggingface_hub reads its variables once, at import).
+    record = _read_digest_record()
     options = {
         "cache_dir": os.environ.get("HF_HUB_CACHE") or None,
         "endpoint": os.environ.get("HF_ENDPOINT") or None,
         "local_files_only": _hub_offline(),
+        "revision": record["revision"] if record else None,  # pinned at the first download
     }
     try:
         config = hf_hub_download(HUB_REPO, CONFIG_NAME, **options)
@@ -68,7 +70,51 @@ def resolve_weight_files(weights: str | os.PathLike | None) -> tuple[Path, Path]
             f"{WEIGHTS_NAME} from https://huggingface.co/{HUB_REPO} in a folder and pass "
             f"--weights DIR, or go online once so huggingface_hub caches them"
         ) from exc
+    _check_digests(Path(config), Path(model), record)
     return Path(config), Path(model)
+
+
+# The hub repository publishes no digests that could be pinned here, offline. So the first
+# download records the revision it got and both files' SHA-256 (trust on first use), in the
+# hub cache beside the files; every later use loads that revision and checks the digests.
+DIGESTS_NAME = "gan-saliency-digests.json"
+
+
+def hub_repo_folder() -> Path:
+    from huggingface_hub import constants
+
+    cache = os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE
+    return Path(cache) / ("models--" + HUB_REPO.replace("/", "--"))
+
+
+def _read_digest_record() -> dict | None:
+    path = hub_repo_folder() / DIGESTS_NAME
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(record.get("files"), dict) or not isinstance(record.get("revision"), str):
+            raise ValueError("fields")
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+        raise UserError(f"{path} is damaged; remove it to record the digests again") from exc
+    return record
+
+
+def _check_digests(config: Path, model: Path, record: dict | None) -> None:
+    from saliency.artifacts import write_json
+    from saliency.fetch import sha256_file
+
+    found = {CONFIG_NAME: sha256_file(config), WEIGHTS_NAME: sha256_file(model)}
+    path = hub_repo_folder() / DIGESTS_NAME
+    if record is None:
+        write_json(path, {"repository": HUB_REPO, "revision": model.parent.name, "files": found,
+                          "note": "recorded at the first download (trust on first use); checked on every use"})
+        return
+    for name, digest in found.items():
+        if record["files"].get(name) != digest:
+            raise UserError(f"biggan-deep-128: {name} in the hub cache has sha256 {digest[:16]}..., not the "
+                            f"{str(record['files'].get(name))[:16]}... recorded at the first download ({path}); "
+                            "if the repository really changed, remove that file")
 
 
 def _biggan_package():
