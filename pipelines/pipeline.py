@@ -157,13 +157,19 @@ def check_inputs(config: PipelineConfig, profile: PipelineProfile, data_root: Pa
         resolve_weight_files(config.weights)
     else:
         get_factory(profile.generator)
-    if config.classes is None:
+    out = Path(config.out)
+    voted = (out / "synthesize" / "classes.json").is_file() or _synthesis_complete(
+        out / "synthesize", config.pairs or profile.pairs)
+    if config.classes is None and not voted:
         name = config.classifier
         if name is None:
             name, why = default_classifier(profile.generator)
             log(f"[synthesize] class vote with {name}: {why}")
         build_classifier(name, config.classifier_weights)  # loads the weights now: a bad file fails here
-    converted_encoder_weights(resolve_architecture(profile.unet_profile, config.encoder, config.encoder_weights))
+    from pipelines.train_unet import is_complete as unet_complete
+
+    if not unet_complete(out / "unet"):
+        converted_encoder_weights(resolve_architecture(profile.unet_profile, config.encoder, config.encoder_weights))
 
 
 def _synthesis_complete(folder: Path, pairs: int) -> bool:

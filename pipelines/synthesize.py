@@ -127,21 +127,28 @@ def load_background_direction(run_dir: Path, summary: dict, latent_dim: int) -> 
 
 def vote_for_classes(config: SynthesizeConfig, generator_name: str, generator: Generator, out: Path,
                      log=print) -> dict:
-    """Run (or reuse) the class vote; returns the content of classes.json."""
+    """Run (or reuse) the class vote; returns the content of classes.json.
+
+    A finished vote is reused when its settings match; without --classifier, whichever
+    classifier made it (so a resumed synthesis needs no classifier weights)."""
+    cached = out / CLASSES_NAME
+    previous = None
+    if cached.is_file():
+        try:
+            previous = json.loads(cached.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            previous = None
+    wanted = {"dataset": config.dataset, "split": config.split, "top_k": config.top_k,
+              "fraction": config.class_fraction}
+    if isinstance(previous, dict) and isinstance(previous.get("settings"), dict):
+        settings = previous["settings"]
+        if {k: settings.get(k) for k in wanted} == wanted and config.classifier in (None, settings.get("classifier")):
+            return previous
     if config.classifier:
         classifier_name, why = config.classifier, "--classifier"
     else:
         classifier_name, why = default_classifier(generator_name)
-    settings = {"classifier": classifier_name, "dataset": config.dataset, "split": config.split,
-                "top_k": config.top_k, "fraction": config.class_fraction}
-    cached = out / CLASSES_NAME
-    if cached.is_file():
-        try:
-            previous = json.loads(cached.read_text(encoding="utf-8"))
-            if previous.get("settings") == settings:
-                return previous
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            pass
+    settings = {"classifier": classifier_name, **wanted}
     classifier = build_classifier(classifier_name, config.classifier_weights)
     if classifier.num_classes != generator.num_classes:
         raise UserError(f"classifier {classifier_name} has {classifier.num_classes} classes, "

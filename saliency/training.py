@@ -197,6 +197,8 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
     identity = {"architecture": asdict(arch),
                 "settings": {**asdict(settings), "steps": None, "workers": None, "compile": None},
                 "data_pairs": len(pairs), "data_manifest_sha": _manifest_digest(data)}
+    if not settings.freeze_encoder:  # the identity checkpoints had before the setting existed
+        identity["settings"].pop("freeze_encoder")
     start = 0
     checkpoint_path = out / CHECKPOINT_NAME
     metrics_path = out / METRICS_NAME

@@ -107,8 +107,14 @@ def _check_digests(config: Path, model: Path, record: dict | None) -> None:
     found = {CONFIG_NAME: sha256_file(config), WEIGHTS_NAME: sha256_file(model)}
     path = hub_repo_folder() / DIGESTS_NAME
     if record is None:
-        write_json(path, {"repository": HUB_REPO, "revision": model.parent.name, "files": found,
-                          "note": "recorded at the first download (trust on first use); checked on every use"})
+        try:
+            write_json(path, {"repository": HUB_REPO, "revision": model.parent.name, "files": found,
+                              "note": "recorded at the first download (trust on first use); checked on every use"})
+        except (UserError, OSError) as exc:  # a read-only shared cache: load, unrecorded, and say so
+            import warnings
+
+            warnings.warn(f"biggan-deep-128: cannot record the weights' digests in {path} ({exc}); "
+                          "they are not checked", stacklevel=2)
         return
     for name, digest in found.items():
         if record["files"].get(name) != digest:
