@@ -33,7 +33,6 @@ from saliency.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 SCENES_CLASSIFIER_DIR = REPO / "checkpoints" / "scenes-classifier"
-RESNET18_FILE = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weights.IMAGENET1K_V1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -156,7 +155,10 @@ GENERATOR_CLASSIFIERS = {
 
 
 def resnet18_weights_path() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / RESNET18_FILE
+    """Where torchvision (and ``fetch-weights resnet18-imagenet``) keeps the weights."""
+    from saliency.pretrained import installed_path
+
+    return installed_path("resnet18-imagenet")
 
 
 def default_classifier(generator: str) -> tuple[str, str]:

@@ -27,10 +27,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from saliency.classifiers import IMAGENET_MEAN, IMAGENET_STD
 from saliency.errors import UserError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 BN_EPS = 1e-5  # torchvision's MobileNetV2 BatchNorm eps
 # torchvision's inverted-residual settings (t, c, n, s) for width 1.0
 INVERTED_RESIDUAL_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import SHARED_TFLITE as TFLITE
 from conftest import assert_one_line_error, run_cli
 from saliency.errors import UserError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-TFLITE = SHARED / "weights" / "mobilenet_v2_1.0_224_quant.tflite"
+SHARED = TFLITE.parents[1]
 ECSSD = SHARED / "datasets" / "ECSSD"
 needs_tflite = pytest.mark.skipif(not TFLITE.is_file(), reason="needs ../shared/weights/mobilenet_v2_1.0_224_quant.tflite")
 
