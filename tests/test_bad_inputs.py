@@ -1,9 +1,10 @@
-"""The bad-input matrix: the real CLI, as a subprocess, on inputs broken one way each.
+"""The bad-input matrix: the real CLI, a process per case, on inputs broken one way each.
 
 Every case must end with one stderr line that names the problem (and the file), a non-zero
 exit, no traceback, nothing in its output folder that a later run would trust, and every
 prepared input byte-for-byte as it was. The processes run a few at a time (each case's
-thread only waits on its own process), so the matrix costs about what two cores can do.
+thread only waits on its own process), forked from a server that imported torch and the
+project once (tests/cli_forkserver.py): the imports were most of the matrix's time.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import pickle
 import shlex
 import shutil
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cli_forkserver import ForkServer
 from conftest import REPO, assert_one_line_error
 from makers import constant_model, fixture_dataset, flip_bit, known_direction_run, synthesize_pairs, truncate
 
@@ -390,21 +391,11 @@ def _snapshot(folder: Path) -> dict[str, str]:
             for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
-# The CLI with a cap on the size of any file it writes (ulimit -f), set inside the process
-# itself (preexec_fn is unsafe from the matrix's threads). Past the cap a write fails with
-# EFBIG, as it would with ENOSPC on a full disk.
-LIMITED_CLI = ("import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
-               "resource.setrlimit(resource.RLIMIT_FSIZE, ({0}, {0})); sys.argv[0] = 'saliency'; "
-               "runpy.run_module('saliency.cli', run_name='__main__')")
-
-
-def _run(case: Case, paths: dict, out: Path, env: dict) -> subprocess.CompletedProcess:
-    launcher = ["-c", LIMITED_CLI.format(case.file_limit)] if case.file_limit else ["-m", "saliency.cli"]
-    args = [sys.executable, *launcher, *shlex.split(case.command.format(out=out, **paths))]
-    try:
-        return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    except subprocess.TimeoutExpired:  # a bad input that was not refused: it went to work instead
-        return subprocess.CompletedProcess(args, 0, "", "still running after 120 s: the input was not refused")
+def _run(server: ForkServer, case: Case, paths: dict, out: Path) -> subprocess.CompletedProcess:
+    """One case as its own process, forked from a server that has the imports done already;
+    ``file_limit`` caps the size of any file it writes (ulimit -f): past the cap a write fails
+    with EFBIG, as it would with ENOSPC on a full disk."""
+    return server.run(shlex.split(case.command.format(out=out, **paths)), REPO, case.file_limit, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -423,8 +414,8 @@ def matrix(request, tmp_path_factory):
     cases = [case for case in CASES if case.id in selected and not (unwritable is None and "unwritable" in case.id)]
     outs = {case.id: base / "outs" / case.id.replace("/", "--") for case in cases}
     (base / "outs").mkdir()
-    with ThreadPoolExecutor(max_workers=min(4, max(2, os.cpu_count() or 1))) as pool:
-        futures = {case.id: pool.submit(_run, case, paths, outs[case.id], env) for case in cases}
+    with ForkServer(env) as server, ThreadPoolExecutor(max_workers=min(4, max(2, os.cpu_count() or 1))) as pool:
+        futures = {case.id: pool.submit(_run, server, case, paths, outs[case.id]) for case in cases}
         results = {name: future.result() for name, future in futures.items()}
     yield {"paths": paths, "results": results, "outs": outs, "before": before, "after": _snapshot(base / "inputs"),
            "unwritable": unwritable}
