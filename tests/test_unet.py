@@ -134,6 +134,10 @@ def test_train_unet_writes_a_model_folder(tiny_model):
     assert meta["settings"]["temperature"] == 10.0 and meta["settings"]["lr"] == 0.005
     assert meta["data"]["resolution"] == [32, 32] and meta["data"]["classes"] == [0, 1, 2]
     assert set(meta["validation"]) == {"val_loss", "val_mae", "val_iou"}
+    card = meta["card"]  # the model card: what it is and what it was made from
+    assert card["generator"] == "scenes" and card["training_data"]["pairs"] == 300 and card["classes"] == [0, 1, 2]
+    assert "no human labels" in card["summary"] and "not photographs" in card["limitations"]
+    assert card["evaluations"] == {} or set(card["evaluations"]) <= {"ecssd", "scenes"}
     for name in ("model.safetensors", "loss_curve.png", "checkpoint.safetensors", "config.json"):
         assert (tiny_model / name).is_file(), name
     steps = [json.loads(line)["step"] for line in (tiny_model / "metrics.jsonl").read_text().splitlines()]

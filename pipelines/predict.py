@@ -1,0 +1,263 @@
+"""``saliency predict``: a trained model applied to folders of the user's own images.
+
+    saliency predict --model checkpoints/pipeline/unet photos/ more/*.jpg --out maps/
+    saliency predict --model owner/name photos/ --out cutouts/ --save map,mask,cutout,overlay
+
+Each image ``photos/a/b.jpg`` gives ``OUT/photos/a/b.<kind>.png`` per requested kind (its path
+relative to the current folder, or from the root for one outside it). Inputs are read as a
+stream (DataLoader workers decode and resize while the model runs; batches of one padded
+shape), so memory does not grow with the number of images. A file whose outputs all exist is
+skipped unread (``--overwrite`` redoes it), so a killed run resumes where it stopped; every
+output is written to a temporary name and renamed. A file that cannot be read is skipped with
+one warning line and counted; the exit status is then 1.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from saliency.artifacts import atomic_path
+from saliency.detector import (DEFAULT_BATCH, PreparedImage, SaliencyDetector, as_rgb_array, cutout_image,
+                               map_to_uint8, overlay_image, prepare_image)
+from saliency.errors import UserError
+from saliency.progress import progress_bar
+
+KINDS = ("map", "mask", "cutout", "overlay")
+GLOB_CHARACTERS = set("*?[")
+
+
+def image_extensions() -> frozenset[str]:
+    """Suffixes of the image types Pillow can open (not those it can only write)."""
+    Image.init()
+    return frozenset(ext.lower() for ext, kind in Image.registered_extensions().items() if kind in Image.OPEN)
+
+
+@dataclass
+class PredictConfig:
+    model: str
+    inputs: list[str]
+    out: Path
+    save: tuple[str, ...] = ("map",)
+    threshold: float = 0.5
+    size: int | None = None
+    batch_size: int = DEFAULT_BATCH
+    workers: int | None = None  # decoding processes; default: 1 per 2 CPU cores beyond the model's, at least 1
+    overwrite: bool = False
+    device: str = "auto"
+    precision: str = "auto"
+    progress: bool = True
+    warn: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
+
+
+# ---------------------------------------------------------------------------------- inputs
+def _walk(folder: Path, extensions: frozenset[str]) -> Iterator[Path]:
+    """Image files under ``folder``, depth first, as the file system lists them (nothing sorted,
+    so nothing held but the open directories)."""
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        try:
+            with os.scandir(current) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=True):
+                        stack.append(Path(entry.path))
+                    elif entry.is_file(follow_symlinks=True) and os.path.splitext(entry.name)[1].lower() in extensions:
+                        yield Path(entry.path)
+        except OSError as exc:
+            raise UserError(f"cannot list {current} ({exc.strerror or type(exc).__name__})") from exc
+
+
+def iter_images(inputs: list[str], extensions: frozenset[str]) -> Iterator[Path]:
+    """Every image the arguments name: files as given, folders recursively, globs expanded."""
+    for argument in inputs:
+        path = Path(argument)
+        if path.is_dir():
+            yield from _walk(path, extensions)
+        elif path.is_file():
+            yield path
+        elif GLOB_CHARACTERS & set(argument):
+            for match in glob.iglob(argument, recursive=True):
+                found = Path(match)
+                if found.is_dir():
+                    yield from _walk(found, extensions)
+                elif found.is_file() and found.suffix.lower() in extensions:
+                    yield found
+
+
+def relative_output(image: Path) -> Path:
+    """The input's path relative to the current folder, or from the root if outside it."""
+    absolute = Path(os.path.abspath(image))
+    try:
+        return absolute.relative_to(Path.cwd())
+    except ValueError:
+        return absolute.relative_to(absolute.anchor)
+
+
+def outputs_for(image: Path, out: Path, kinds: tuple[str, ...]) -> dict[str, Path]:
+    relative = relative_output(image)
+    return {kind: out / relative.parent / f"{relative.stem}.{kind}.png" for kind in kinds}
+
+
+def check_inputs(config: PredictConfig, extensions: frozenset[str]) -> int:
+    """Every argument exists, OUT is not inside an input folder, two inputs never share an
+    output, and there is at least one image. Returns the number of images (one pass, cheap)."""
+    out = Path(os.path.abspath(config.out))
+    for argument in config.inputs:
+        path = Path(argument)
+        if not path.exists() and not (GLOB_CHARACTERS & set(argument)):
+            raise UserError(f"{argument}: no such file or folder")
+        if path.is_dir():
+            folder = Path(os.path.abspath(path))
+            if out == folder or folder in out.parents:
+                raise UserError(f"--out {config.out} is inside the input folder {argument}: the outputs would be "
+                                "read as inputs; choose an output folder outside it")
+    count = 0
+    folder, names = None, {}  # the stems seen in the current folder (inputs come a folder at a time)
+    for image in iter_images(config.inputs, extensions):
+        count += 1
+        key = relative_output(image)
+        if key.parent != folder:
+            folder, names = key.parent, {}
+        earlier = names.setdefault(key.stem, image)
+        if os.path.abspath(earlier) != os.path.abspath(image):
+            raise UserError(f"{earlier} and {image} would both write {config.out / key.parent / key.stem}.*.png; "
+                            "rename one or predict them in two runs")
+    if count == 0:
+        raise UserError(f"no images in {' '.join(config.inputs)} (looked for {', '.join(sorted(extensions)[:8])}, ...)")
+    return count
+
+
+# ------------------------------------------------------------------------- reading, in workers
+@dataclass
+class Item:
+    path: Path
+    outputs: dict[str, Path]
+    prepared: PreparedImage | None = None
+    pixels: np.ndarray | None = None  # the full-size image, only when a cutout or overlay needs it
+    done: bool = False  # every output already there
+    error: str | None = None
+
+
+class ImageStream(torch.utils.data.IterableDataset):
+    """Reads, resizes and pads the inputs; worker w of W takes every W-th file."""
+
+    def __init__(self, config: PredictConfig, size: int, stride: int, extensions: frozenset[str]) -> None:
+        self.config, self.size, self.stride, self.extensions = config, size, stride, extensions
+
+    def __iter__(self) -> Iterator[Item]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        keep_pixels = bool({"cutout", "overlay"} & set(self.config.save))
+        for index, path in enumerate(iter_images(self.config.inputs, self.extensions)):
+            if index % workers != worker:
+                continue
+            outputs = outputs_for(path, self.config.out, self.config.save)
+            if not self.config.overwrite and all(target.is_file() for target in outputs.values()):
+                yield Item(path, outputs, done=True)
+                continue
+            try:
+                pixels = as_rgb_array(path)
+                prepared = prepare_image(pixels, self.size, self.stride)
+            except UserError as exc:
+                yield Item(path, outputs, error=str(exc))
+                continue
+            except (OSError, ValueError, MemoryError) as exc:
+                yield Item(path, outputs, error=f"{path}: unreadable image ({exc})")
+                continue
+            yield Item(path, outputs, prepared, pixels if keep_pixels else None)
+
+
+def _as_is(item: Item) -> Item:
+    return item
+
+
+def default_workers() -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cores // 2))
+
+
+# --------------------------------------------------------------------------------- the run
+def _write(item: Item, saliency_map: np.ndarray, threshold: float) -> None:
+    for kind, target in item.outputs.items():
+        if kind == "map":
+            image = Image.fromarray(map_to_uint8(saliency_map))
+        elif kind == "mask":
+            image = Image.fromarray((saliency_map >= threshold).astype(np.uint8) * 255)
+        elif kind == "cutout":
+            image = cutout_image(item.pixels, saliency_map)
+        else:
+            image = overlay_image(item.pixels, saliency_map)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target, durable=False) as tmp:
+            image.save(tmp, format="PNG")
+
+
+def run_predict(config: PredictConfig) -> dict:
+    unknown = [kind for kind in config.save if kind not in KINDS]
+    if unknown or not config.save:
+        raise UserError(f"--save takes a comma-separated list of {', '.join(KINDS)}; got {','.join(config.save)}")
+    if not 0.0 < config.threshold < 1.0:
+        raise UserError(f"--threshold must be between 0 and 1, got {config.threshold}")
+    if not config.inputs:
+        raise UserError("no inputs: name image files, folders or globs")
+    extensions = image_extensions()
+    total = check_inputs(config, extensions)
+    detector = SaliencyDetector.load(config.model, config.device, config.precision, config.size, config.batch_size)
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create --out {out} ({exc.strerror or type(exc).__name__})") from exc
+    if not os.access(out, os.W_OK):
+        raise UserError(f"--out {out} is not writable")
+
+    workers = default_workers() if config.workers is None else config.workers
+    stream = ImageStream(config, detector.size, detector.stride, extensions)
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers, collate_fn=_as_is,
+                                         prefetch_factor=4 * config.batch_size if workers else None,
+                                         persistent_workers=False)
+    counts = {"written": 0, "already_done": 0, "skipped": 0}
+    started = time.perf_counter()
+    pending: list[Future] = []
+    with progress_bar(total, "predict", enabled=config.progress, unit="img") as bar, \
+            ThreadPoolExecutor(max_workers=1) as writer:
+
+        def readable() -> Iterator[tuple[Item, PreparedImage]]:
+            for item in loader:
+                if item.done:
+                    counts["already_done"] += 1
+                    bar.update(1)
+                elif item.error is not None:
+                    counts["skipped"] += 1
+                    bar.clear()
+                    config.warn(f"saliency: warning: skipped {item.error}")
+                    bar.update(1)
+                else:
+                    yield item, item.prepared
+
+        for item, saliency_map in detector.maps(readable()):
+            item.prepared = None
+            pending.append(writer.submit(_write, item, saliency_map, config.threshold))
+            if len(pending) > 2 * config.batch_size:  # bounded: the writer keeps up or the model waits
+                pending.pop(0).result()
+            counts["written"] += 1
+            bar.update(1)
+        for future in pending:
+            future.result()
+    seconds = time.perf_counter() - started
+    return {**counts, "images": total, "seconds": round(seconds, 2),
+            "images_per_second": round(counts["written"] / seconds, 2) if seconds > 0 else 0.0,
+            "out": str(out), "device": str(detector.device), "precision": detector.precision}

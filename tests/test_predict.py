@@ -1,0 +1,344 @@
+"""`saliency predict`, the Python API (`SaliencyDetector`), Hub models and ONNX export."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, assert_one_line_error, run_cli
+from makers import random_model, real_ecssd_root, truncate
+
+SHARED_ECSSD = REPO.parent / "shared" / "datasets" / "ECSSD"
+needs_ecssd = pytest.mark.skipif(not SHARED_ECSSD.is_dir(), reason="../shared/datasets/ECSSD is not beside the repo")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return random_model(tmp_path_factory.mktemp("model") / "unet")
+
+
+def _photos(folder: Path) -> list[Path]:
+    """Images of several sizes and modes in nested folders: RGB JPEG, gray PNG, RGBA PNG."""
+    rng = np.random.default_rng(0)
+    (folder / "sub" / "deeper").mkdir(parents=True)
+    made = []
+    for name, size, mode in (("a.jpg", (90, 60), "RGB"), ("sub/b.png", (50, 77), "L"),
+                             ("sub/deeper/c.png", (64, 64), "RGBA"), ("sub/d.jpeg", (40, 120), "RGB")):
+        channels = {"RGB": 3, "L": 1, "RGBA": 4}[mode]
+        pixels = rng.integers(0, 255, (size[1], size[0], channels), dtype=np.uint8)
+        Image.fromarray(pixels.squeeze(), mode=mode).save(folder / name)
+        made.append(folder / name)
+    (folder / "notes.txt").write_text("not an image, not an image type: never read")
+    return made
+
+
+def test_predict_writes_every_kind_mirroring_the_inputs(model, tmp_path):
+    photos = _photos(tmp_path / "photos")
+    out = tmp_path / "out"
+    result = run_cli("predict", "--model", str(model), "photos", "--out", str(out), "--save", "map,mask,cutout,overlay",
+                     "--threshold", "0.4", "--device", "cpu", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "wrote 4 image(s)" in result.stdout and "0 skipped" in result.stdout
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    expected = sorted(f"{p.relative_to(tmp_path).with_suffix('')}.{kind}.png" for p in photos
+                      for kind in ("map", "mask", "cutout", "overlay"))
+    assert written == expected
+    from saliency import SaliencyDetector
+
+    detector = SaliencyDetector.load(model, device="cpu")
+    for photo in photos:
+        stem = out / photo.relative_to(tmp_path).with_suffix("")
+        original = Image.open(photo)
+        saliency_map = np.asarray(Image.open(f"{stem}.map.png"))
+        assert saliency_map.shape == (original.height, original.width) and saliency_map.dtype == np.uint8
+        assert saliency_map.std() > 0  # not a constant
+        np.testing.assert_array_equal(saliency_map, np.clip(np.round(detector.predict(photo) * 255), 0, 255))
+        mask = np.asarray(Image.open(f"{stem}.mask.png"))
+        assert set(np.unique(mask)) <= {0, 255}
+        assert ((mask == 255) == (detector.predict(photo) >= 0.4)).all()
+        cutout = Image.open(f"{stem}.cutout.png")
+        assert cutout.mode == "RGBA" and cutout.size == original.size
+        np.testing.assert_array_equal(np.asarray(cutout)[:, :, 3], saliency_map)
+        np.testing.assert_array_equal(np.asarray(cutout)[:, :, :3], np.asarray(original.convert("RGB")))
+        overlay = Image.open(f"{stem}.overlay.png")
+        assert overlay.mode == "RGB" and overlay.size == original.size
+
+
+def test_a_rerun_skips_finished_images_and_overwrite_redoes_them(model, tmp_path):
+    _photos(tmp_path / "photos")
+    out = tmp_path / "out"
+    first = run_cli("predict", "--model", str(model), "photos", "--out", str(out), "--device", "cpu", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+    (out / "photos" / "sub" / "b.map.png").unlink()  # as if killed before this one
+    again = run_cli("predict", "--model", str(model), "photos", "--out", str(out), "--device", "cpu", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "wrote 1 image(s)" in again.stdout and "3 already done" in again.stdout
+    assert all(p.stat().st_mtime_ns == stamp for p, stamp in stamps.items() if p.name != "b.map.png")
+    redo = run_cli("predict", "--model", str(model), "photos", "--out", str(out), "--overwrite", "--device", "cpu",
+                   cwd=tmp_path)
+    assert redo.returncode == 0 and "wrote 4 image(s)" in redo.stdout
+    assert all(p.stat().st_mtime_ns != stamp for p, stamp in stamps.items() if p.exists())
+
+
+def test_bad_files_are_skipped_with_one_warning_each_and_the_run_goes_on(model, tmp_path):
+    photos = tmp_path / "photos"
+    _photos(photos)
+    (photos / "empty.jpg").write_bytes(b"")
+    truncate(photos / "a.jpg", 0.5)
+    (photos / "lies.png").write_text("a text file named like an image")
+    Image.new("1", (9_000, 5_000)).save(photos / "huge.png")  # 45 megapixels in a few kilobytes
+    out = tmp_path / "out"
+    result = run_cli("predict", "--model", str(model), str(photos), "--out", str(out), "--save", "map,cutout",
+                     "--workers", "2", "--device", "cpu")
+    assert result.returncode == 1, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("saliency: warning: skipped")]
+    assert len(warnings) == 4, result.stderr
+    for name in ("empty.jpg", "a.jpg", "lies.png", "huge.png"):
+        assert sum(name in line for line in warnings) == 1, (name, warnings)
+    assert "Traceback" not in result.stderr
+    assert "wrote 3 image(s)" in result.stdout and "4 skipped" in result.stdout
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) == 6 and not [p for p in files if p.name.startswith(".") or ".tmp" in p.name]
+
+
+@pytest.mark.parametrize("case", ["not-a-model", "out-inside-input", "no-images", "missing-input", "bad-kind",
+                                  "same-stem"])
+def test_refusals_are_one_line_and_write_nothing(case, model, tmp_path):
+    photos = tmp_path / "photos"
+    _photos(photos)
+    out, model_arg, inputs, extra = tmp_path / "out", str(model), ["photos"], []
+    if case == "not-a-model":
+        model_arg = str(photos)
+    elif case == "out-inside-input":
+        out = photos / "maps"
+    elif case == "no-images":
+        (tmp_path / "nothing").mkdir()
+        (tmp_path / "nothing" / "readme.txt").write_text("no images here")
+        inputs = ["nothing"]
+    elif case == "missing-input":
+        inputs = ["photos", "no-such-folder"]
+    elif case == "bad-kind":
+        extra = ["--save", "map,thumbnail"]
+    else:
+        Image.new("RGB", (8, 8)).save(photos / "a.png")  # a.jpg and a.png: one output name
+    result = run_cli("predict", "--model", model_arg, *inputs, "--out", str(out), *extra, "--device", "cpu",
+                     cwd=tmp_path)
+    needle = {"not-a-model": "no trained model", "out-inside-input": "inside the input folder",
+              "no-images": "no images", "missing-input": "no-such-folder", "bad-kind": "thumbnail",
+              "same-stem": "would both write"}[case]
+    assert_one_line_error(result, needle)
+    assert not out.exists() or not any(out.rglob("*.png"))
+
+
+@needs_ecssd
+def test_predict_maps_equal_eval_save_maps_on_real_images(model, tmp_path):
+    """One preprocessing for both: the same images in the same order give the same bytes."""
+    root = real_ecssd_root(tmp_path / "root", 20)
+    evaluation = run_cli("eval", "--dataset", "ecssd", "--model", str(model), "--out", str(tmp_path / "eval"),
+                         "--data-root", str(root), "--save-maps", "--device", "cpu")
+    assert evaluation.returncode == 0, evaluation.stderr
+    images = sorted((root / "ECSSD" / "images").glob("*.jpg"))
+    result = run_cli("predict", "--model", str(model), *map(str, images), "--out", str(tmp_path / "pred"),
+                     "--workers", "2", "--device", "cpu", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for image in images:
+        ours = np.asarray(Image.open(tmp_path / "pred" / "root" / "ECSSD" / "images" / f"{image.stem}.map.png"))
+        theirs = np.asarray(Image.open(tmp_path / "eval" / "maps" / f"{image.stem}.png"))
+        np.testing.assert_array_equal(ours, theirs, err_msg=image.name)
+    card = json.loads((model / "model.json").read_text())["card"]
+    assert card["evaluations"]["ecssd"]["splits"]["all"]["images"] == 20  # eval wrote its table into the card
+
+
+def test_a_killed_predict_resumes_to_the_same_outputs(model, tmp_path):
+    rng = np.random.default_rng(1)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(48):
+        Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(photos / f"{i:03d}.png")
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    args = [sys.executable, "-m", "saliency.cli", "predict", "--model", str(model), "photos", "--out", "killed",
+            "--batch", "4", "--workers", "0", "--device", "cpu"]
+    process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list((tmp_path / "killed").rglob("*.map.png"))) < 8 and time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_before = len(list((tmp_path / "killed").rglob("*.map.png")))
+    assert 8 <= done_before < 48, "the kill should land mid-run"
+    resumed = run_cli("predict", "--model", str(model), "photos", "--out", "killed", "--batch", "4", "--workers", "0",
+                      "--device", "cpu", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{done_before} already done" in resumed.stdout
+    clean = run_cli("predict", "--model", str(model), "photos", "--out", "clean", "--batch", "4", "--workers", "0",
+                    "--device", "cpu", cwd=tmp_path)
+    assert clean.returncode == 0, clean.stderr
+    killed = sorted(p.relative_to(tmp_path / "killed") for p in (tmp_path / "killed").rglob("*") if p.is_file())
+    assert killed == sorted(p.relative_to(tmp_path / "clean") for p in (tmp_path / "clean").rglob("*") if p.is_file())
+    for relative in killed:  # batches differ after a resume: equal maps, to float rounding
+        a = np.asarray(Image.open(tmp_path / "killed" / relative)).astype(int)
+        b = np.asarray(Image.open(tmp_path / "clean" / relative)).astype(int)
+        assert np.abs(a - b).max() <= 1
+
+
+def _readme_python_snippet() -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    snippets = [block for block in blocks if "SaliencyDetector" in block]
+    assert len(snippets) == 1, "README.md should show one SaliencyDetector snippet"
+    return snippets[0]
+
+
+@needs_ecssd
+def test_the_readmes_python_snippet_runs_as_written(model, tmp_path, monkeypatch):
+    (tmp_path / "checkpoints" / "pipeline").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "pipeline" / "unet").symlink_to(model)
+    (tmp_path / "photo.jpg").symlink_to(SHARED_ECSSD / "images" / "0001.jpg")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(_readme_python_snippet(), "README.md", "exec"), namespace)
+    photo = Image.open("photo.jpg")
+    assert namespace["saliency_map"].shape == (photo.height, photo.width)
+    assert namespace["saliency_map"].dtype == np.float32
+    assert 0 <= namespace["saliency_map"].min() and namespace["saliency_map"].max() <= 1
+    assert all(m.shape == (photo.height, photo.width) for m in namespace["maps"])
+    np.testing.assert_allclose(namespace["maps"][0], namespace["saliency_map"], atol=1e-4)
+    assert namespace["cutout"].mode == "RGBA" and namespace["cutout"].size == photo.size
+
+
+def test_the_api_takes_paths_pil_images_and_arrays_alike(model, tmp_path):
+    from saliency import SaliencyDetector
+    from saliency.errors import UserError
+
+    detector = SaliencyDetector.load(str(model), device="cpu")
+    pixels = np.random.default_rng(2).integers(0, 255, (70, 100, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "x.png")
+    from_path = detector.predict(tmp_path / "x.png")
+    np.testing.assert_array_equal(from_path, detector.predict(Image.fromarray(pixels)))
+    np.testing.assert_array_equal(from_path, detector.predict(pixels))
+    np.testing.assert_array_equal(from_path, detector.predict(np.dstack([pixels, np.full((70, 100), 9, np.uint8)])))
+    batch = detector.predict_batch([pixels, pixels[:50], pixels.transpose(1, 0, 2).copy()])
+    assert [m.shape for m in batch] == [(70, 100), (50, 100), (100, 70)]
+    np.testing.assert_allclose(batch[0], from_path, atol=1e-4)
+    with pytest.raises(UserError, match="uint8"):
+        detector.predict(pixels.astype(np.float32))
+
+
+# ------------------------------------------------------------------------------ the Hub
+class _ModelHub(http.server.BaseHTTPRequestHandler):
+    """Just enough of the hub's file endpoint for huggingface_hub to download a model folder."""
+
+    files: dict[str, bytes] = {}
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    requests: list[str] = []
+
+    def _answer(self, body: bool) -> None:
+        import hashlib
+
+        type(self).requests.append(f"{self.command} {self.path}")
+        prefix = "/someone/saliency-unet/resolve/"
+        revision, _, name = self.path[len(prefix):].partition("/") if self.path.startswith(prefix) else ("", "", None)
+        if revision not in ("main", self.commit) or name not in self.files:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "RevisionNotFound" if name in self.files else "EntryNotFound")
+            self.end_headers()
+            return
+        data = self.files[name]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+        self.send_header("X-Repo-Commit", self.commit)
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+    def do_HEAD(self):  # noqa: N802
+        self._answer(body=False)
+
+    def do_GET(self):  # noqa: N802
+        self._answer(body=True)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_hub_model_is_fetched_once_then_used_offline(model, tmp_path):
+    _ModelHub.files = {name: (model / name).read_bytes() for name in ("model.json", "model.safetensors")}
+    _ModelHub.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ModelHub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _photos(tmp_path / "photos")
+    env = {"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
+           "HF_HUB_OFFLINE": "0"}
+    try:
+        online = run_cli("predict", "--model", "someone/saliency-unet", "photos", "--out", "online",
+                         "--device", "cpu", env=env, cwd=tmp_path)
+        assert online.returncode == 0, online.stderr
+        assert any(r.startswith("GET") and "model.safetensors" in r for r in _ModelHub.requests)
+        missing = run_cli("predict", "--model", "someone/saliency-unet@v9", "photos", "--out", "x", "--device", "cpu",
+                          env=env, cwd=tmp_path)
+        assert_one_line_error(missing, "someone/saliency-unet@v9")
+    finally:
+        server.shutdown()
+        server.server_close()
+    offline_env = {**env, "HF_HUB_OFFLINE": "1"}
+    offline = run_cli("predict", "--model", f"someone/saliency-unet@{_ModelHub.commit}", "photos", "--out", "offline",
+                      "--device", "cpu", env=offline_env, cwd=tmp_path)
+    assert offline.returncode == 0, offline.stderr
+    assert "wrote 4 image(s)" in offline.stdout
+    for path in (tmp_path / "online").rglob("*.png"):
+        assert path.read_bytes() == (tmp_path / "offline" / path.relative_to(tmp_path / "online")).read_bytes()
+    unknown = run_cli("predict", "--model", "nobody/nothing", "photos", "--out", "y", "--device", "cpu",
+                      env=offline_env, cwd=tmp_path)
+    assert_one_line_error(unknown, "nobody/nothing", "offline")
+
+
+# ------------------------------------------------------------------------------- ONNX
+@needs_ecssd
+def test_onnx_export_matches_pytorch_on_real_images(model, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    import onnx
+    import torch
+
+    from saliency import SaliencyDetector
+    from saliency.onnx_export import onnx_input
+    from saliency.unet import foreground_probability
+
+    out = tmp_path / "model.onnx"
+    result = run_cli("export", "--model", str(model), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    metadata = {entry.key: entry.value for entry in onnx.load(str(out)).metadata_props}
+    assert json.loads(metadata["gan_saliency_model"])["card"]["summary"] == "a random U-Net for tests"
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    detector = SaliencyDetector.load(model, device="cpu", precision="fp32")
+    shapes = set()
+    for path in sorted((SHARED_ECSSD / "images").glob("*.jpg"))[:6]:
+        prepared = detector.prepare(path)
+        shapes.add(prepared.shape)
+        theirs = session.run(None, {"image": onnx_input(prepared.pixels[None])})[0]
+        with torch.inference_mode():
+            from saliency.training import to_model_input
+
+            ours = foreground_probability(detector.model(to_model_input(torch.from_numpy(prepared.pixels[None].copy()),
+                                                                        torch.device("cpu")))).numpy()
+        assert theirs.shape == ours.shape
+        assert np.abs(theirs - ours).max() <= 1e-4, path.name
+    assert len(shapes) >= 2  # portrait and landscape: the height and width are dynamic
+    bad = run_cli("export", "--model", str(model), "--out", str(tmp_path / "model.txt"))
+    assert_one_line_error(bad, ".onnx")
+    assert not (tmp_path / "model.txt").exists()
