@@ -53,7 +53,6 @@ def main() -> None:
 
     from pipelines.predict import PredictConfig, run_predict
     from saliency.detector import SaliencyDetector, prepare_image, as_rgb_array
-    from saliency.training import to_model_input
 
     files = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".png"))[: args.limit]
     if not files:
@@ -80,7 +79,7 @@ def main() -> None:
         def bare(batched: list[torch.Tensor]) -> float:
             start = time.perf_counter()
             for batch in batched:
-                detector.model(to_model_input(batch, device))
+                detector.model(detector.model_input(batch))
             if device.type == "cuda":
                 torch.cuda.synchronize()
             return len(files) / (time.perf_counter() - start)

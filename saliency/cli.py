@@ -413,7 +413,7 @@ MODEL_HELP = ("A model folder from `saliency train-unet` (or a pipeline's OUT/un
 @click.option("--batch", "batch_size", type=POSITIVE_INT, default=8, show_default=True,
               help="Images a forward pass (batched by padded size).")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="Processes that decode images while the model runs (default: 1 per 2 cores, at most 4).")
+              help="Processes that decode images while the model runs (default: 1 per 4 cores, at most 4; 0 decodes in the main process).")
 @click.option("--overwrite", is_flag=True, help="Redo images whose outputs already exist (default: skip them).")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
