@@ -73,19 +73,43 @@ def known_run(tmp_path_factory):
     return known_direction_run(tmp_path_factory.mktemp("run") / "run")
 
 
+# Set in the test process by pytest (per test) and by torch itself (its default, which a child
+# computes alike): not differences a test made.
+VOLATILE_ENVIRONMENT = {"PYTEST_CURRENT_TEST", "TORCHINDUCTOR_CACHE_DIR"}
+_FORK_SERVERS: dict = {}  # the tests' default environment -> its ForkServer (one, started on first use)
+
+
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300):
-    """Run ``saliency ARGS`` as a user would: a separate process, its own exit code."""
+    """Run ``saliency ARGS`` as a user would: a separate process, its own exit code, stdout and
+    stderr. In the tests' default environment (no ``env``) the process is forked from a server
+    that has imported torch and the project once (tests/cli_forkserver.py): start-up was most
+    of the time of the many short commands. The server runs no tensor work itself, so the
+    child's OpenMP threads start fresh, as in a new process. Any other environment (``env``, or
+    os.environ changed by a test): a new interpreter."""
+    from cli_forkserver import ForkServer
+
     full_env = dict(os.environ)
     full_env.update(env or {})
     full_env.setdefault("HF_HUB_OFFLINE", "1")
-    return subprocess.run(
-        [sys.executable, "-m", "saliency.cli", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd or REPO,
-        timeout=timeout,
-    )
+    key = tuple(sorted((k, v) for k, v in full_env.items() if k not in VOLATILE_ENVIRONMENT))
+    if not env and (not _FORK_SERVERS or key in _FORK_SERVERS):
+        server = _FORK_SERVERS.get(key) or _FORK_SERVERS.setdefault(key, ForkServer(full_env).__enter__())
+        return server.run([str(a) for a in args], cwd or REPO, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "saliency.cli", *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd or REPO, timeout=timeout)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_fork_servers():
+    yield
+    while _FORK_SERVERS:
+        _FORK_SERVERS.popitem()[1].__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def cli(_torch_home):
+    """``cli(*args, cwd=None)``: run_cli in the tests' default environment."""
+    return lambda *args, cwd=None, timeout=300: run_cli(*[str(a) for a in args], cwd=cwd, timeout=timeout)
 
 
 def assert_one_line_error(result, *needles: str) -> None:

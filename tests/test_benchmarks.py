@@ -20,3 +20,18 @@ def test_gpu_benchmark_runs_at_tiny_size_on_cpu(tmp_path):
                 "synthesize_pairs_per_s", "unet_samples_per_s"):
         assert report[key] > 0, key
     assert report["device"] == "cpu" and report["tiny"] is True and report["synthesize_pairs"] == 16
+
+
+def test_predict_benchmark_runs_on_a_few_real_images():
+    """A smoke test of benchmarks/predict_speed.py (speed is its business, not the tests')."""
+    images = REPO.parent / "shared" / "datasets" / "ECSSD" / "images"
+    if not images.is_dir():
+        import pytest
+
+        pytest.skip("../shared/datasets/ECSSD is not beside the repo")
+    result = subprocess.run([sys.executable, "benchmarks/predict_speed.py", "--images", str(images), "--limit", "10",
+                             "--rounds", "1", "--workers", "0"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
+    assert report["images"] == 10 and report["ratio_predict_over_bare"] > 0
+    assert all(v > 0 for v in report["predict_images_per_second"] + report["bare_forward_images_per_second"])

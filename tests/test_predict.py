@@ -44,10 +44,10 @@ def _photos(folder: Path) -> list[Path]:
     return made
 
 
-def test_predict_writes_every_kind_mirroring_the_inputs(model, tmp_path):
+def test_predict_writes_every_kind_mirroring_the_inputs(model, tmp_path, cli):
     photos = _photos(tmp_path / "photos")
     out = tmp_path / "out"
-    result = run_cli("predict", "--model", str(model), "photos", "--out", str(out), "--save", "map,mask,cutout,overlay",
+    result = cli("predict", "--model", str(model), "photos", "--out", str(out), "--save", "map,mask,cutout,overlay",
                      "--threshold", "0.4", "--device", "cpu", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "wrote 4 image(s)" in result.stdout and "0 skipped" in result.stdout
@@ -76,24 +76,24 @@ def test_predict_writes_every_kind_mirroring_the_inputs(model, tmp_path):
         assert overlay.mode == "RGB" and overlay.size == original.size
 
 
-def test_a_rerun_skips_finished_images_and_overwrite_redoes_them(model, tmp_path):
+def test_a_rerun_skips_finished_images_and_overwrite_redoes_them(model, tmp_path, cli):
     _photos(tmp_path / "photos")
     out = tmp_path / "out"
-    first = run_cli("predict", "--model", str(model), "photos", "--out", str(out), "--device", "cpu", cwd=tmp_path)
+    first = cli("predict", "--model", str(model), "photos", "--out", str(out), "--device", "cpu", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
     (out / "photos" / "sub" / "b.map.png").unlink()  # as if killed before this one
-    again = run_cli("predict", "--model", str(model), "photos", "--out", str(out), "--device", "cpu", cwd=tmp_path)
+    again = cli("predict", "--model", str(model), "photos", "--out", str(out), "--device", "cpu", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "wrote 1 image(s)" in again.stdout and "3 already done" in again.stdout
     assert all(p.stat().st_mtime_ns == stamp for p, stamp in stamps.items() if p.name != "b.map.png")
-    redo = run_cli("predict", "--model", str(model), "photos", "--out", str(out), "--overwrite", "--device", "cpu",
+    redo = cli("predict", "--model", str(model), "photos", "--out", str(out), "--overwrite", "--device", "cpu",
                    cwd=tmp_path)
     assert redo.returncode == 0 and "wrote 4 image(s)" in redo.stdout
     assert all(p.stat().st_mtime_ns != stamp for p, stamp in stamps.items() if p.exists())
 
 
-def test_bad_files_are_skipped_with_one_warning_each_and_the_run_goes_on(model, tmp_path):
+def test_bad_files_are_skipped_with_one_warning_each_and_the_run_goes_on(model, tmp_path, cli):
     photos = tmp_path / "photos"
     _photos(photos)
     (photos / "empty.jpg").write_bytes(b"")
@@ -101,7 +101,7 @@ def test_bad_files_are_skipped_with_one_warning_each_and_the_run_goes_on(model, 
     (photos / "lies.png").write_text("a text file named like an image")
     Image.new("1", (9_000, 5_000)).save(photos / "huge.png")  # 45 megapixels in a few kilobytes
     out = tmp_path / "out"
-    result = run_cli("predict", "--model", str(model), str(photos), "--out", str(out), "--save", "map,cutout",
+    result = cli("predict", "--model", str(model), str(photos), "--out", str(out), "--save", "map,cutout",
                      "--workers", "2", "--device", "cpu")
     assert result.returncode == 1, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("saliency: warning: skipped")]
@@ -116,7 +116,7 @@ def test_bad_files_are_skipped_with_one_warning_each_and_the_run_goes_on(model, 
 
 @pytest.mark.parametrize("case", ["not-a-model", "out-inside-input", "no-images", "missing-input", "bad-kind",
                                   "same-stem"])
-def test_refusals_are_one_line_and_write_nothing(case, model, tmp_path):
+def test_refusals_are_one_line_and_write_nothing(case, model, tmp_path, cli):
     photos = tmp_path / "photos"
     _photos(photos)
     out, model_arg, inputs, extra = tmp_path / "out", str(model), ["photos"], []
@@ -134,7 +134,7 @@ def test_refusals_are_one_line_and_write_nothing(case, model, tmp_path):
         extra = ["--save", "map,thumbnail"]
     else:
         Image.new("RGB", (8, 8)).save(photos / "a.png")  # a.jpg and a.png: one output name
-    result = run_cli("predict", "--model", model_arg, *inputs, "--out", str(out), *extra, "--device", "cpu",
+    result = cli("predict", "--model", model_arg, *inputs, "--out", str(out), *extra, "--device", "cpu",
                      cwd=tmp_path)
     needle = {"not-a-model": "no trained model", "out-inside-input": "inside the input folder",
               "no-images": "no images", "missing-input": "no-such-folder", "bad-kind": "thumbnail",
@@ -144,14 +144,14 @@ def test_refusals_are_one_line_and_write_nothing(case, model, tmp_path):
 
 
 @needs_ecssd
-def test_predict_maps_equal_eval_save_maps_on_real_images(model, tmp_path):
+def test_predict_maps_equal_eval_save_maps_on_real_images(model, tmp_path, cli):
     """One preprocessing for both: the same images in the same order give the same bytes."""
     root = real_ecssd_root(tmp_path / "root", 20)
-    evaluation = run_cli("eval", "--dataset", "ecssd", "--model", str(model), "--out", str(tmp_path / "eval"),
+    evaluation = cli("eval", "--dataset", "ecssd", "--model", str(model), "--out", str(tmp_path / "eval"),
                          "--data-root", str(root), "--save-maps", "--device", "cpu")
     assert evaluation.returncode == 0, evaluation.stderr
     images = sorted((root / "ECSSD" / "images").glob("*.jpg"))
-    result = run_cli("predict", "--model", str(model), *map(str, images), "--out", str(tmp_path / "pred"),
+    result = cli("predict", "--model", str(model), *map(str, images), "--out", str(tmp_path / "pred"),
                      "--workers", "2", "--device", "cpu", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     for image in images:
@@ -310,7 +310,7 @@ def test_a_hub_model_is_fetched_once_then_used_offline(model, tmp_path):
 
 # ------------------------------------------------------------------------------- ONNX
 @needs_ecssd
-def test_onnx_export_matches_pytorch_on_real_images(model, tmp_path):
+def test_onnx_export_matches_pytorch_on_real_images(model, tmp_path, cli):
     onnxruntime = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     import onnx
     import torch
@@ -320,7 +320,7 @@ def test_onnx_export_matches_pytorch_on_real_images(model, tmp_path):
     from saliency.unet import foreground_probability
 
     out = tmp_path / "model.onnx"
-    result = run_cli("export", "--model", str(model), "--out", str(out))
+    result = cli("export", "--model", str(model), "--out", str(out))
     assert result.returncode == 0, result.stderr
     metadata = {entry.key: entry.value for entry in onnx.load(str(out)).metadata_props}
     assert json.loads(metadata["gan_saliency_model"])["card"]["summary"] == "a random U-Net for tests"
@@ -339,6 +339,6 @@ def test_onnx_export_matches_pytorch_on_real_images(model, tmp_path):
         assert theirs.shape == ours.shape
         assert np.abs(theirs - ours).max() <= 1e-4, path.name
     assert len(shapes) >= 2  # portrait and landscape: the height and width are dynamic
-    bad = run_cli("export", "--model", str(model), "--out", str(tmp_path / "model.txt"))
+    bad = cli("export", "--model", str(model), "--out", str(tmp_path / "model.txt"))
     assert_one_line_error(bad, ".onnx")
     assert not (tmp_path / "model.txt").exists()

@@ -103,10 +103,10 @@ def test_a_two_key_grid_writes_a_grid_table(tmp_path):
     (["--vary", "directions=4", "--bg-direction", "x"], "--bg-direction"),
     (["--vary", "directions=4", "--seeds", ","], "--seeds is empty"),
 ])
-def test_bad_sweeps_are_one_line_and_run_nothing(tmp_path, args, needle):
+def test_bad_sweeps_are_one_line_and_run_nothing(tmp_path, args, needle, cli):
     out = tmp_path / "bad"
     generator = [] if any(a.startswith("generator=") for a in args) else ["--generator", "scenes"]
-    result = run_cli("sweep", *generator, "--out", str(out), *args)
+    result = cli("sweep", *generator, "--out", str(out), *args)
     assert_one_line_error(result, needle)
     assert not out.exists()  # checked before anything was written
 
