@@ -22,7 +22,7 @@ setup(
         "click>=8.1,<9",
         "tqdm>=4.64",
         "safetensors>=0.4",
-        "huggingface_hub>=0.20",
+        "huggingface_hub>=0.24",  # huggingface_hub.errors
         "pytorch-pretrained-biggan==0.1.1",
         "scipy>=1.10",  # imported by pytorch-pretrained-biggan, which does not declare it
         "segmentation-models-pytorch>=0.5,<0.7",

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from saliency.artifacts import atomic_path
+from saliency.artifacts import atomic_path, remove_stale_temporaries
 from saliency.detector import (DEFAULT_BATCH, PreparedImage, SaliencyDetector, as_rgb_array, cutout_image,
                                map_to_uint8, overlay_image, prepare_image)
 from saliency.errors import UserError
@@ -61,13 +61,20 @@ class PredictConfig:
 
 
 # ---------------------------------------------------------------------------------- inputs
-def _walk(folder: Path, extensions: frozenset[str]) -> Iterator[Path]:
+def _walk(folder: Path, extensions: frozenset[str], skip: Path | None,
+          unreadable: Callable[[Path, OSError], None] | None) -> Iterator[Path]:
     """Image files under ``folder``, depth first, as the file system lists them (nothing sorted,
-    so nothing held but the open directories)."""
-    stack = [folder]
+    so nothing held but the open directories and the folders seen). A folder met twice through
+    links is walked once; ``skip`` (the output folder) is never entered; a folder that cannot
+    be listed is reported to ``unreadable`` and passed over."""
+    stack, seen = [folder], set()
     while stack:
         current = stack.pop()
         try:
+            info = current.stat()
+            if (info.st_dev, info.st_ino) in seen or (skip is not None and os.path.realpath(current) == str(skip)):
+                continue
+            seen.add((info.st_dev, info.st_ino))
             with os.scandir(current) as entries:
                 for entry in entries:
                     if entry.is_dir(follow_symlinks=True):
@@ -75,23 +82,31 @@ def _walk(folder: Path, extensions: frozenset[str]) -> Iterator[Path]:
                     elif entry.is_file(follow_symlinks=True) and os.path.splitext(entry.name)[1].lower() in extensions:
                         yield Path(entry.path)
         except OSError as exc:
-            raise UserError(f"cannot list {current} ({exc.strerror or type(exc).__name__})") from exc
+            if unreadable is not None:
+                unreadable(current, exc)
 
 
-def iter_images(inputs: list[str], extensions: frozenset[str]) -> Iterator[Path]:
-    """Every image the arguments name: files as given, folders recursively, globs expanded."""
+def iter_images(inputs: list[str], extensions: frozenset[str], skip: Path | None = None,
+                unreadable: Callable[[Path, OSError], None] | None = None) -> Iterator[Path]:
+    """Every image the arguments name: files as given, folders recursively, globs expanded;
+    nothing under ``skip`` (the output folder, which a glob could otherwise reach)."""
+    def outside(path: Path) -> bool:
+        return skip is None or not (os.path.realpath(path) + os.sep).startswith(str(skip) + os.sep)
+
     for argument in inputs:
         path = Path(argument)
         if path.is_dir():
-            yield from _walk(path, extensions)
+            yield from _walk(path, extensions, skip, unreadable)
         elif path.is_file():
-            yield path
+            if outside(path):
+                yield path
         elif GLOB_CHARACTERS & set(argument):
+            recursive = "**" in argument  # then the glob lists every file itself: walking folders too would repeat them
             for match in glob.iglob(argument, recursive=True):
                 found = Path(match)
-                if found.is_dir():
-                    yield from _walk(found, extensions)
-                elif found.is_file() and found.suffix.lower() in extensions:
+                if found.is_dir() and not recursive:
+                    yield from _walk(found, extensions, skip, unreadable)
+                elif found.is_file() and found.suffix.lower() in extensions and outside(found):
                     yield found
 
 
@@ -109,22 +124,28 @@ def outputs_for(image: Path, out: Path, kinds: tuple[str, ...]) -> dict[str, Pat
     return {kind: out / relative.parent / f"{relative.stem}.{kind}.png" for kind in kinds}
 
 
-def check_inputs(config: PredictConfig, extensions: frozenset[str]) -> int:
-    """Every argument exists, OUT is not inside an input folder, two inputs never share an
-    output, and there is at least one image. Returns the number of images (one pass, cheap)."""
-    out = Path(os.path.abspath(config.out))
+def check_inputs(config: PredictConfig, extensions: frozenset[str]) -> tuple[int, int]:
+    """Every argument exists, OUT is not inside an input folder, two inputs of one folder never
+    share an output, and there is at least one image. Returns (images, folders that could not
+    be listed, each warned about): one pass over the names, cheap."""
+    out = Path(os.path.realpath(config.out))
     for argument in config.inputs:
         path = Path(argument)
         if not path.exists() and not (GLOB_CHARACTERS & set(argument)):
             raise UserError(f"{argument}: no such file or folder")
         if path.is_dir():
-            folder = Path(os.path.abspath(path))
+            folder = Path(os.path.realpath(path))
             if out == folder or folder in out.parents:
                 raise UserError(f"--out {config.out} is inside the input folder {argument}: the outputs would be "
                                 "read as inputs; choose an output folder outside it")
-    count = 0
+    count, unlisted = 0, []
+
+    def unreadable(folder: Path, exc: OSError) -> None:
+        unlisted.append(folder)
+        config.warn(f"saliency: warning: skipped the folder {folder}: cannot list it ({exc.strerror or type(exc).__name__})")
+
     folder, names = None, {}  # the stems seen in the current folder (inputs come a folder at a time)
-    for image in iter_images(config.inputs, extensions):
+    for image in iter_images(config.inputs, extensions, out, unreadable):
         count += 1
         key = relative_output(image)
         if key.parent != folder:
@@ -135,7 +156,18 @@ def check_inputs(config: PredictConfig, extensions: frozenset[str]) -> int:
                             "rename one or predict them in two runs")
     if count == 0:
         raise UserError(f"no images in {' '.join(config.inputs)} (looked for {', '.join(sorted(extensions)[:8])}, ...)")
-    return count
+    return count, len(unlisted)
+
+
+def finished(path: Path) -> bool:
+    """A PNG that was written to its end (its last chunk is IEND): a file cut short by a power
+    cut is not taken for done."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(-12, os.SEEK_END)
+            return handle.read(12)[4:8] == b"IEND"
+    except OSError:
+        return False
 
 
 # ------------------------------------------------------------------------- reading, in workers
@@ -150,27 +182,31 @@ class Item:
 
 
 class ImageStream(torch.utils.data.IterableDataset):
-    """Reads, resizes and pads the inputs; worker w of W takes every W-th file."""
+    """Reads, resizes and pads the inputs; worker w of W takes every W-th file. Holds only
+    plain values, so it pickles for workers started by spawn (macOS, Python 3.14)."""
 
     def __init__(self, config: PredictConfig, size: int, stride: int, extensions: frozenset[str]) -> None:
-        self.config, self.size, self.stride, self.extensions = config, size, stride, extensions
+        self.inputs, self.out, self.save = list(config.inputs), Path(config.out), tuple(config.save)
+        self.overwrite, self.size, self.stride, self.extensions = config.overwrite, size, stride, extensions
+        self.skip = Path(os.path.realpath(config.out))
 
     def __iter__(self) -> Iterator[Item]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        keep_pixels = bool({"cutout", "overlay"} & set(self.config.save))
-        for index, path in enumerate(iter_images(self.config.inputs, self.extensions)):
+        keep_pixels = bool({"cutout", "overlay"} & set(self.save))
+        for index, path in enumerate(iter_images(self.inputs, self.extensions, self.skip)):
             if index % workers != worker:
                 continue
-            outputs = outputs_for(path, self.config.out, self.config.save)
-            if not self.config.overwrite and all(target.is_file() for target in outputs.values()):
+            outputs = outputs_for(path, self.out, self.save)
+            if not self.overwrite and all(finished(target) for target in outputs.values()):
                 yield Item(path, outputs, done=True)
                 continue
             try:
                 pixels = as_rgb_array(path)
                 prepared = prepare_image(pixels, self.size, self.stride)
             except UserError as exc:
-                yield Item(path, outputs, error=str(exc))
+                message = str(exc)
+                yield Item(path, outputs, error=message if message.startswith(str(path)) else f"{path}: {message}")
                 continue
             except (OSError, ValueError, MemoryError) as exc:
                 yield Item(path, outputs, error=f"{path}: unreadable image ({exc})")
@@ -223,7 +259,7 @@ def run_predict(config: PredictConfig) -> dict:
     if not config.inputs:
         raise UserError("no inputs: name image files, folders or globs")
     extensions = image_extensions()
-    total = check_inputs(config, extensions)
+    total, unlisted = check_inputs(config, extensions)
     detector = SaliencyDetector.load(config.model, config.device, config.precision, config.size, config.batch_size)
     out = Path(config.out)
     if out.exists() and not out.is_dir():
@@ -238,9 +274,10 @@ def run_predict(config: PredictConfig) -> dict:
     workers = default_workers() if config.workers is None else config.workers
     stream = ImageStream(config, detector.size, detector.stride, extensions)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers, collate_fn=_as_is,
-                                         prefetch_factor=4 * config.batch_size if workers else None,
+                                         prefetch_factor=2 * config.batch_size if workers else None,
                                          persistent_workers=False, worker_init_fn=_yield_to_the_model)
-    counts = {"written": 0, "already_done": 0, "skipped": 0}
+    removed = sum(remove_stale_temporaries(folder) for folder, _, _ in os.walk(out))  # a killed run's
+    counts = {"written": 0, "already_done": 0, "skipped": unlisted, "stale_temporaries_removed": removed}
     started = time.perf_counter()
     pending: list[Future] = []
     with progress_bar(total, "predict", enabled=config.progress, unit="img") as bar, \

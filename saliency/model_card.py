@@ -39,8 +39,9 @@ def training_card(manifest: dict, encoder: str, data_folder: str) -> dict:
 
 
 def record_evaluation(model_folder: str | os.PathLike, dataset: str, summary: dict, metrics_file: str) -> bool:
-    """Add an evaluation to the model's card; False (and nothing changed) where the folder is not
-    ours to write (a Hub cache, a read-only copy) or holds no card."""
+    """Add an evaluation to the model's card (the latest per dataset, with the folder it read);
+    False (and nothing changed) where the folder is not ours to write (a Hub cache, a read-only
+    copy) or holds no card (a model from before cards)."""
     from saliency.artifacts import write_json
     from saliency.unet import MODEL_META
 
@@ -59,6 +60,7 @@ def record_evaluation(model_folder: str | os.PathLike, dataset: str, summary: di
             "references": {ref: {name: round(r["max_f"], 4) for name, r in per.items()}
                            for ref, per in summary.get("references", {}).items()},
             "protocol": summary["protocol"]["resize"] + f"; size {summary['protocol']['size']}",
+            "source": summary.get("source"),  # which folder (a subset of a benchmark is named as such)
             "metrics_file": metrics_file,
         }
         write_json(path, meta)

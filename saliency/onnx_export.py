@@ -54,8 +54,6 @@ def _require_onnx():
 
 def export_onnx(model: str | os.PathLike, out: str | os.PathLike, opset: int = 18) -> dict:
     """Write ``out`` (atomically) and return what was checked."""
-    from saliency.detector import SaliencyDetector
-
     onnx, onnxruntime = _require_onnx()
     out = Path(out)
     if out.suffix != ".onnx":
@@ -64,9 +62,12 @@ def export_onnx(model: str | os.PathLike, out: str | os.PathLike, opset: int = 1
         raise UserError(f"--out {out} is a folder")
     if not out.parent.exists():
         raise UserError(f"--out {out}: the folder {out.parent} does not exist")
-    detector = SaliencyDetector.load(model, device="cpu", precision="fp32")
-    graph = ProbabilityGraph(detector.model).eval()
-    stride = detector.stride
+    from saliency.detector import resolve_model
+    from saliency.unet import load_model
+
+    net, meta = load_model(resolve_model(model), "cpu")  # the trained network as it is: runtimes fuse for themselves
+    graph = ProbabilityGraph(net).eval()
+    stride = meta["architecture"].stride
     example = torch.rand(1, 3, 4 * stride, 5 * stride, generator=torch.Generator().manual_seed(0))
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
@@ -77,8 +78,8 @@ def export_onnx(model: str | os.PathLike, out: str | os.PathLike, opset: int = 1
                                             "saliency": {0: "batch", 1: "height", 2: "width"}},
                               opset_version=opset, dynamo=False)
         proto = onnx.load(str(tmp))
-        card = {k: v for k, v in detector.meta.items() if k != "architecture"}
-        card["architecture"] = {**detector.meta["architecture"].__dict__}
+        card = {k: v for k, v in meta.items() if k != "architecture"}
+        card["architecture"] = {**meta["architecture"].__dict__}
         for key, value in (("gan_saliency_model", json.dumps(card, default=str)), ("stride", str(stride)),
                            ("input", "float32 RGB in [0, 1], (n, 3, H, W), H and W multiples of the stride"),
                            ("output", "probability of the salient class, (n, H, W)")):

@@ -4,9 +4,10 @@ A server process (this file, run with the environment every command shares) impo
 segmentation-models-pytorch and the project once, then forks one child per command. Each
 child is a process of its own: its own exit status, its stdout and stderr on its own files
 (file descriptors 1 and 2, so C-level writes are caught too), its own ``ulimit -f`` where
-asked, killed after a time limit. Only the import cost is shared. The server runs
-single-threaded with one OpenMP thread (``OMP_NUM_THREADS=1``, set by the caller) and runs no
-tensor work of its own, so forking after ``import torch`` is safe.
+asked, its own process group (killed whole after a time limit, DataLoader workers included),
+random generators seeded afresh as a new interpreter's would be. Only the import cost is
+shared. The server runs no tensor work and starts no thread of its own (checked before every
+fork), so its OpenMP pool never exists and a child starts one as a new process does.
 
 Protocol: one JSON request a line on stdin (``id``, ``argv``, ``cwd``, ``stdout``,
 ``stderr``, ``file_limit``, ``timeout``); one JSON reply a line on stdout when the child ends
@@ -37,6 +38,15 @@ def _child(request: dict) -> None:
     """In the forked child: become the command, then exit with its status (never return)."""
     code = 1
     try:
+        os.setpgrp()  # a group of its own: a timeout kills its workers too
+        import random
+
+        import numpy as np
+        import torch
+
+        random.seed()
+        np.random.seed()  # from the OS, as in a new interpreter
+        torch.seed()  # a fresh process draws its seed from the OS too
         os.chdir(request["cwd"])
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
@@ -96,6 +106,8 @@ def serve() -> None:
                 while b"\n" in pending:
                     line, pending = pending.split(b"\n", 1)
                     request = json.loads(line)
+                    if threading.active_count() != 1:
+                        raise RuntimeError("the fork server started a thread: forking it is not safe")
                     pid = os.fork()
                     if pid == 0:
                         _child(request)
@@ -106,7 +118,10 @@ def serve() -> None:
             done, status = os.waitpid(pid, os.WNOHANG)
             timed_out = False
             if not done and time.monotonic() - started > request["timeout"]:
-                os.kill(pid, signal.SIGKILL)
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    os.kill(pid, signal.SIGKILL)
                 done, status = os.waitpid(pid, 0)
                 timed_out = True
             if done:
@@ -127,7 +142,8 @@ class ForkServer:
 
     def __enter__(self) -> "ForkServer":
         self._folder = tempfile.TemporaryDirectory(prefix="forkserver-")
-        self._process = subprocess.Popen([sys.executable, os.path.abspath(__file__)], env=self.env,
+        env = {"NO_ALBUMENTATIONS_UPDATE": "1", **self.env}  # albumentations' version check would go online
+        self._process = subprocess.Popen([sys.executable, os.path.abspath(__file__)], env=env,
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         ready = self._process.stdout.readline()
         if not ready.strip():
@@ -137,11 +153,17 @@ class ForkServer:
         return self
 
     def _read_replies(self) -> None:
-        for line in self._process.stdout:
-            reply = json.loads(line)
+        try:
+            for line in self._process.stdout:
+                reply = json.loads(line)
+                with self._lock:
+                    future = self._futures.pop(reply["id"])
+                future.set_result(reply)
+        finally:  # the server died: nobody waits for ever
             with self._lock:
-                future = self._futures.pop(reply["id"])
-            future.set_result(reply)
+                waiting, self._futures = list(self._futures.values()), {}
+            for future in waiting:
+                future.set_exception(RuntimeError("the CLI fork server stopped"))
 
     def run(self, argv: list[str], cwd: str | os.PathLike, file_limit: int | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess:
@@ -155,7 +177,7 @@ class ForkServer:
                        "file_limit": file_limit, "timeout": timeout}
             self._process.stdin.write(json.dumps(request) + "\n")
             self._process.stdin.flush()
-        reply = future.result()
+        reply = future.result(timeout=timeout + 60)
         stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
         if reply["timed_out"]:
             stderr += f"still running after {timeout:.0f} s: the input was not refused"

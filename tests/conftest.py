@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,8 @@ def known_run(tmp_path_factory):
 # Set in the test process by pytest (per test) and by torch itself (its default, which a child
 # computes alike): not differences a test made.
 VOLATILE_ENVIRONMENT = {"PYTEST_CURRENT_TEST", "TORCHINDUCTOR_CACHE_DIR"}
-_FORK_SERVERS: dict = {}  # the tests' default environment -> its ForkServer (one, started on first use)
+_FORK_SERVERS: dict = {}
+_FORK_SERVER_LOCK = threading.Lock()  # the tests' default environment -> its ForkServer (one, started on first use)
 
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300):
@@ -92,9 +94,13 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
     full_env.update(env or {})
     full_env.setdefault("HF_HUB_OFFLINE", "1")
     key = tuple(sorted((k, v) for k, v in full_env.items() if k not in VOLATILE_ENVIRONMENT))
-    if not env and (not _FORK_SERVERS or key in _FORK_SERVERS):
-        server = _FORK_SERVERS.get(key) or _FORK_SERVERS.setdefault(key, ForkServer(full_env).__enter__())
-        return server.run([str(a) for a in args], cwd or REPO, timeout=timeout)
+    if not env:
+        with _FORK_SERVER_LOCK:  # the bad-input matrix calls from several threads
+            if not _FORK_SERVERS:
+                _FORK_SERVERS[key] = ForkServer(full_env).__enter__()
+            server = _FORK_SERVERS.get(key)
+        if server is not None:
+            return server.run([str(a) for a in args], cwd or REPO, timeout=timeout)
     return subprocess.run([sys.executable, "-m", "saliency.cli", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd or REPO, timeout=timeout)
 

@@ -100,18 +100,35 @@ def test_bad_files_are_skipped_with_one_warning_each_and_the_run_goes_on(model, 
     truncate(photos / "a.jpg", 0.5)
     (photos / "lies.png").write_text("a text file named like an image")
     Image.new("1", (9_000, 5_000)).save(photos / "huge.png")  # 45 megapixels in a few kilobytes
+    Image.new("RGB", (4_000, 1)).save(photos / "strip.png")  # would be 512,000 x 128 at the model's size
     out = tmp_path / "out"
     result = cli("predict", "--model", str(model), str(photos), "--out", str(out), "--save", "map,cutout",
                      "--workers", "2", "--device", "cpu")
     assert result.returncode == 1, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("saliency: warning: skipped")]
-    assert len(warnings) == 4, result.stderr
-    for name in ("empty.jpg", "a.jpg", "lies.png", "huge.png"):
+    assert len(warnings) == 5, result.stderr
+    for name in ("empty.jpg", "a.jpg", "lies.png", "huge.png", "strip.png"):
         assert sum(name in line for line in warnings) == 1, (name, warnings)
     assert "Traceback" not in result.stderr
-    assert "wrote 3 image(s)" in result.stdout and "4 skipped" in result.stdout
+    assert "wrote 3 image(s)" in result.stdout and "5 skipped" in result.stdout
     files = [p for p in out.rglob("*") if p.is_file()]
     assert len(files) == 6 and not [p for p in files if p.name.startswith(".") or ".tmp" in p.name]
+
+
+def test_a_glob_never_reads_the_output_folder_and_a_link_loop_is_walked_once(model, tmp_path, cli):
+    _photos(tmp_path / "photos")
+    for attempt in range(2):  # photos/* names photos/maps too once it exists
+        result = cli("predict", "--model", str(model), "photos/*", "--out", "photos/maps", "--device", "cpu",
+                     cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert ("wrote 4 image(s)" if attempt == 0 else "4 already done") in result.stdout, result.stdout
+    assert not list((tmp_path / "photos" / "maps").rglob("*.map.map.png"))
+    assert len(list((tmp_path / "photos" / "maps").rglob("*.map.png"))) == 4
+    _photos(tmp_path / "loopy")
+    (tmp_path / "loopy" / "sub" / "loop").symlink_to("..", target_is_directory=True)
+    looped = cli("predict", "--model", str(model), "loopy", "--out", "looped", "--device", "cpu", cwd=tmp_path)
+    assert looped.returncode == 0, looped.stderr
+    assert "wrote 4 image(s)" in looped.stdout, looped.stdout
 
 
 @pytest.mark.parametrize("case", ["not-a-model", "out-inside-input", "no-images", "missing-input", "bad-kind",
@@ -185,6 +202,7 @@ def test_a_killed_predict_resumes_to_the_same_outputs(model, tmp_path):
                       "--device", "cpu", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert f"{done_before} already done" in resumed.stdout
+    assert not [p for p in (tmp_path / "killed").rglob(".*")]  # a temporary the kill left was removed
     clean = run_cli("predict", "--model", str(model), "photos", "--out", "clean", "--batch", "4", "--workers", "0",
                     "--device", "cpu", cwd=tmp_path)
     assert clean.returncode == 0, clean.stderr
@@ -301,6 +319,9 @@ def test_a_hub_model_is_fetched_once_then_used_offline(model, tmp_path):
                       "--device", "cpu", env=offline_env, cwd=tmp_path)
     assert offline.returncode == 0, offline.stderr
     assert "wrote 4 image(s)" in offline.stdout
+    plain = run_cli("predict", "--model", "someone/saliency-unet", "photos", "--out", "offline-main", "--device", "cpu",
+                    env=offline_env, cwd=tmp_path)
+    assert plain.returncode == 0 and "wrote 4 image(s)" in plain.stdout, plain.stderr
     for path in (tmp_path / "online").rglob("*.png"):
         assert path.read_bytes() == (tmp_path / "offline" / path.relative_to(tmp_path / "online")).read_bytes()
     unknown = run_cli("predict", "--model", "nobody/nothing", "photos", "--out", "y", "--device", "cpu",
@@ -325,7 +346,10 @@ def test_onnx_export_matches_pytorch_on_real_images(model, tmp_path, cli):
     metadata = {entry.key: entry.value for entry in onnx.load(str(out)).metadata_props}
     assert json.loads(metadata["gan_saliency_model"])["card"]["summary"] == "a random U-Net for tests"
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    detector = SaliencyDetector.load(model, device="cpu", precision="fp32")
+    detector = SaliencyDetector.load(model, device="cpu", precision="fp32")  # for its preprocessing
+    from saliency.unet import load_model
+
+    trained, _ = load_model(model)  # the network as trained (the detector runs a folded copy)
     shapes = set()
     for path in sorted((SHARED_ECSSD / "images").glob("*.jpg"))[:6]:
         prepared = detector.prepare(path)
@@ -334,7 +358,7 @@ def test_onnx_export_matches_pytorch_on_real_images(model, tmp_path, cli):
         with torch.inference_mode():
             from saliency.training import to_model_input
 
-            ours = foreground_probability(detector.model(to_model_input(torch.from_numpy(prepared.pixels[None].copy()),
+            ours = foreground_probability(trained(to_model_input(torch.from_numpy(prepared.pixels[None].copy()),
                                                                         torch.device("cpu")))).numpy()
         assert theirs.shape == ours.shape
         assert np.abs(theirs - ours).max() <= 1e-4, path.name
