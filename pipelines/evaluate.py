@@ -24,6 +24,7 @@ from saliency.datasets import get_spec, open_dataset, split_stems
 from saliency.errors import UserError
 from saliency.detector import SaliencyDetector, prepare_image
 from saliency.evaluate import folder_samples, predict_paper_protocol, scenes_samples
+from saliency import reference_rows
 from saliency.model_card import record_evaluation
 from saliency.metrics import REFERENCES, SaliencyMetrics, markdown_table, to_uint8_map
 from saliency.progress import progress_bar
@@ -69,6 +70,7 @@ def run_eval(config: EvalConfig) -> dict:
     stride = detector.stride
     data_meta = meta.get("data") or {}
 
+    reference_key, cached_references = None, None  # benchmark folders only: see saliency.reference_rows
     if config.dataset == "scenes":
         trained_on_scenes = data_meta.get("generator") == "scenes"
         # A model trained on scenes is tested on its own classes and size; any other on all ten shapes at 64 px.
@@ -94,6 +96,13 @@ def run_eval(config: EvalConfig) -> dict:
         splits_of = lambda stem: ("test",) if stem in test else ("train",)  # noqa: E731
         split_names = ["test", "train", "all"]
         source = {"folder": str(folder.folder), "split_rule": "sorted stems; odd positions (2nd, 4th, ...) are test"}
+        if config.references:
+            try:
+                reference_key = reference_rows.fingerprint(
+                    [(s.stem, splits_of(s.stem)[0], s.mask_path) for s in folder.samples])
+            except OSError:  # a mask that cannot be read: the loop below names it
+                reference_key = None
+            cached_references = reference_rows.load(reference_key) if reference_key else None
     if config.protocol == "paper" and size % stride:
         raise UserError(f"--protocol paper needs --size divisible by {stride}, got {size}")
 
@@ -106,7 +115,8 @@ def run_eval(config: EvalConfig) -> dict:
 
     scored = [name for name in split_names if name != "all"]
     scores = {name: SaliencyMetrics() for name in scored}
-    refs = {ref: {name: SaliencyMetrics() for name in scored} for ref in REFERENCES} if config.references else {}
+    compute_refs = config.references and cached_references is None
+    refs = {ref: {name: SaliencyMetrics() for name in scored} for ref in REFERENCES} if compute_refs else {}
     paper = {name: SaliencyMetrics() for name in scored} if config.protocol == "paper" else None
     tiles: list[list[torch.Tensor]] = [[], [], []]
     started = time.perf_counter()
@@ -170,7 +180,8 @@ def run_eval(config: EvalConfig) -> dict:
         "images_per_second": round(total / seconds, 2),
         "predict_images_per_second": round(total / max(predict_seconds, 1e-9), 2),
         "splits": results,
-        "references": {ref: {name: m.results() for name, m in per.items()} for ref, per in refs.items()},
+        "references": (cached_references if cached_references is not None else
+                       {ref: {name: m.results() for name, m in per.items()} for ref, per in refs.items()}),
         "paper_protocol": ({name: m.results() for name, m in paper.items()} if paper is not None else None),
         "protocol": {"size": size, "resize": "shorter side to size, pad to stride, map resized back to the "
                      "ground truth's size", "stride": stride, "metrics": "PySODMetrics (MAE, max F beta^2=0.3, "
@@ -181,6 +192,8 @@ def run_eval(config: EvalConfig) -> dict:
         "device": str(device),
         "precision": precision,
     }
+    if refs and reference_key:
+        reference_rows.save(reference_key, summary["references"], str(source.get("folder")))
     shown = [name for name in split_names if name != "train"]
     rows = [(f"U-Net ({name})", results[name]) for name in shown]
     for ref, per in summary["references"].items():

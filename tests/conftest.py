@@ -52,6 +52,18 @@ def _torch_home(tmp_path_factory):
         os.environ["TORCH_HOME"] = previous
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _saliency_cache(tmp_path_factory):
+    """The tests' own cache folder (eval's reference rows), inherited by the CLI processes."""
+    previous = os.environ.get("SALIENCY_CACHE")
+    os.environ["SALIENCY_CACHE"] = str(tmp_path_factory.mktemp("saliency-cache"))
+    yield Path(os.environ["SALIENCY_CACHE"])
+    if previous is None:
+        os.environ.pop("SALIENCY_CACHE", None)
+    else:
+        os.environ["SALIENCY_CACHE"] = previous
+
+
 @pytest.fixture(scope="session")
 def scenes64():
     from directions.generators.scenes import ScenesGenerator

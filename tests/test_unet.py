@@ -226,3 +226,36 @@ def test_eval_on_rendered_scenes(tiny_model, tmp_path):
                     "--images", "24", "--device", "cpu")
     assert again.returncode == 0
     assert json.loads((tmp_path / "again" / "metrics.json").read_text())["mae"] == metrics["mae"]  # fixed seed
+
+
+def test_reference_rows_are_cached_per_set_of_masks(tmp_path, _saliency_cache):
+    """Computed once per dataset (they do not depend on the model), read back while the masks
+    are the same, computed afresh when one changes."""
+    root = fixture_dataset(tmp_path / "root")
+    model = constant_model(tmp_path / "model", 0.25)
+    unique = root / "ECSSD" / "ground_truth_mask" / "0003.png"  # masks no other test scores
+    pixels = np.asarray(Image.open(unique)).copy()
+    pixels[:2, :3] = 255 - pixels[:2, :3]
+    Image.fromarray(pixels).save(unique)
+
+    def references(out):
+        result = run_cli("eval", "--dataset", "ecssd", "--model", str(model), "--out", str(tmp_path / out),
+                         "--data-root", str(root), "--device", "cpu")
+        assert result.returncode == 0, result.stderr
+        return json.loads((tmp_path / out / "metrics.json").read_text())["references"]
+
+    before = set((_saliency_cache / "reference-rows").glob("*.json"))
+    first = references("first")
+    entries = set((_saliency_cache / "reference-rows").glob("*.json")) - before
+    assert len(entries) == 1
+    entry = entries.pop()
+    cached = json.loads(entry.read_text())
+    assert cached["references"] == first
+    cached["references"]["zero map"]["test"]["max_f"] = 0.123  # a mark only the cache carries
+    entry.write_text(json.dumps(cached))
+    assert references("second")["zero map"]["test"]["max_f"] == 0.123
+    mask = root / "ECSSD" / "ground_truth_mask" / "0001.png"
+    Image.fromarray(255 - np.asarray(Image.open(mask))).save(mask)
+    third = references("third")
+    assert third["zero map"]["test"]["max_f"] != 0.123
+    assert len(set((_saliency_cache / "reference-rows").glob("*.json")) - before) == 2
