@@ -17,6 +17,7 @@ from directions.generators.biggan import CONFIG_NAME, WEIGHTS_NAME, save_random_
 from directions.generators.dcgan_faces import CHECKPOINT_KEY, DCGANFaces
 from saliency.device import resolve_device
 from saliency.errors import UserError
+from loopback_hub import HubHandler
 from conftest import run_cli
 
 HAS_FACES = importlib.util.find_spec("gan_face_generate") is not None
@@ -171,41 +172,10 @@ def test_biggan_truncation_out_of_range(biggan_folder):
         build_generator("biggan-deep-128", weights=str(biggan_folder), truncation=1.5)
 
 
-class _HubHandler(http.server.BaseHTTPRequestHandler):
-    """Just enough of the hub's file endpoint for huggingface_hub to download a file."""
-
+class _HubHandler(HubHandler):
+    repo = "osanseviero/BigGAN-deep-128"
     files: dict[str, bytes] = {}
-    commit = "0123456789abcdef0123456789abcdef01234567"
     requests: list[str] = []
-
-    def _answer(self, body: bool) -> None:
-        type(self).requests.append(f"{self.command} {self.path}")
-        prefix = "/osanseviero/BigGAN-deep-128/resolve/"
-        revision, _, name = self.path[len(prefix):].partition("/") if self.path.startswith(prefix) else ("", "", None)
-        if revision not in ("main", self.commit):
-            name = None
-        if name not in self.files:
-            self.send_response(404)
-            self.send_header("X-Error-Code", "EntryNotFound")
-            self.end_headers()
-            return
-        data = self.files[name]
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
-        self.send_header("X-Repo-Commit", self.commit)
-        self.end_headers()
-        if body:
-            self.wfile.write(data)
-
-    def do_HEAD(self):  # noqa: N802
-        self._answer(body=False)
-
-    def do_GET(self):  # noqa: N802
-        self._answer(body=True)
-
-    def log_message(self, *args):
-        pass
 
 
 def test_biggan_downloads_from_the_hub_then_loads_offline_from_its_cache(

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from loopback_hub import HubHandler
 from conftest import REPO, assert_one_line_error, run_cli
 from makers import random_model, real_ecssd_root, truncate
 
@@ -258,41 +259,11 @@ def test_the_api_takes_paths_pil_images_and_arrays_alike(model, tmp_path):
 
 
 # ------------------------------------------------------------------------------ the Hub
-class _ModelHub(http.server.BaseHTTPRequestHandler):
-    """Just enough of the hub's file endpoint for huggingface_hub to download a model folder."""
-
+class _ModelHub(HubHandler):
+    repo = "someone/saliency-unet"
     files: dict[str, bytes] = {}
-    commit = "89abcdef0123456789abcdef0123456789abcdef"
     requests: list[str] = []
-
-    def _answer(self, body: bool) -> None:
-        import hashlib
-
-        type(self).requests.append(f"{self.command} {self.path}")
-        prefix = "/someone/saliency-unet/resolve/"
-        revision, _, name = self.path[len(prefix):].partition("/") if self.path.startswith(prefix) else ("", "", None)
-        if revision not in ("main", self.commit) or name not in self.files:
-            self.send_response(404)
-            self.send_header("X-Error-Code", "RevisionNotFound" if name in self.files else "EntryNotFound")
-            self.end_headers()
-            return
-        data = self.files[name]
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
-        self.send_header("X-Repo-Commit", self.commit)
-        self.end_headers()
-        if body:
-            self.wfile.write(data)
-
-    def do_HEAD(self):  # noqa: N802
-        self._answer(body=False)
-
-    def do_GET(self):  # noqa: N802
-        self._answer(body=True)
-
-    def log_message(self, *args):
-        pass
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
 
 
 def test_a_hub_model_is_fetched_once_then_used_offline(model, tmp_path):
