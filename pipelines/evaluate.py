@@ -19,13 +19,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from saliency.artifacts import atomic_path, ensure_writable_dir, remove_stale_temporaries, write_json
+from saliency.artifacts import (atomic_path, ensure_writable_dir, remove_stale_temporaries, write_bytes_atomic,
+                                write_json)
 from saliency.datasets import get_spec, open_dataset, split_stems
 from saliency.errors import UserError
 from saliency.detector import SaliencyDetector, prepare_image
 from saliency.evaluate import folder_samples, predict_paper_protocol, scenes_samples
 from saliency import reference_rows
 from saliency.model_card import record_evaluation
+from saliency.png import encode_png
 from saliency.metrics import REFERENCES, SaliencyMetrics, markdown_table, to_uint8_map
 from saliency.progress import progress_bar
 from saliency.visualize import save_grid
@@ -157,8 +159,7 @@ def run_eval(config: EvalConfig) -> dict:
                 for name in names:
                     paper[name].update(binary, truth)
             if config.save_maps:
-                with atomic_path(maps_dir / f"{sample.stem}.png", durable=False) as tmp:
-                    Image.fromarray(prediction).save(tmp, format="PNG")
+                write_bytes_atomic(maps_dir / f"{sample.stem}.png", encode_png(prediction), durable=False)
             if names[0] in ("test", "rendered") and len(tiles[0]) < GRID_IMAGES:
                 tiles[0].append(_grid_tile(sample.image))
                 tiles[1].append(_grid_tile(prediction))

@@ -27,10 +27,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from saliency.artifacts import atomic_path, remove_stale_temporaries
-from saliency.detector import (DEFAULT_BATCH, PreparedImage, SaliencyDetector, as_rgb_array, cutout_image,
+from saliency.artifacts import remove_stale_temporaries, write_bytes_atomic
+from saliency.detector import (DEFAULT_BATCH, PreparedImage, SaliencyDetector, as_rgb_array, cutout_pixels,
                                map_to_uint8, overlay_image, prepare_image)
 from saliency.errors import UserError
+from saliency.png import encode_png
 from saliency.progress import progress_bar
 
 KINDS = ("map", "mask", "cutout", "overlay")
@@ -238,16 +239,15 @@ def default_workers() -> int:
 def _write(item: Item, saliency_map: np.ndarray, threshold: float) -> None:
     for kind, target in item.outputs.items():
         if kind == "map":
-            image = Image.fromarray(map_to_uint8(saliency_map))
+            pixels = map_to_uint8(saliency_map)
         elif kind == "mask":
-            image = Image.fromarray((saliency_map >= threshold).astype(np.uint8) * 255)
+            pixels = (saliency_map >= threshold).astype(np.uint8) * 255
         elif kind == "cutout":
-            image = cutout_image(item.pixels, saliency_map)
+            pixels = cutout_pixels(item.pixels, saliency_map)
         else:
-            image = overlay_image(item.pixels, saliency_map)
+            pixels = np.asarray(overlay_image(item.pixels, saliency_map))
         target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(target, durable=False) as tmp:
-            image.save(tmp, format="PNG", compress_level=1)  # 1: a third faster than 6 for maps, files ~10 % larger
+        write_bytes_atomic(target, encode_png(pixels), durable=False)  # 0.3 ms of encoding (Pillow: 2.7)
 
 
 def run_predict(config: PredictConfig) -> dict:
