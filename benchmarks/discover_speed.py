@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 
@@ -33,7 +32,7 @@ from directions.discovery import TrainSettings, _optimizers, play_step, sample_g
 from directions.generators import build_generator
 from directions.reconstructors import build_reconstructor
 from directions.speed import prepare_frozen_generator, prepare_reconstructor
-from saliency.runtime import tune_cpu_allocator
+from saliency.runtime import cpu_name, tune_cpu_allocator
 
 
 def _one_call_step(generator, deformator, reconstructor, optimizers, rng, batch_size, settings):
@@ -90,7 +89,7 @@ def main() -> None:
     variants = ["old", "new", "one_call"] + (["compiled"] if args.compile else [])
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     report = {"generator": args.generator, "batch": args.batch, "directions": args.directions, "device": args.device,
-              "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(), "results": {}}
+              "threads": torch.get_num_threads(), "cpu": cpu_name(), "results": {}}
 
     plain = build_generator(args.generator, device=args.device)
     folded = prepare_frozen_generator(build_generator(args.generator, device=args.device))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
 import torch
@@ -27,7 +26,7 @@ from directions.generators import build_generator
 from directions.reconstructors import build_reconstructor
 from directions.speed import prepare_frozen_generator, prepare_reconstructor
 from pipelines.discover import DiscoverConfig, _resolved
-from saliency.runtime import tune_cpu_allocator
+from saliency.runtime import cpu_name, tune_cpu_allocator
 
 
 def timed(fn, repeats: int, sync) -> float:
@@ -100,7 +99,7 @@ def main() -> None:
     result = {"generator": args.generator, "device": str(generator.device), "batch": settings.batch_size,
               "directions": profile.num_directions, "reconstructor": profile.reconstructor,
               "resolution": generator.resolution, "threads": torch.get_num_threads(),
-              "cpu": platform.processor() or platform.machine(), "rounds_ms": rounds, "median_ratio": ratios[len(ratios) // 2]}
+              "cpu": cpu_name(), "rounds_ms": rounds, "median_ratio": ratios[len(ratios) // 2]}
     print(json.dumps(result, indent=2))
     print(f"step / sum of necessary parts = {result['median_ratio']:.3f} (median of {len(rounds)} rounds; target <= 1.2)")
 

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 from pathlib import Path
 
 import torch
 
 from pipelines.evaluate import EvalConfig, run_eval
-from saliency.runtime import tune_cpu_allocator
+from saliency.runtime import cpu_name, tune_cpu_allocator
 
 
 def main() -> None:
@@ -32,7 +31,7 @@ def main() -> None:
               "images_per_second_with_metrics": summary["images_per_second"],
               "predict_images_per_second": summary["predict_images_per_second"], "size": summary["protocol"]["size"],
               "device": summary["device"], "threads": torch.get_num_threads(),
-              "cpu": platform.processor() or platform.machine()}
+              "cpu": cpu_name()}
     print(json.dumps(result, indent=2))
     print(f"{args.dataset}: {result['predict_images_per_second']:.1f} images/s predicting, "
           f"{result['images_per_second_with_metrics']:.1f} with the metrics")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from pipelines.discover import write_known_direction_run
 from pipelines.synthesize import SynthesizeConfig, run_synthesize
 from pipelines.train_unet import PROFILES
 from saliency.device import resolve_device
-from saliency.runtime import autocast, configure_device, resolve_precision, tune_cpu_allocator
+from saliency.runtime import autocast, configure_device, cpu_name, resolve_precision, tune_cpu_allocator
 from saliency.training import tempered_loss, to_model_input
 from saliency.unet import build_unet
 
@@ -57,7 +56,7 @@ def main() -> None:
     device = resolve_device(args.device)
     configure_device(device)
     sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     tiny = args.tiny
     seconds = min(args.seconds, 3.0) if tiny else args.seconds
     batch_g, batch_d, batch_u, pairs = (2, 4, 4, 16) if tiny else (64, 32, 128, 4096)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
 import time
@@ -25,18 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from saliency.runtime import tune_cpu_allocator
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from saliency.runtime import cpu_name, tune_cpu_allocator
 
 
 def main() -> None:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import torch
 
 from directions.generators import build_generator
-from saliency.runtime import tune_cpu_allocator
+from saliency.runtime import cpu_name, tune_cpu_allocator
 
 
 def images_per_second(resolution: int, batch: int, seconds: float, device: str, grad: bool) -> float:
@@ -48,7 +47,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
     print(f"{'resolution':>10} {'forward img/s':>14} {'fwd+bwd img/s':>14}")
     for resolution in (64, 128):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import tempfile
 import time
@@ -28,7 +27,7 @@ from directions.generators import build_generator
 from directions.ground_truth import whiteness_direction
 from pipelines.discover import load_run, write_known_direction_run
 from pipelines.synthesize import SynthesizeConfig, run_synthesize
-from saliency.runtime import tune_cpu_allocator
+from saliency.runtime import cpu_name, tune_cpu_allocator
 
 
 def bare_forward_rate(generator, batch: int, seconds: float, classes=None) -> float:
@@ -121,7 +120,7 @@ def main() -> None:
     result = {
         "generator": summary["generator"], "resolution": generator.resolution, "batch": args.batch,
         "forward_batch": 2 * args.batch, "device": args.device, "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(), "pairs_per_round": args.n, "rounds": rounds,
+        "cpu": cpu_name(), "pairs_per_round": args.n, "rounds": rounds,
         "median_ratio": ratios[len(ratios) // 2], "median_generator_share": shares[len(shares) // 2],
         "peak_rss_mb": round(peak_mb, 1),
     }

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import torch
 from pipelines.train_unet import PROFILES
 from saliency.augment import AugmentedPairs, StepBatchSampler
 from saliency.device import resolve_device
-from saliency.runtime import autocast, resolve_precision, tune_cpu_allocator
+from saliency.runtime import autocast, cpu_name, resolve_precision, tune_cpu_allocator
 from saliency.shards import SyntheticPairs
 from saliency.training import tempered_loss, to_model_input
 from saliency.unet import build_unet
@@ -95,7 +94,7 @@ def main() -> None:
     ratios = sorted(r["ratio"] for r in rounds)
     result = {"data": str(args.data), "profile": args.profile, "encoder": profile.architecture.encoder,
               "batch": batch, "workers": workers, "precision": precision, "resolution": [pairs.height, pairs.width], "device": str(device),
-              "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+              "threads": torch.get_num_threads(), "cpu": cpu_name(),
               "rounds": rounds, "median_ratio": ratios[len(ratios) // 2]}
     print(json.dumps(result, indent=2))
     print(f"shards / in-memory = {result['median_ratio']:.3f} (median of {len(rounds)} rounds; target >= 0.9)")

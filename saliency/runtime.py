@@ -45,6 +45,21 @@ def tune_cpu_allocator() -> bool:
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), for benchmark output: a speed is
+    only meaningful beside the machine it was measured on."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def cpu_has_native_bf16() -> bool:
     """True where the CPU multiplies bf16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo."""
     try:
