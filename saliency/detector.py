@@ -99,7 +99,7 @@ def resize_bilinear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     which differ by one level."""
     with warnings.catch_warnings():  # a read-only array (np.asarray of a PIL image) is only read
         warnings.simplefilter("ignore", UserWarning)
-        tensor = torch.from_numpy(image)
+        tensor = torch.from_numpy(np.ascontiguousarray(image))  # a flipped view has negative strides
     nchw = tensor.permute(2, 0, 1)[None]  # a view: channels-last memory
     out = F.interpolate(nchw, size=(size[1], size[0]), mode="bilinear", antialias=True, align_corners=False)
     return out[0].permute(1, 2, 0).numpy()

@@ -81,3 +81,6 @@ def test_prepared_images_are_edge_padded_to_the_stride():
     prepared = prepare_image(small, 50, 32)  # 50 x 70 -> padded to 64 x 96
     assert prepared.shape == (64, 96)
     np.testing.assert_array_equal(prepared.pixels, np.pad(small, ((0, 14), (0, 26), (0, 0)), mode="edge"))
+    flipped = photo[::-1, ::-1]  # negative strides: a view numpy makes for free
+    np.testing.assert_array_equal(prepare_image(flipped, 128, 32).pixels,
+                                  prepare_image(flipped.copy(), 128, 32).pixels)
