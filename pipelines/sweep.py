@@ -227,12 +227,14 @@ def run_sweep(plan: SweepPlan, device: str | None = None, progress: bool = True,
     if rank == 0:
         write_json(out / SPEC_NAME, {"options": spec, "forwarded": plan.forwarded,
                                      "latest_grid": {a.flag: a.texts for a in plan.axes}, "seeds": plan.seeds})
-    if world > 1 and device in (None, "auto", "cuda"):
-        import torch
+    if world > 1:
+        spec = device or "auto"
+        mapped = distributed.device_for(spec, distributed.Context(rank, world, local_rank))
+        if mapped != spec:  # this process's own GPU
+            import torch
 
-        if torch.cuda.is_available():
             torch.cuda.set_device(local_rank)  # nothing of this process lands on GPU 0 by default
-            device = f"cuda:{local_rank}"
+            device = mapped
     mine = [cell for i, cell in enumerate(plan.cells) if i % world == rank]
     started = time.perf_counter()
     for number, cell in enumerate(mine, 1):
