@@ -17,11 +17,10 @@ import numpy as np
 
 try:  # ISA-L's deflate: the same format, several times faster at its fast levels
     from isal import isal_zlib as _deflate
-
-    DEFLATE_LEVEL = 1
 except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
     _deflate = zlib
-    DEFLATE_LEVEL = 1
+
+DEFLATE_LEVEL = 1
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 COLOR_TYPES = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type: gray, RGB, RGBA
@@ -29,7 +28,7 @@ FILTER_UP = 2
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
