@@ -77,6 +77,29 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     return path
 
 
+def _temporary_beside(path: Path) -> tuple[int, Path]:
+    """An open, empty temporary file in ``path``'s folder, named so that
+    :func:`remove_stale_temporaries` finds it if the process dies."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        raise UserError(f"cannot write in {path.parent}: {exc.strerror}") from exc
+    return fd, Path(name)
+
+
+@contextlib.contextmanager
+def _removed_on_failure(tmp: Path, path: Path) -> Iterator[None]:
+    """Delete ``tmp`` if the block fails; an OS error becomes the one-line write failure."""
+    try:
+        yield
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_failure(path, exc) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
@@ -89,36 +112,23 @@ def atomic_path(path: str | os.PathLike, durable: bool = True) -> Iterator[Path]
     """
     path = Path(path)
     ensure_writable_dir(path.parent if str(path.parent) else Path("."))
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    except OSError as exc:
-        raise UserError(f"cannot write in {path.parent}: {exc.strerror}") from exc
+    fd, tmp = _temporary_beside(path)
     os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with _removed_on_failure(tmp, path):
         yield tmp
         if durable:
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise write_failure(path, exc) from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, durable: bool = True) -> Path:
     """``atomic_path`` for bytes already in memory, in fewer system calls (one open, written
     through the temporary file's own descriptor): what ``saliency predict`` writes per image."""
     path = Path(path)
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    except OSError as exc:
-        raise UserError(f"cannot write in {path.parent}: {exc.strerror}") from exc
-    try:
+    fd, tmp = _temporary_beside(path)
+    with _removed_on_failure(tmp, path):
         try:
             view = memoryview(data)
             while view:
@@ -128,13 +138,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, durable: bool = Tru
                 os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp_name, path)
-    except OSError as exc:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise write_failure(path, exc) from exc
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+        os.replace(tmp, path)
     return path
 
 
