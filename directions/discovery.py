@@ -241,7 +241,10 @@ def train(
     window = {"loss": 0.0, "ce": 0.0, "shift_l1": 0.0, "accuracy": 0.0, "n": 0}
     started = time.perf_counter() - elapsed
     first_loss = None
-    with open(metrics_path if ctx.is_main else os.devnull, "a", encoding="utf-8") as log:
+    # Under torchrun on GPUs, R's batch norms see the whole global batch, as in one process.
+    sync_norms = distributed.batch_norm_is_synchronised(device, ctx)
+    with distributed.synchronised_batch_norm(reconstructor, sync_norms), \
+            open(metrics_path if ctx.is_main else os.devnull, "a", encoding="utf-8") as log:
         while step < settings.steps:
             # Data parallel: every process applies the mean gradient.
             loss, ce, shift_l1, accuracy = play_step(generator, deformator, reconstructor, optimizers, rng,
@@ -272,7 +275,8 @@ def train(
     bar.close()
     distributed.barrier()
     return {"steps": step, "seconds": round(time.perf_counter() - started, 2),
-            "first_loss": first_loss, "final_running_loss": running_loss, "final_running_accuracy": running_acc}
+            "first_loss": first_loss, "final_running_loss": running_loss, "final_running_accuracy": running_acc,
+            "batch_norm": distributed.batch_norm_report(device, ctx, settings.batch_size)}
 
 
 @torch.no_grad()

@@ -368,6 +368,7 @@ def run_discover(config: DiscoverConfig) -> dict:
         "train_options": train_options,
         "steps": history["steps"],
         "train_seconds": history["seconds"],
+        "batch_norm": history["batch_norm"],
         "rca": round(rca, 4),
         "rca_samples": config.rca_samples,
         "effects": effects,

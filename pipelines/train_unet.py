@@ -162,6 +162,7 @@ def run_train_unet(config: TrainUNetConfig) -> dict:
         "val_pairs": result["val_pairs"],
         "device": str(device),
         "processes": ctx.world,
+        "batch_norm": result["batch_norm"],
         "card": training_card(manifest, arch.encoder, str(config.data)),
     }
     save_model(out, result["model"], arch, meta)

@@ -97,6 +97,48 @@ def all_reduce_mean_(tensors: list[torch.Tensor]) -> None:
         tensor.div_(ctx.world)
 
 
+def batch_norm_is_synchronised(device: torch.device, ctx: Context) -> bool:
+    """Whether batch norm can normalise over the whole global batch here: under torchrun on
+    GPUs (NCCL or gloo). torch's SyncBatchNorm refuses CPU tensors, so on CPU each process's
+    batch norm sees only its own slice of the batch (global batch / world samples)."""
+    return ctx.distributed and torch.device(device).type == "cuda"
+
+
+def batch_norm_report(device: torch.device, ctx: Context, global_batch: int) -> str:
+    """One line for the run's summary: what a batch-norm layer normalises over."""
+    if batch_norm_is_synchronised(device, ctx):
+        return f"synchronised over {ctx.world} processes ({global_batch} samples)"
+    if ctx.distributed:
+        return f"per process ({global_batch // ctx.world} samples each; SyncBatchNorm needs GPUs)"
+    return f"one process ({global_batch} samples)"
+
+
+@contextlib.contextmanager
+def synchronised_batch_norm(module: torch.nn.Module, enabled: bool) -> Iterator[torch.nn.Module]:
+    """Inside the block, every batch-norm layer below ``module`` (not ``module`` itself) is a
+    ``SyncBatchNorm`` sharing its parameters and statistics tensors, so a batch split over
+    processes is normalised as in one process; on leaving, the original layers are put back
+    (same tensors, now trained). Put back because work after training runs on rank 0 alone,
+    where a synchronised layer in training mode would wait forever for the other ranks."""
+    if not enabled:
+        yield module
+        return
+    swapped: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(child, torch.nn.SyncBatchNorm):
+                synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(child)
+                synced.train(child.training)
+                setattr(parent, name, synced)
+                swapped.append((parent, name, child))
+    try:
+        yield module
+    finally:
+        for parent, name, child in reversed(swapped):
+            child.train(getattr(parent, name).training)
+            setattr(parent, name, child)
+
+
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -184,13 +184,6 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
         net = net.to(memory_format=torch.channels_last)
     if settings.freeze_encoder:
         freeze(net)
-    model = net
-    if ctx.distributed:
-        # gloo on CPU reports this for smp's U-Net although each grad matches its parameter's
-        # strides outside DDP; it costs a copy per bucket, not correctness.
-        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-        model = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True)
     optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=settings.lr)
     schedule = make_schedule(optimizer, settings)
     # What a resumed run must share with the checkpoint (not steps, workers or compilation).
@@ -226,7 +219,6 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
             write_json(out / "config.json", record)
 
     # Every process sees the same global batch of each step and trains on its own slice of it.
-    forward = torch.compile(model) if settings.compile else model
     sampler = StepBatchSampler(train_indices, settings.batch_size, settings.steps, settings.seed, start=start,
                                rank=ctx.rank, world=ctx.world)
     loader = torch.utils.data.DataLoader(
@@ -247,8 +239,14 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
             "schedule": schedule.state_dict(), "seconds": seconds_before + time.perf_counter() - started,
         })
 
-    with progress_bar(settings.steps, "train-unet", enabled=progress and ctx.is_main, initial=start,
-                      unit="step") as bar, open(metrics_path if ctx.is_main else os.devnull, "a", encoding="utf-8") as log:
+    # Under torchrun on GPUs the batch norms see the whole global batch, as in one process.
+    sync_norms = distributed.batch_norm_is_synchronised(device, ctx)
+    with distributed.synchronised_batch_norm(net, sync_norms), \
+            progress_bar(settings.steps, "train-unet", enabled=progress and ctx.is_main, initial=start,
+                         unit="step") as bar, \
+            open(metrics_path if ctx.is_main else os.devnull, "a", encoding="utf-8") as log:
+        model = _data_parallel(net, device, ctx)  # ``net`` itself in one process
+        forward = torch.compile(model) if settings.compile else model
         for images, masks in loader:
             x = to_model_input(images, device)
             y = masks.to(device, non_blocking=True)
@@ -286,7 +284,18 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
     curve = save_loss_curve(metrics_path, out / CURVE_NAME) if ctx.is_main else None
     return {"model": net, "steps": step, "seconds": round(seconds_before + time.perf_counter() - started, 1),
             "validation": {k: round(v, 5) for k, v in last_val.items()}, "val_pairs": len(val_indices),
-            "train_pairs": len(train_indices), "loss_curve": curve.name if curve else None}
+            "train_pairs": len(train_indices), "loss_curve": curve.name if curve else None,
+            "batch_norm": distributed.batch_norm_report(device, ctx, settings.batch_size)}
+
+
+def _data_parallel(net: torch.nn.Module, device: torch.device, ctx: distributed.Context) -> torch.nn.Module:
+    if not ctx.distributed:
+        return net
+    # gloo on CPU reports this for smp's U-Net although each grad matches its parameter's
+    # strides outside DDP; it costs a copy per bucket, not correctness.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    return torch.nn.parallel.DistributedDataParallel(
+        net, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True)
 
 
 def _manifest_digest(data: Path) -> str:

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import load_file
 
 from conftest import REPO
@@ -63,6 +64,8 @@ def test_two_process_unet_training(known_run, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     meta = json.loads((out / "model.json").read_text())
     assert meta["steps"] == 4 and meta["processes"] == 2
+    # torch's SyncBatchNorm runs only on GPUs: on CPU each process normalises its own slice, and says so.
+    assert meta["batch_norm"] == "per process (2 samples each; SyncBatchNorm needs GPUs)"
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [2, 4]  # rank 0 alone writes the log
 
@@ -75,6 +78,7 @@ def test_two_process_discovery(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((out / "directions.json").read_text())
     assert summary["steps"] == 12 and summary["num_directions"] == 4
+    assert summary["batch_norm"] == "per process (4 samples each; SyncBatchNorm needs GPUs)"
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [12]  # one writer (log every 50, and the last step)
     odd = torchrun("discover", "--out", str(tmp_path / "odd"), "--batch", "7", "--steps", "2", "--device", "cpu")
@@ -95,3 +99,39 @@ def test_two_process_sweep_deals_out_the_cells(tmp_path):
         summary = json.loads((out / "cells" / f"directions={k},seed=0" / "directions.json").read_text())
         assert summary["steps"] == 6 and summary["num_directions"] == k and summary["batch_size"] == 8
     assert "| 4 |" in (out / "table.md").read_text() and "| 6 |" in (out / "table.md").read_text()
+
+
+def test_batch_norm_is_synchronised_only_under_torchrun_on_gpus():
+    from saliency.distributed import Context, batch_norm_is_synchronised, batch_norm_report
+
+    two, one = Context(rank=0, world=2), Context()
+    assert batch_norm_is_synchronised(torch.device("cuda", 0), two)
+    assert not batch_norm_is_synchronised(torch.device("cpu"), two)
+    assert not batch_norm_is_synchronised(torch.device("cuda", 0), one)
+    assert batch_norm_report(torch.device("cuda", 0), two, 32) == "synchronised over 2 processes (32 samples)"
+    assert batch_norm_report(torch.device("cpu"), one, 32) == "one process (32 samples)"
+
+
+def test_synchronised_batch_norm_shares_the_tensors_and_puts_the_layers_back():
+    from directions.reconstructors import build_reconstructor
+    from saliency.distributed import synchronised_batch_norm
+
+    torch.manual_seed(0)
+    model = build_reconstructor("lenet", 4, 1)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(8, 1, 32, 32), torch.randn(8, 1, 32, 32)
+    with synchronised_batch_norm(model, True):
+        synced = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        assert len(synced) == len(norms) and all(isinstance(m, torch.nn.SyncBatchNorm) for m in synced)
+        assert all(a.weight is b.weight and a.running_mean is b.running_mean for a, b in zip(norms, synced))
+        model.train()
+        model(*x)  # no process group: a plain batch norm, whose statistics land in the shared tensors
+        model.eval()
+    after = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert all(a is b for a, b in zip(norms, after)) and not after[0].training  # the originals, mode kept
+    assert before.keys() == model.state_dict().keys()
+    key = next(k for k in before if k.endswith("running_mean"))
+    assert not torch.equal(before[key], model.state_dict()[key])  # trained inside, kept outside
+    with synchronised_batch_norm(model, False):
+        assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
