@@ -249,7 +249,10 @@ def choose_background(generator: Generator, directions: torch.Tensor, config: Di
     write_json(out / "bg_candidates.json", {"criterion": asdict(criterion), "ranked": [c.as_dict() for c in ranked[:50]],
                                             "winner": winner.as_dict()})
     _candidate_chart(generator, ranked[:5], vectors, held_z, held_c, out / "bg_candidates.png")
-    summary = {**winner.as_dict(), "threshold": criterion.threshold, "reliable": winner.score > 0,
+    # A direction the user named is trusted as theirs (synthesize would otherwise refuse it and
+    # send them back to name one); a searched one only where it scored above zero.
+    chosen = winner.extra.get("chosen_by") == "user"
+    summary = {**winner.as_dict(), "threshold": criterion.threshold, "reliable": chosen or winner.score > 0,
                "vector": [round(float(v), 6) for v in h_bg]}
     return summary, h_bg, {"z": held_z, "classes": held_c}
 

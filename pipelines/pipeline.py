@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipelines.discover import SUMMARY_NAME, DiscoverConfig, run_discover
+from pipelines.discover import SUMMARY_NAME, DiscoverConfig, parse_bg_direction, run_discover
 from pipelines.evaluate import EvalConfig, run_eval
 from pipelines.evaluate import is_complete as eval_complete
 from pipelines.synthesize import SynthesizeConfig, run_synthesize
@@ -30,6 +30,7 @@ from pipelines.train_unet import is_complete as unet_complete
 from saliency.artifacts import ensure_writable_dir, write_json
 from saliency.datasets import resolve_data_root
 from saliency.errors import UserError
+from saliency.synthesis import MaskRule
 from saliency.training import CHECKPOINT_NAME as UNET_CHECKPOINT
 from directions.discovery import CHECKPOINT_NAME as DISCOVER_CHECKPOINT
 
@@ -70,9 +71,29 @@ class PipelineConfig:
     encoder: str | None = None
     encoder_weights: str | None = None
     freeze_encoder: bool | None = None
+    bg_direction: str | None = None  # stage 1: this direction as h_bg ("INDEX" or "INDEX:MAGNITUDE")
+    min_area: float | None = None  # stage 2's mask-area filter (None: synthesize's defaults)
+    max_area: float | None = None
     precision: str = "auto"
     progress: bool = True
     log: Callable[[str], None] = print
+
+
+def _discovery_complete(folder: Path, bg_direction: str | None) -> bool:
+    """Stage 1 is done when its summary exists and, with --bg-direction, names that h_bg (a
+    new choice re-runs only the h_bg step: training resumes at its end)."""
+    summary_path = folder / SUMMARY_NAME
+    if not summary_path.is_file():
+        return False
+    if bg_direction is None:
+        return True
+    index, magnitude = parse_bg_direction(bg_direction)
+    try:
+        chosen = json.loads(summary_path.read_text(encoding="utf-8")).get("bg_direction") or {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return (chosen.get("index") == index and (chosen.get("extra") or {}).get("chosen_by") == "user"
+            and (magnitude is None or chosen.get("magnitude") == magnitude))
 
 
 def run_pipeline(config: PipelineConfig) -> dict:
@@ -82,6 +103,11 @@ def run_pipeline(config: PipelineConfig) -> dict:
                         ("--discover-steps", config.discover_steps)):
         if value is not None and value <= 0:  # checked here: a later stage would only see it after hours
             raise UserError(f"{flag} must be positive, got {value}")
+    if config.bg_direction is not None:
+        parse_bg_direction(config.bg_direction)
+    if config.min_area is not None or config.max_area is not None:  # stage 2's rule, checked before stage 1
+        MaskRule(min_area=SynthesizeConfig.min_area if config.min_area is None else config.min_area,
+                 max_area=SynthesizeConfig.max_area if config.max_area is None else config.max_area).validate()
     profile = PROFILES[config.profile]
     out = ensure_writable_dir(config.out)
     data_root = resolve_data_root(config.data_root)
@@ -109,16 +135,24 @@ def run_pipeline(config: PipelineConfig) -> dict:
 
     generator_options = {"weights": config.weights} if config.weights else {}
     discover_dir = paths["discover"]
-    stage("discover", (discover_dir / SUMMARY_NAME).is_file(), lambda: run_discover(DiscoverConfig(
+    if (config.bg_direction is not None and (discover_dir / SUMMARY_NAME).is_file()
+            and not _discovery_complete(discover_dir, config.bg_direction)):
+        # A new h_bg on a finished discovery: whatever the later stages made used the old one.
+        stale = [paths[name] for name in ("synthesize", "unet", "eval-ecssd", "eval-scenes") if paths[name].exists()]
+        if stale:
+            raise UserError(f"--bg-direction {config.bg_direction}: {stale[0]} was made with the run's earlier h_bg; "
+                            "remove it and the later stages' folders, or use another --out")
+    stage("discover", _discovery_complete(discover_dir, config.bg_direction), lambda: run_discover(DiscoverConfig(
         generator=profile.generator, out=discover_dir, steps=config.discover_steps or profile.discover_steps,
         device=config.device,
         resume=(discover_dir / DISCOVER_CHECKPOINT).is_file(), progress=config.progress, precision=config.precision,
-        generator_options=generator_options)))
+        generator_options=generator_options, bg_direction=config.bg_direction)))
     pairs = config.pairs or profile.pairs
     stage("synthesize", _synthesis_complete(paths["synthesize"], pairs), lambda: run_synthesize(SynthesizeConfig(
         run=discover_dir, count=pairs, out=paths["synthesize"], data_root=data_root, device=config.device,
         classes=config.classes, classifier=config.classifier, classifier_weights=config.classifier_weights,
-        progress=config.progress, precision=config.precision)))
+        progress=config.progress, precision=config.precision,
+        **{k: v for k, v in (("min_area", config.min_area), ("max_area", config.max_area)) if v is not None})))
     unet_dir = paths["unet"]
     stage("unet", unet_complete(unet_dir), lambda: run_train_unet(TrainUNetConfig(
         data=paths["synthesize"], out=unet_dir, profile=profile.unet_profile, steps=config.unet_steps,

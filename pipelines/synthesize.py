@@ -55,6 +55,11 @@ CLASSES_NAME = "classes.json"
 PREVIEW_NAME = "preview.png"
 FORMAT = "gan-saliency-pairs/1"
 DEFAULT_BATCH = {"biggan-deep-128": 32}
+# After this many candidates, an acceptance under MIN_ACCEPTANCE means the filters will
+# practically never fill the count (a random or wrong h_bg: hours for a handful of pairs), so
+# stop with a reason instead of looping. A sound h_bg keeps tens of percent.
+GIVE_UP_AFTER = 5_000
+MIN_ACCEPTANCE = 0.001
 
 
 @dataclass
@@ -111,8 +116,9 @@ def load_background_direction(run_dir: Path, summary: dict, latent_dim: int) -> 
     if not isinstance(bg, dict) or "magnitude" not in bg:
         raise UserError(f"{run_dir} has no h_bg in {SUMMARY_NAME} (run `saliency discover` to the end)")
     if not bg.get("reliable", True):
-        raise UserError(f"the h_bg of {run_dir} is marked unreliable; choose one with "
-                        f"`saliency discover --out {run_dir} --bg-direction INDEX[:MAGNITUDE]`")
+        raise UserError(f"the h_bg of {run_dir} is marked unreliable (the search found no direction that whitens "
+                        f"the background); choose one with `saliency discover --out {run_dir} --resume "
+                        "--bg-direction INDEX[:MAGNITUDE]` and the run's other options")
     path = run_dir / TENSORS_NAME
     try:
         vector = load_file(str(path))["bg_direction"].float()
@@ -396,6 +402,14 @@ def _finished(manifest_path: Path, count: int, fingerprint: dict, world: int) ->
     return True
 
 
+def _too_few_kept(totals: dict) -> str:
+    rejected = ", ".join(f"{n:,} {reason.replace('_', ' ')}" for reason, n in totals["rejected"].items() if n)
+    return (f"only {totals['kept']:,} of the first {totals['candidates']:,} candidates passed the filters "
+            f"(rejected: {rejected}; under {MIN_ACCEPTANCE:.1%} kept): the run's h_bg does not whiten a "
+            "background here; check it (directions.json, bg_candidates.png) or --threshold, --shift, "
+            "--min-area and --max-area")
+
+
 def _synthesize_part(generator: Generator, out: Path, fingerprint: dict, shards: list[dict], count: int,
                      config: SynthesizeConfig, classes, shift, rule: MaskRule, with_truth: bool, batch_size: int,
                      ctx: distributed.Context, precision: str = "fp32") -> tuple[list[dict], dict]:
@@ -453,6 +467,8 @@ def _synthesize_part(generator: Generator, out: Path, fingerprint: dict, shards:
             batch += 1
             row = 0
             bar.set_postfix(acceptance=f"{totals['kept'] / max(1, totals['candidates']):.2f}", refresh=False)
+            if totals["candidates"] >= GIVE_UP_AFTER and totals["kept"] < MIN_ACCEPTANCE * totals["candidates"]:
+                raise UserError(_too_few_kept(totals))
         writer.close()
     return shards, totals
 

@@ -475,15 +475,21 @@ def export(model, out, opset) -> None:
               help="Stage 2's voting classifier (default: the generator's; for BigGAN ResNet-18 when its weights "
                    "are on disk, else MobileNetV2).")
 @click.option("--classifier-weights", default=None, help="Stage 2: the classifier's weights file instead of the default.")
+@click.option("--min-area", type=UNIT_INTERVAL, default=None, help="Stage 2: smallest kept mask area (default 0.05).")
+@click.option("--max-area", type=UNIT_INTERVAL, default=None, help="Stage 2: largest kept mask area (default 0.5).")
 @click.option("--encoder", default=None, help="Stage 3: the U-Net encoder (default: the profile's).")
 @click.option("--encoder-weights", type=click.Choice(["imagenet", "none"]), default=None,
               help="Stage 3: the encoder's starting weights (default: the profile's; none trains it from scratch).")
 @click.option("--freeze-encoder/--train-encoder", default=None, help="Stage 3: train the decoder only, or all.")
+@click.option("--bg-direction", default=None, metavar="INDEX[:MAGNITUDE]",
+              help="Stage 1: use this direction as h_bg instead of the search's choice (after looking at the "
+                   "charts, as the paper did); on a finished discovery only its h_bg step re-runs.")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help=PRECISION_HELP)
 def pipeline(out, data_root, profile, weights, pairs, unet_steps, discover_steps, classes, classifier,
-             classifier_weights, encoder, encoder_weights, freeze_encoder, device, precision) -> None:
+             classifier_weights, min_area, max_area, encoder, encoder_weights, freeze_encoder, bg_direction, device,
+             precision) -> None:
     """The main job: discover, synthesize, train, evaluate; each stage skipped when already complete."""
     from pipelines.pipeline import PipelineConfig, run_pipeline
 
@@ -492,7 +498,9 @@ def pipeline(out, data_root, profile, weights, pairs, unet_steps, discover_steps
                                          discover_steps=discover_steps, classes=parse_int_list(classes),
                                          classifier=classifier, classifier_weights=classifier_weights,
                                          encoder=encoder, encoder_weights=encoder_weights,
-                                         freeze_encoder=freeze_encoder, precision=precision, log=click.echo))
+                                         freeze_encoder=freeze_encoder, bg_direction=bg_direction,
+                                         min_area=min_area, max_area=max_area,
+                                         precision=precision, log=click.echo))
     for name, table in result["tables"].items():
         click.echo(f"\n{name}:\n{table.rstrip()}")
     click.echo(f"\nwrote {Path(out) / 'pipeline.json'}")

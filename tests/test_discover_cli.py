@@ -39,4 +39,11 @@ def test_a_tiny_discovery_run_writes_every_artifact(tmp_path):
     chosen = json.loads((out / "directions.json").read_text())["bg_direction"]
     assert chosen["index"] == 2 and chosen["magnitude"] == 6.0 and chosen["extra"]["chosen_by"] == "user"
 
+    # A choice that whitens nothing (a tiny shift) scores <= 0 yet is the user's to make: kept as
+    # reliable, so synthesize uses it instead of sending the user back to choose one.
+    weak = run_cli("discover", "--out", str(out), "--steps", "12", "--resume", "--bg-direction", "2:0.01", *TINY)
+    assert weak.returncode == 0, weak.stderr
+    chosen = json.loads((out / "directions.json").read_text())["bg_direction"]
+    assert chosen["score"] <= 0 and chosen["reliable"]
+
 

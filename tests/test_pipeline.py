@@ -34,6 +34,15 @@ def test_pipeline_chains_the_stages_and_skips_finished_ones(tmp_path):
     again = run_cli(*args, timeout=600)
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("skipped") == 5 and "running" not in again.stdout
+
+    # Another h_bg for the finished run: the pairs, the U-Net and its scores were made with the
+    # old one, so nothing runs and the line says which folder stands in the way.
+    other = run_cli(*args, "--bg-direction", "0:6", timeout=600)
+    assert_one_line_error(other, "--bg-direction 0:6", str(out / "synthesize"), "earlier h_bg")
+    bad = run_cli(*args, "--bg-direction", "x", timeout=600)
+    assert_one_line_error(bad, "--bg-direction")
+    bad = run_cli(*args, "--min-area", "0.6", timeout=600)  # above the default largest area, 0.5
+    assert_one_line_error(bad, "area bounds")
     assert "| U-Net (test) |" in again.stdout
 
 

@@ -190,6 +190,16 @@ def test_synthesis_refuses_other_settings_in_the_same_folder(known_run, tmp_path
         synthesize_pairs(known_run, out, 20)
 
 
+def test_synthesis_stops_with_a_reason_when_almost_no_candidate_passes(known_run, tmp_path, monkeypatch):
+    from pipelines import synthesize as stage
+
+    monkeypatch.setattr(stage, "GIVE_UP_AFTER", 640)  # ten batches: the rule, not its size, is under test
+    out = tmp_path / "syn"
+    with pytest.raises(UserError, match=r"only \d+ of the first [\d,]+ candidates passed the filters \(rejected: [\d,]+ area above max"):
+        synthesize_pairs(known_run, out, 50, magnitude=1e-3, ground_truth=False)  # whitens (almost) nothing
+    assert not (out / "manifest.json").exists() and not list(out.glob("*.safetensors"))
+
+
 @pytest.mark.skipif(not (SHARED_ROOT / "ECSSD").is_dir(), reason="needs ../shared/datasets/ECSSD")
 def test_scenes_classifier_votes_on_ecssd_train_offline(known_run, tmp_path):
     out = tmp_path / "syn"
