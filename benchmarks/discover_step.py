@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 
 import torch
 
@@ -26,7 +27,7 @@ from directions.generators import build_generator
 from directions.reconstructors import build_reconstructor
 from directions.speed import prepare_frozen_generator, prepare_reconstructor
 from pipelines.discover import DiscoverConfig, _resolved
-from saliency.runtime import cpu_name, tune_cpu_allocator
+from saliency.runtime import autocast, configure_device, cpu_name, resolve_precision, tune_cpu_allocator
 
 
 def timed(fn, repeats: int, sync) -> float:
@@ -46,14 +47,20 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=30, help="Repeats per measurement.")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--weights", default=None, help="Generator weights (biggan-deep-128: a folder).")
+    parser.add_argument("--precision", default="auto", help="As discover's (auto: bf16 autocast on a GPU).")
     args = parser.parse_args()
 
-    config = DiscoverConfig(generator=args.generator, device=args.device)
-    generator = build_generator(args.generator, device=args.device)
+    options = {"weights": args.weights} if args.weights else {}
+    config = DiscoverConfig(generator=args.generator, device=args.device, generator_options=options)
+    generator = build_generator(args.generator, device=args.device, **options)
     profile, settings = _resolved(config, generator)
     if profile.train_options:
-        generator = build_generator(args.generator, device=args.device, **dict(profile.train_options))
+        generator = build_generator(args.generator, device=args.device, **options, **dict(profile.train_options))
     generator.eval()
+    configure_device(generator.device)
+    settings = replace(settings, precision=resolve_precision(args.precision, generator.device))
+    precision = settings.precision
     rng = torch.Generator().manual_seed(0)
     deformator = build_deformator(profile.deformator, generator.latent_dim, profile.num_directions, rng).to(generator.device)
     reconstructor = build_reconstructor(profile.reconstructor, profile.num_directions, generator.channels)
@@ -73,17 +80,20 @@ def main() -> None:
         play_step(generator, deformator, reconstructor, optimizers, rng, settings.batch_size, settings)
 
     def g_forward_base():
-        with torch.no_grad():
+        with torch.no_grad(), autocast(generator.device, precision):
             generator(z, classes)
 
     def g_forward_backward_shifted():
         shifted_z = (z + shift).requires_grad_(True)
-        generator(shifted_z, classes).sum().backward()
+        with autocast(generator.device, precision):
+            image = generator(shifted_z, classes)
+        image.float().sum().backward()
 
     def r_forward_backward():
         shifted = shifted_images.clone().requires_grad_(True)
-        logits, eps_pred = reconstructor(base_images, shifted)
-        (torch.nn.functional.cross_entropy(logits, index) + (eps_pred - eps).abs().mean()).backward()
+        with autocast(generator.device, precision):
+            logits, eps_pred = reconstructor(base_images, shifted)
+        (torch.nn.functional.cross_entropy(logits.float(), index) + (eps_pred.float() - eps).abs().mean()).backward()
 
     rounds = []
     for _ in range(args.rounds):
@@ -98,7 +108,7 @@ def main() -> None:
     ratios = sorted(r["ratio"] for r in rounds)
     result = {"generator": args.generator, "device": str(generator.device), "batch": settings.batch_size,
               "directions": profile.num_directions, "reconstructor": profile.reconstructor,
-              "resolution": generator.resolution, "threads": torch.get_num_threads(),
+              "resolution": generator.resolution, "threads": torch.get_num_threads(), "precision": precision,
               "cpu": cpu_name(), "rounds_ms": rounds, "median_ratio": ratios[len(ratios) // 2]}
     print(json.dumps(result, indent=2))
     print(f"step / sum of necessary parts = {result['median_ratio']:.3f} (median of {len(rounds)} rounds; target <= 1.2)")

@@ -1,8 +1,37 @@
 #!/usr/bin/env bash
-# The GPU benchmark in one call (no installs, no downloads): writes $OUT/gpu_bench.json.
-# Usage on the lent GPU machine, from the repository root:  bash benchmarks/gpu.sh
-set -euo pipefail
+# The GPU check in one call, for the lent GPU machine (no network there): installs the
+# project's own wheels from .whl/ if present (see below), runs the CUDA tests through the real
+# CLI (tests/test_cuda.py), then the benchmark. Everything lands in $OUT (default: .):
+#   cuda_tests.log, gpu_bench.json, gpu_bench.log, discover_step.log (at most 8 minutes in all)
+# Prepare .whl/ on a machine with the package registry (git ignores it; `run` carries it):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 \
+#     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform any -d .whl \
+#     pytorch-pretrained-biggan==0.1.1 boto3 botocore s3transfer jmespath segmentation-models-pytorch==0.6.0 \
+#     albumentations==2.0.8 albucore pydantic pydantic-core annotated-types typing-inspection simsimd \
+#     stringzilla pysodmetrics tflite isal
+# Usage, from the repository root:  bash benchmarks/gpu.sh
+set -uo pipefail
 cd "$(dirname "$0")/.."
-out="${OUT:-.}/gpu_bench.json"
+out="${OUT:-.}"
+mkdir -p "$out"
+python="${PYTHON:-python3}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-timeout 450 python benchmarks/gpu_bench.py --device auto --seconds 10 --out "$out" "$@"
+if [ -d .whl ]; then
+  "$python" -m pip install -q --no-index --no-deps .whl/*.whl 2>&1 | tail -3
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+"$python" -c "import torch, saliency; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+
+status=0
+# 1. CUDA correctness through the real CLI, tiny sizes (sample, discover killed and resumed,
+#    synthesize, train-unet eager and --compile, eval, predict, pipeline, two ranks' SyncBatchNorm)
+timeout 300 "$python" -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py --durations=0 2>&1 \
+  | tee "$out/cuda_tests.log" || status=1
+# 2. The paper's settings, timed (random weights: speed does not depend on their values)
+timeout 120 "$python" benchmarks/gpu_bench.py --device auto --seconds 5 --out "$out/gpu_bench.json" "$@" 2>&1 \
+  | tee "$out/gpu_bench.log" || status=1
+weights=$(mktemp -d)
+"$python" -c "import sys; from directions.generators.biggan import save_random_weights; save_random_weights(sys.argv[1])" "$weights"
+timeout 60 "$python" benchmarks/discover_step.py --generator biggan-deep-128 --weights "$weights" --device cuda \
+  --steps 10 --rounds 3 2>&1 | tee "$out/discover_step.log" || status=1
+exit "$status"

@@ -126,6 +126,31 @@ def main() -> None:
         result["unet_precision"] = unet_precision
         result["unet_resolution"] = size
 
+        # Evaluation's forward: ECSSD's 300x400 photographs at a shorter side of 128, padded to
+        # the encoder's stride (128 x 192), in inference mode (decoding and metrics not included).
+        model.eval()
+        eval_batch = 4 if tiny else 64
+        eval_images = torch.randint(0, 256, (eval_batch, size, size * 3 // 2, 3), dtype=torch.uint8)
+
+        def eval_forward():
+            with torch.inference_mode(), autocast(device, unet_precision):
+                model(to_model_input(eval_images, device))
+        result["eval_forward_images_per_s"] = round(rate(eval_forward, eval_batch, seconds, sync), 2)
+
+    # The whole biggan profile at these rates (a projection from this run's measurements).
+    from pipelines.discover import PROFILES as DISCOVER_PROFILES
+    from pipelines.pipeline import PROFILES as PIPELINE_PROFILES
+
+    ecssd_images = 1000
+    projected = {
+        "discover": DISCOVER_PROFILES["biggan-deep-128"].steps / result["discover_steps_per_s"],
+        "synthesize": PIPELINE_PROFILES["biggan"].pairs / result["synthesize_pairs_per_s"],
+        "train_unet": profile.settings.steps * profile.settings.batch_size / result["unet_samples_per_s"],
+        "eval_forward": ecssd_images / result["eval_forward_images_per_s"],
+    }
+    result["projected_biggan_profile_seconds"] = {k: round(v, 1) for k, v in projected.items()}
+    result["projected_biggan_profile_hours"] = round(sum(projected.values()) / 3600, 3)
+
     result["total_seconds"] = round(time.perf_counter() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

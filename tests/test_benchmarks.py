@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 
@@ -17,8 +19,12 @@ def test_gpu_benchmark_runs_at_tiny_size_on_cpu(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
     for key in ("generator_images_per_s_fp32", "generator_images_per_s_bf16", "discover_steps_per_s",
-                "synthesize_pairs_per_s", "unet_samples_per_s"):
+                "synthesize_pairs_per_s", "unet_samples_per_s", "eval_forward_images_per_s"):
         assert report[key] > 0, key
+    stages = report["projected_biggan_profile_seconds"]
+    assert set(stages) == {"discover", "synthesize", "train_unet", "eval_forward"}
+    assert abs(report["projected_biggan_profile_hours"] * 3600 - sum(stages.values())) < 1
+    assert stages["discover"] == pytest.approx(100_000 / report["discover_steps_per_s"], rel=1e-3)
     assert report["device"] == "cpu" and report["tiny"] is True and report["synthesize_pairs"] == 16
 
 

@@ -38,12 +38,17 @@ pytestmark = [
 BIGGAN_CONFIG = None if ON_GPU else {"channel_width": 8, "num_classes": 1000}
 UNET_BATCH = "16" if ON_GPU else "4"
 EXPECTED_PRECISION = "bf16" if ON_GPU and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+
+
+def child_env(**extra: str) -> dict:
+    """The environment of now: the session fixtures' TORCH_HOME and SALIENCY_CACHE included."""
+    return dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", **extra)
+
 SHARED_ECSSD = REPO.parent / "shared" / "datasets" / "ECSSD"
 
 
 def saliency(*args, timeout: float = 900) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "saliency.cli", *map(str, args)], cwd=REPO, env=ENV,
+    result = subprocess.run([sys.executable, "-m", "saliency.cli", *map(str, args)], cwd=REPO, env=child_env(),
                             capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"saliency {args[0]} failed:\n{result.stderr[-3000:]}"
     return result
@@ -96,7 +101,7 @@ def test_discover_resumes_after_a_kill(work):
             "--directions", "8", "--batch", "8", "--steps", "30", "--checkpoint-every", "5", "--log-every", "5",
             "--bg-direction", "0:6", "--no-refine-bg", "--bg-samples", "16", "--rca-samples", "64",
             "--no-charts", "--no-effects", "--device", DEVICE]
-    process = subprocess.Popen([sys.executable, "-m", "saliency.cli", *map(str, args)], cwd=REPO, env=ENV,
+    process = subprocess.Popen([sys.executable, "-m", "saliency.cli", *map(str, args)], cwd=REPO, env=child_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     checkpoint = run / "checkpoint.safetensors"
     deadline = time.monotonic() + 600
@@ -181,3 +186,28 @@ def test_pipeline_biggan_profile_at_tiny_sizes(work):
                   "eval-ecssd/metrics.json"):
         read_json(out / stage)
     assert read_json(out / "unet" / "model.json")["settings"]["precision"] == EXPECTED_PRECISION
+
+
+def test_two_processes_on_one_gpu_synchronise_batch_norm(work, tmp_path):
+    """torchrun with two processes sharing the GPU (gloo carries CUDA tensors; NCCL refuses two
+    ranks on one device): R's and the U-Net's batch norms run as SyncBatchNorm, and say so."""
+    if not ON_GPU:
+        pytest.skip("on a CPU the per-process statistics are tested in tests/test_distributed.py")
+    env = child_env(SALIENCY_DIST_BACKEND="gloo", OMP_NUM_THREADS="1")
+
+    def torchrun(*args):
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                   "-m", "saliency.cli", *map(str, args)]
+        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    run = tmp_path / "run"
+    torchrun("discover", "--out", run, "--resolution", "32", "--train-resolution", "32", "--directions", "4",
+             "--batch", "8", "--steps", "6", "--bg-samples", "16", "--refine-steps", "2", "--no-charts",
+             "--device", f"{DEVICE.split(':')[0]}:0")
+    assert read_json(run / "directions.json")["batch_norm"] == "synchronised over 2 processes (8 samples)"
+    unet = tmp_path / "unet"
+    torchrun("train-unet", "--data", work["pairs"], "--out", unet, "--encoder", "resnet18", "--encoder-weights",
+             "none", "--steps", "4", "--batch", "8", "--val-count", "16", "--workers", "0",
+             "--device", f"{DEVICE.split(':')[0]}:0")
+    assert read_json(unet / "model.json")["batch_norm"] == "synchronised over 2 processes (8 samples)"
