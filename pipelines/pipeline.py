@@ -138,7 +138,9 @@ def run_pipeline(config: PipelineConfig) -> dict:
     if (config.bg_direction is not None and (discover_dir / SUMMARY_NAME).is_file()
             and not _discovery_complete(discover_dir, config.bg_direction)):
         # A new h_bg on a finished discovery: whatever the later stages made used the old one.
-        stale = [paths[name] for name in ("synthesize", "unet", "eval-ecssd", "eval-scenes") if paths[name].exists()]
+        made = [paths["synthesize"] / "manifest.json", paths["synthesize"] / "progress.json",
+                *(paths[name] for name in ("unet", "eval-ecssd", "eval-scenes"))]
+        stale = [path.parent if path.suffix == ".json" else path for path in made if path.exists()]
         if stale:
             raise UserError(f"--bg-direction {config.bg_direction}: {stale[0]} was made with the run's earlier h_bg; "
                             "remove it and the later stages' folders, or use another --out")

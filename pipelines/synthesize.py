@@ -467,7 +467,8 @@ def _synthesize_part(generator: Generator, out: Path, fingerprint: dict, shards:
             batch += 1
             row = 0
             bar.set_postfix(acceptance=f"{totals['kept'] / max(1, totals['candidates']):.2f}", refresh=False)
-            if totals["candidates"] >= GIVE_UP_AFTER and totals["kept"] < MIN_ACCEPTANCE * totals["candidates"]:
+            if (total + buffer.size < count and totals["candidates"] >= GIVE_UP_AFTER
+                    and totals["kept"] < MIN_ACCEPTANCE * totals["candidates"]):
                 raise UserError(_too_few_kept(totals))
         writer.close()
     return shards, totals

@@ -483,7 +483,7 @@ def export(model, out, opset) -> None:
 @click.option("--freeze-encoder/--train-encoder", default=None, help="Stage 3: train the decoder only, or all.")
 @click.option("--bg-direction", default=None, metavar="INDEX[:MAGNITUDE]",
               help="Stage 1: use this direction as h_bg instead of the search's choice (after looking at the "
-                   "charts, as the paper did); on a finished discovery only its h_bg step re-runs.")
+                   "charts, as the paper did); on a finished discovery, training is not repeated (h_bg, scores and charts are).")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help=PRECISION_HELP)

@@ -188,9 +188,10 @@ def test_pipeline_biggan_profile_at_tiny_sizes(work):
     assert read_json(out / "unet" / "model.json")["settings"]["precision"] == EXPECTED_PRECISION
 
 
-def test_two_processes_on_one_gpu_synchronise_batch_norm(work, tmp_path):
+def test_two_processes_on_one_gpu_synchronise_batch_norm(known_run, tmp_path):
     """torchrun with two processes sharing the GPU (gloo carries CUDA tensors; NCCL refuses two
-    ranks on one device): R's and the U-Net's batch norms run as SyncBatchNorm, and say so."""
+    ranks on one device): R's and the U-Net's batch norms run as SyncBatchNorm, and say so.
+    Self-contained, so benchmarks/gpu.sh can run it first."""
     if not ON_GPU:
         pytest.skip("on a CPU the per-process statistics are tested in tests/test_distributed.py")
     env = child_env(SALIENCY_DIST_BACKEND="gloo", OMP_NUM_THREADS="1")
@@ -206,8 +207,12 @@ def test_two_processes_on_one_gpu_synchronise_batch_norm(work, tmp_path):
              "--batch", "8", "--steps", "6", "--bg-samples", "16", "--refine-steps", "2", "--no-charts",
              "--device", f"{DEVICE.split(':')[0]}:0")
     assert read_json(run / "directions.json")["batch_norm"] == "synchronised over 2 processes (8 samples)"
+    from makers import synthesize_pairs
+
+    pairs = tmp_path / "pairs"
+    synthesize_pairs(known_run, pairs, 64)  # scenes pairs, made on the CPU in seconds
     unet = tmp_path / "unet"
-    torchrun("train-unet", "--data", work["pairs"], "--out", unet, "--encoder", "resnet18", "--encoder-weights",
+    torchrun("train-unet", "--data", pairs, "--out", unet, "--encoder", "resnet18", "--encoder-weights",
              "none", "--steps", "4", "--batch", "8", "--val-count", "16", "--workers", "0",
              "--device", f"{DEVICE.split(':')[0]}:0")
     assert read_json(unet / "model.json")["batch_norm"] == "synchronised over 2 processes (8 samples)"
