@@ -105,9 +105,10 @@ def run_pipeline(config: PipelineConfig) -> dict:
             raise UserError(f"{flag} must be positive, got {value}")
     if config.bg_direction is not None:
         parse_bg_direction(config.bg_direction)
-    if config.min_area is not None or config.max_area is not None:  # stage 2's rule, checked before stage 1
-        MaskRule(min_area=SynthesizeConfig.min_area if config.min_area is None else config.min_area,
-                 max_area=SynthesizeConfig.max_area if config.max_area is None else config.max_area).validate()
+    # Stage 2's area rule, checked before stage 1.
+    area = {"min_area": SynthesizeConfig.min_area if config.min_area is None else config.min_area,
+            "max_area": SynthesizeConfig.max_area if config.max_area is None else config.max_area}
+    MaskRule(**area).validate()
     profile = PROFILES[config.profile]
     out = ensure_writable_dir(config.out)
     data_root = resolve_data_root(config.data_root)
@@ -135,16 +136,16 @@ def run_pipeline(config: PipelineConfig) -> dict:
 
     generator_options = {"weights": config.weights} if config.weights else {}
     discover_dir = paths["discover"]
-    if (config.bg_direction is not None and (discover_dir / SUMMARY_NAME).is_file()
-            and not _discovery_complete(discover_dir, config.bg_direction)):
+    discovered = _discovery_complete(discover_dir, config.bg_direction)
+    if config.bg_direction is not None and not discovered and (discover_dir / SUMMARY_NAME).is_file():
         # A new h_bg on a finished discovery: whatever the later stages made used the old one.
-        made = [paths["synthesize"] / "manifest.json", paths["synthesize"] / "progress.json",
-                *(paths[name] for name in ("unet", "eval-ecssd", "eval-scenes"))]
-        stale = [path.parent if path.suffix == ".json" else path for path in made if path.exists()]
+        synthesis = paths["synthesize"]
+        stale = [synthesis] if (synthesis / "manifest.json").exists() or (synthesis / "progress.json").exists() else []
+        stale += [paths[name] for name in ("unet", "eval-ecssd", "eval-scenes") if paths[name].exists()]
         if stale:
             raise UserError(f"--bg-direction {config.bg_direction}: {stale[0]} was made with the run's earlier h_bg; "
                             "remove it and the later stages' folders, or use another --out")
-    stage("discover", _discovery_complete(discover_dir, config.bg_direction), lambda: run_discover(DiscoverConfig(
+    stage("discover", discovered, lambda: run_discover(DiscoverConfig(
         generator=profile.generator, out=discover_dir, steps=config.discover_steps or profile.discover_steps,
         device=config.device,
         resume=(discover_dir / DISCOVER_CHECKPOINT).is_file(), progress=config.progress, precision=config.precision,
@@ -153,8 +154,7 @@ def run_pipeline(config: PipelineConfig) -> dict:
     stage("synthesize", _synthesis_complete(paths["synthesize"], pairs), lambda: run_synthesize(SynthesizeConfig(
         run=discover_dir, count=pairs, out=paths["synthesize"], data_root=data_root, device=config.device,
         classes=config.classes, classifier=config.classifier, classifier_weights=config.classifier_weights,
-        progress=config.progress, precision=config.precision,
-        **{k: v for k, v in (("min_area", config.min_area), ("max_area", config.max_area)) if v is not None})))
+        progress=config.progress, precision=config.precision, **area)))
     unet_dir = paths["unet"]
     stage("unet", unet_complete(unet_dir), lambda: run_train_unet(TrainUNetConfig(
         data=paths["synthesize"], out=unet_dir, profile=profile.unet_profile, steps=config.unet_steps,
