@@ -7,7 +7,9 @@
     DIR/eval-scenes   stage 4 on rendered scenes with exact masks (embedded profile only)
     DIR/pipeline.json what ran, what was skipped, and how long each stage took
 
-A stage interrupted halfway resumes from its own checkpoint on the next call. Every input a
+A stage interrupted halfway resumes from its own checkpoint on the next call. A finished stage
+is kept only for the options it was made with, and a stage that must run again never leaves a
+later stage built on its old output: either stops the call, before anything runs, with one line. Every input a
 stage will need (generator weights, the class vote's classifier, the dataset, the U-Net
 encoder's weights) is found before stage 1 starts, so a missing file stops the run in its
 first seconds, not after hours of discovery.
@@ -135,37 +137,33 @@ def run_pipeline(config: PipelineConfig) -> dict:
         write_json(record_path, record)
 
     generator_options = {"weights": config.weights} if config.weights else {}
-    discover_dir = paths["discover"]
-    discovered = _discovery_complete(discover_dir, config.bg_direction)
-    if config.bg_direction is not None and not discovered and (discover_dir / SUMMARY_NAME).is_file():
-        # A new h_bg on a finished discovery: whatever the later stages made used the old one.
-        synthesis = paths["synthesize"]
-        stale = [synthesis] if (synthesis / "manifest.json").exists() or (synthesis / "progress.json").exists() else []
-        stale += [paths[name] for name in ("unet", "eval-ecssd", "eval-scenes") if paths[name].exists()]
-        if stale:
-            raise UserError(f"--bg-direction {config.bg_direction}: {stale[0]} was made with the run's earlier h_bg; "
-                            "remove it and the later stages' folders, or use another --out")
-    stage("discover", discovered, lambda: run_discover(DiscoverConfig(
+    discover_dir, unet_dir = paths["discover"], paths["unet"]
+    pairs = config.pairs or profile.pairs
+    names = [name for name in paths if name != "eval-scenes" or profile.scenes_eval]
+    complete = {"discover": _discovery_complete(discover_dir, config.bg_direction),
+                "synthesize": _synthesis_complete(paths["synthesize"], pairs),
+                "unet": unet_complete(unet_dir),
+                "eval-ecssd": eval_complete(paths["eval-ecssd"]), "eval-scenes": eval_complete(paths["eval-scenes"])}
+    _refuse_changed_or_stale(config, paths, names, complete)
+    stage("discover", complete["discover"], lambda: run_discover(DiscoverConfig(
         generator=profile.generator, out=discover_dir, steps=config.discover_steps or profile.discover_steps,
         device=config.device,
         resume=(discover_dir / DISCOVER_CHECKPOINT).is_file(), progress=config.progress, precision=config.precision,
         generator_options=generator_options, bg_direction=config.bg_direction)))
-    pairs = config.pairs or profile.pairs
-    stage("synthesize", _synthesis_complete(paths["synthesize"], pairs), lambda: run_synthesize(SynthesizeConfig(
+    stage("synthesize", complete["synthesize"], lambda: run_synthesize(SynthesizeConfig(
         run=discover_dir, count=pairs, out=paths["synthesize"], data_root=data_root, device=config.device,
         classes=config.classes, classifier=config.classifier, classifier_weights=config.classifier_weights,
         progress=config.progress, precision=config.precision, **area)))
-    unet_dir = paths["unet"]
-    stage("unet", unet_complete(unet_dir), lambda: run_train_unet(TrainUNetConfig(
+    stage("unet", complete["unet"], lambda: run_train_unet(TrainUNetConfig(
         data=paths["synthesize"], out=unet_dir, profile=profile.unet_profile, steps=config.unet_steps,
         encoder=config.encoder, encoder_weights=config.encoder_weights, freeze_encoder=config.freeze_encoder,
         device=config.device, resume=(unet_dir / UNET_CHECKPOINT).is_file(), progress=config.progress,
         precision=config.precision)))
-    stage("eval-ecssd", eval_complete(paths["eval-ecssd"]), lambda: run_eval(EvalConfig(
+    stage("eval-ecssd", complete["eval-ecssd"], lambda: run_eval(EvalConfig(
         dataset="ecssd", model=unet_dir, out=paths["eval-ecssd"], data_root=data_root, device=config.device,
         progress=config.progress, precision=config.precision)))
     if profile.scenes_eval:
-        stage("eval-scenes", eval_complete(paths["eval-scenes"]), lambda: run_eval(EvalConfig(
+        stage("eval-scenes", complete["eval-scenes"], lambda: run_eval(EvalConfig(
             dataset="scenes", model=unet_dir, out=paths["eval-scenes"], device=config.device,
             progress=config.progress, precision=config.precision)))
     write_json(record_path, record)
@@ -175,6 +173,70 @@ def run_pipeline(config: PipelineConfig) -> dict:
         if metrics.is_file():
             tables[name] = metrics.read_text(encoding="utf-8")
     return {"record": record, "tables": tables, "paths": {k: str(v) for k, v in paths.items()}}
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _changed_settings(config: PipelineConfig, name: str, folder: Path) -> list[str]:
+    """The options this call passes that the finished stage in ``folder`` was made without
+    (options left out follow whatever the stage was made with)."""
+    passed: dict[str, tuple[object, object]] = {}  # option -> (value asked, value recorded)
+    if name == "discover":
+        summary = _read_json(folder / SUMMARY_NAME)
+        passed["--discover-steps"] = (config.discover_steps, summary.get("steps"))
+    elif name == "synthesize":
+        manifest = _read_json(folder / "manifest.json")
+        passed["--min-area"] = (config.min_area, manifest.get("min_area"))
+        passed["--max-area"] = (config.max_area, manifest.get("max_area"))
+        if manifest.get("classes") is not None:  # an unconditional generator ignores --classes
+            passed["--classes"] = (None if config.classes is None else sorted(set(config.classes)),
+                                   manifest["classes"])
+    elif name == "unet":
+        model = _read_json(folder / "model.json")
+        architecture, settings = model.get("architecture") or {}, model.get("settings") or {}
+        passed["--unet-steps"] = (config.unet_steps, model.get("steps"))
+        passed["--encoder"] = (config.encoder, architecture.get("encoder"))
+        passed["--encoder-weights"] = (config.encoder_weights, architecture.get("encoder_weights") or "none")
+        encoder = {True: "frozen", False: "trained", None: None}
+        passed["--freeze-encoder/--train-encoder"] = (encoder[config.freeze_encoder],
+                                                      encoder[bool(settings.get("freeze_encoder"))])
+    return [f"{option} {asked} (it has {recorded})" for option, (asked, recorded) in passed.items()
+            if asked is not None and asked != recorded]
+
+
+def _made_something(name: str, folder: Path) -> bool:
+    if name == "synthesize":  # a folder left by a refused or given-up synthesis holds nothing
+        return (folder / "manifest.json").exists() or (folder / "progress.json").exists()
+    return folder.exists()
+
+
+def _refuse_changed_or_stale(config: PipelineConfig, paths: dict[str, Path], names: list[str],
+                             complete: dict[str, bool]) -> None:
+    """Before anything runs: a finished stage is never silently kept against options that
+    change it, and a stage that must run again never leaves a later stage built on its old
+    output. One line says which folder stands in the way."""
+    for name in names:
+        if complete[name]:
+            changed = _changed_settings(config, name, paths[name])
+            if changed:
+                raise UserError(f"{paths[name]} was made with other settings: {'; '.join(changed)}; "
+                                "remove it and the later stages' folders, or use another --out")
+    first_to_run = next((i for i, name in enumerate(names) if not complete[name]), len(names))
+    stale = [paths[name] for name in names[first_to_run + 1:] if _made_something(name, paths[name])]
+    if not stale:
+        return
+    name = names[first_to_run]
+    why = (f"--bg-direction {config.bg_direction}: {stale[0]} was made with the run's earlier h_bg"
+           if name == "discover" and config.bg_direction is not None
+           else f"{name} must run again here ({paths[name]} is not finished for these options), but {stale[0]} "
+                "was made from its earlier output")
+    raise UserError(f"{why}; remove it and the later stages' folders, or use another --out")
 
 
 def check_inputs(config: PipelineConfig, profile: PipelineProfile, data_root: Path,

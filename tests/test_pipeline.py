@@ -43,6 +43,17 @@ def test_pipeline_chains_the_stages_and_skips_finished_ones(tmp_path):
     assert_one_line_error(bad, "--bg-direction")
     bad = run_cli(*args, "--min-area", "0.6", timeout=600)  # above the default largest area, 0.5
     assert_one_line_error(bad, "area bounds")
+
+    # A finished stage is not kept, silently, against an option that changes it: one line names
+    # the folder and the setting, and nothing runs.
+    changed = run_cli(*args, "--min-area", "0.1", timeout=600)
+    assert_one_line_error(changed, str(out / "synthesize"), "--min-area 0.1 (it has 0.05)")
+    changed = run_cli(*args[:-4], "--unet-steps", "8", "--device", "cpu", timeout=600)
+    assert_one_line_error(changed, str(out / "unet"), "--unet-steps 8 (it has 4)")
+    # More pairs re-open stage 2, but the U-Net was trained on the 200 already there.
+    more = run_cli(*args[:-6], "--pairs", "300", "--unet-steps", "4", "--device", "cpu", timeout=600)
+    assert_one_line_error(more, "synthesize must run again", str(out / "unet"))
+    assert json.loads((out / "synthesize" / "manifest.json").read_text())["count"] == 200
     assert "| U-Net (test) |" in again.stdout
 
 
