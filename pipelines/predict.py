@@ -126,9 +126,9 @@ def outputs_for(image: Path, out: Path, kinds: tuple[str, ...]) -> dict[str, Pat
 
 
 def check_inputs(config: PredictConfig, extensions: frozenset[str]) -> tuple[int, int]:
-    """Every argument exists, OUT is not inside an input folder, two inputs of one folder never
-    share an output, and there is at least one image. Returns (images, folders that could not
-    be listed, each warned about): one pass over the names, cheap."""
+    """Every argument exists, OUT is not inside an input folder, no two inputs share an output,
+    and there is at least one image. Returns (images, folders that could not be listed, each
+    warned about): one pass over the names, cheap."""
     out = Path(os.path.realpath(config.out))
     for argument in config.inputs:
         path = Path(argument)
@@ -145,13 +145,11 @@ def check_inputs(config: PredictConfig, extensions: frozenset[str]) -> tuple[int
         unlisted.append(folder)
         config.warn(f"saliency: warning: skipped the folder {folder}: cannot list it ({exc.strerror or type(exc).__name__})")
 
-    folder, names = None, {}  # the stems seen in the current folder (inputs come a folder at a time)
+    writers: dict[str, Path] = {}  # output stem -> the input that writes it (arguments may revisit a folder)
     for image in iter_images(config.inputs, extensions, out, unreadable):
         count += 1
         key = relative_output(image)
-        if key.parent != folder:
-            folder, names = key.parent, {}
-        earlier = names.setdefault(key.stem, image)
+        earlier = writers.setdefault(str(key.parent / key.stem), image)
         if os.path.abspath(earlier) != os.path.abspath(image):
             raise UserError(f"{earlier} and {image} would both write {config.out / key.parent / key.stem}.*.png; "
                             "rename one or predict them in two runs")

@@ -133,7 +133,7 @@ def test_a_glob_never_reads_the_output_folder_and_a_link_loop_is_walked_once(mod
 
 
 @pytest.mark.parametrize("case", ["not-a-model", "out-inside-input", "no-images", "missing-input", "bad-kind",
-                                  "same-stem"])
+                                  "same-stem", "same-stem-apart"])
 def test_refusals_are_one_line_and_write_nothing(case, model, tmp_path, cli):
     photos = tmp_path / "photos"
     _photos(photos)
@@ -150,13 +150,16 @@ def test_refusals_are_one_line_and_write_nothing(case, model, tmp_path, cli):
         inputs = ["photos", "no-such-folder"]
     elif case == "bad-kind":
         extra = ["--save", "map,thumbnail"]
-    else:
+    elif case == "same-stem":
         Image.new("RGB", (8, 8)).save(photos / "a.png")  # a.jpg and a.png: one output name
+    else:  # the same, with another folder's image listed between them
+        Image.new("RGB", (8, 8)).save(photos / "a.png")
+        inputs = ["photos/a.jpg", "photos/sub/b.png", "photos/a.png"]
     result = cli("predict", "--model", model_arg, *inputs, "--out", str(out), *extra, "--device", "cpu",
                      cwd=tmp_path)
     needle = {"not-a-model": "no trained model", "out-inside-input": "inside the input folder",
               "no-images": "no images", "missing-input": "no-such-folder", "bad-kind": "thumbnail",
-              "same-stem": "would both write"}[case]
+              "same-stem": "would both write", "same-stem-apart": "would both write"}[case]
     assert_one_line_error(result, needle)
     assert not out.exists() or not any(out.rglob("*.png"))
 
