@@ -1,8 +1,16 @@
 """One-call GPU benchmark on a random-weight BigGAN-deep-128 in the real file format.
 
 Installs and downloads nothing. Reports, with the device's name, into a JSON file:
-generator images/s at 128 px in fp32 and bf16; discovery steps/s at batch 32 (K 128,
-ResNet-18 R); synthesis pairs/s; U-Net training samples/s at batch 128 (the biggan profile).
+
+- generator images/s at 128 px, batch 32 and 256, fp32 and bf16;
+- discovery steps/s at batch 32 (K 128, ResNet-18 R);
+- synthesis pairs/s, and its ratio to a bare forward of the same batch and precision
+  (pairs/s x 2 / acceptance over images/s; target >= 0.9);
+- U-Net training samples/s at batch 128 (the biggan profile) on one batch in memory, and read
+  from the synthesized shards through the real loader (augmentation, the profile's workers):
+  their ratio, target >= 0.9;
+- evaluation's forward images/s; and the whole biggan profile's wall time projected from these.
+
 Meant to finish well inside 8 minutes on one GPU; ``--tiny`` shrinks everything so the same
 code runs on a CPU in a minute or two (a smoke test, not a measurement of BigGAN).
 
@@ -18,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from directions.deformators import build_deformator
@@ -28,8 +37,10 @@ from directions.reconstructors import build_reconstructor
 from pipelines.discover import write_known_direction_run
 from pipelines.synthesize import SynthesizeConfig, run_synthesize
 from pipelines.train_unet import PROFILES
+from saliency.augment import AugmentedPairs, StepBatchSampler
 from saliency.device import resolve_device
 from saliency.runtime import autocast, configure_device, cpu_name, resolve_precision, tune_cpu_allocator
+from saliency.shards import SyntheticPairs
 from saliency.training import tempered_loss, to_model_input
 from saliency.unet import build_unet
 
@@ -59,7 +70,7 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     tiny = args.tiny
     seconds = min(args.seconds, 3.0) if tiny else args.seconds
-    batch_g, batch_d, batch_u, pairs = (2, 4, 4, 16) if tiny else (64, 32, 128, 4096)
+    forward_batches, batch_d, batch_u, pairs = ((2, 4), 4, 4, 16) if tiny else ((32, 256), 32, 128, 4096)
     result = {"device": str(device), "name": name, "torch": torch.__version__, "tiny": tiny, "seconds_each": seconds}
     started = time.perf_counter()
 
@@ -69,13 +80,18 @@ def main() -> None:
         save_random_weights(tmp / "biggan", config=config)
         generator = build_generator("biggan-deep-128", device=device, weights=str(tmp / "biggan")).eval()
         rng = torch.Generator().manual_seed(0)
-        z, c = generator.sample_latents(batch_g, rng), generator.sample_classes(batch_g, rng)
-        for precision in ("fp32", "bf16"):
-            def forward(precision=precision):
+
+        def forward_rate(batch: int, precision: str) -> float:
+            z, c = generator.sample_latents(batch, rng), generator.sample_classes(batch, rng)
+
+            def forward():
                 with torch.inference_mode(), autocast(device, precision):
                     generator(z, c)
-            result[f"generator_images_per_s_{precision}"] = round(rate(forward, batch_g, seconds, sync), 2)
-        result["generator_batch"] = batch_g
+            return rate(forward, batch, seconds, sync)
+
+        for batch in forward_batches:
+            for precision in ("fp32", "bf16"):
+                result[f"generator_images_per_s_{precision}_batch{batch}"] = round(forward_rate(batch, precision), 2)
 
         # Discovery: the paper's BigGAN game (K 128, ResNet-18 R) at batch 32.
         settings = TrainSettings(batch_size=batch_d, lr=1e-4, precision=resolve_precision("auto", device))
@@ -91,7 +107,8 @@ def main() -> None:
         result["discover_batch"] = batch_d
         result["discover_precision"] = settings.precision
 
-        # Synthesis: a random direction, every pair kept (random weights make no real masks).
+        # Synthesis: a random direction, every pair kept (random weights make no real masks);
+        # against a bare forward of its own batch (base and shifted in one call) and precision.
         direction = torch.randn(generator.latent_dim)
         run = write_known_direction_run(tmp / "run", "biggan-deep-128", direction, 6.0,
                                         generator_options={"weights": str(tmp / "biggan")})
@@ -99,29 +116,58 @@ def main() -> None:
                                                    min_area=0.0, max_area=1.0, batch_size=batch_d,
                                                    device=str(device), progress=False, preview=0,
                                                    ground_truth=False))
-        result["synthesize_pairs_per_s"] = round(manifest["count"] / manifest["seconds"], 2)
+        pairs_per_s = manifest["count"] / manifest["seconds"]
+        synth_precision = manifest.get("precision") or "fp32"
+        bare = forward_rate(2 * batch_d, synth_precision)
+        result["synthesize_pairs_per_s"] = round(pairs_per_s, 2)
         result["synthesize_pairs"] = manifest["count"]
-        result["synthesize_precision"] = manifest.get("precision")
+        result["synthesize_precision"] = synth_precision
+        result["synthesize_bare_forward_images_per_s"] = round(bare, 2)
+        result["synthesize_ratio_to_bare_forward"] = round(pairs_per_s * 2 / manifest["acceptance_rate"] / bare, 3)
 
-        # U-Net training at batch 128 on 128 px tensors already on the device.
+        # U-Net training at batch 128 on the synthesized 128 px pairs: one batch already in
+        # memory, then the real input pipeline (shards, augmentation, the profile's workers).
         profile = PROFILES["biggan"]
         model = build_unet(profile.architecture).to(device)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.Adam(model.parameters(), lr=profile.settings.lr)
-        size = 64 if tiny else 128
-        images = torch.randint(0, 256, (batch_u, size, size, 3), dtype=torch.uint8)
-        masks = torch.randint(0, 2, (batch_u, size, size), device=device)
         unet_precision = resolve_precision("auto", device)
+        synthesized = SyntheticPairs(tmp / "syn")
+        size = synthesized.height
 
-        def unet_step():
+        def unet_step(images, masks):
             with autocast(device, unet_precision):
                 logits = model(to_model_input(images, device))
-            loss = tempered_loss(logits, masks, profile.settings.temperature)
+            loss = tempered_loss(logits, masks.to(device, non_blocking=True), profile.settings.temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        result["unet_samples_per_s"] = round(rate(unet_step, batch_u, seconds, sync), 2)
+
+        rows = [synthesized[i % len(synthesized)] for i in range(batch_u)]
+        images = torch.from_numpy(np.stack([row[0] for row in rows]))
+        masks = torch.from_numpy(np.stack([row[1] for row in rows]))
+        memory_rate = rate(lambda: unet_step(images, masks), batch_u, seconds, sync)
+        loader_steps = 1 if tiny else 30
+        workers = 0 if tiny else profile.settings.workers
+        sampler = StepBatchSampler(np.arange(len(synthesized)), batch_u, loader_steps + 2, seed=1)
+        loader = torch.utils.data.DataLoader(AugmentedPairs(synthesized, profile.settings.augment),
+                                             batch_sampler=sampler, num_workers=workers,
+                                             pin_memory=device.type == "cuda",
+                                             prefetch_factor=4 if workers > 0 else None)
+        batches = iter(loader)
+        for _ in range(2):  # the workers' start
+            unet_step(*next(batches))
+        sync()
+        start = time.perf_counter()
+        for batch_images, batch_masks in batches:
+            unet_step(batch_images, batch_masks)
+        sync()
+        loader_rate = loader_steps * batch_u / (time.perf_counter() - start)
+        result["unet_samples_per_s"] = round(memory_rate, 2)
+        result["unet_loader_samples_per_s"] = round(loader_rate, 2)
+        result["unet_loader_ratio"] = round(loader_rate / memory_rate, 3)
+        result["unet_loader_workers"] = workers
         result["unet_batch"] = batch_u
         result["unet_precision"] = unet_precision
         result["unet_resolution"] = size
@@ -129,8 +175,8 @@ def main() -> None:
         # Evaluation's forward: ECSSD's 300x400 photographs at a shorter side of 128, padded to
         # the encoder's stride (128 x 192), in inference mode (decoding and metrics not included).
         model.eval()
-        eval_batch = 4 if tiny else 64
-        eval_images = torch.randint(0, 256, (eval_batch, size, size * 3 // 2, 3), dtype=torch.uint8)
+        eval_batch, eval_size = (4, 64) if tiny else (64, size)
+        eval_images = torch.randint(0, 256, (eval_batch, eval_size, eval_size * 3 // 2, 3), dtype=torch.uint8)
 
         def eval_forward():
             with torch.inference_mode(), autocast(device, unet_precision):
@@ -145,7 +191,7 @@ def main() -> None:
     projected = {
         "discover": DISCOVER_PROFILES["biggan-deep-128"].steps / result["discover_steps_per_s"],
         "synthesize": PIPELINE_PROFILES["biggan"].pairs / result["synthesize_pairs_per_s"],
-        "train_unet": profile.settings.steps * profile.settings.batch_size / result["unet_samples_per_s"],
+        "train_unet": profile.settings.steps * profile.settings.batch_size / result["unet_loader_samples_per_s"],
         "eval_forward": ecssd_images / result["eval_forward_images_per_s"],
     }
     result["projected_biggan_profile_seconds"] = {k: round(v, 1) for k, v in projected.items()}

@@ -18,13 +18,15 @@ def test_gpu_benchmark_runs_at_tiny_size_on_cpu(tmp_path):
                              "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
-    for key in ("generator_images_per_s_fp32", "generator_images_per_s_bf16", "discover_steps_per_s",
-                "synthesize_pairs_per_s", "unet_samples_per_s", "eval_forward_images_per_s"):
+    for key in ("generator_images_per_s_fp32_batch2", "generator_images_per_s_bf16_batch4", "discover_steps_per_s",
+                "synthesize_pairs_per_s", "synthesize_ratio_to_bare_forward", "unet_samples_per_s",
+                "unet_loader_samples_per_s", "unet_loader_ratio", "eval_forward_images_per_s"):
         assert report[key] > 0, key
     stages = report["projected_biggan_profile_seconds"]
     assert set(stages) == {"discover", "synthesize", "train_unet", "eval_forward"}
     assert abs(report["projected_biggan_profile_hours"] * 3600 - sum(stages.values())) < 1
     assert stages["discover"] == pytest.approx(100_000 / report["discover_steps_per_s"], rel=1e-3)
+    assert stages["train_unet"] == pytest.approx(15_000 * 128 / report["unet_loader_samples_per_s"], rel=1e-3)
     assert report["device"] == "cpu" and report["tiny"] is True and report["synthesize_pairs"] == 16
 
 
