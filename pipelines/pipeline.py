@@ -9,10 +9,10 @@
 
 A stage interrupted halfway resumes from its own checkpoint on the next call. A finished stage
 is kept only for the options it was made with, and a stage that must run again never leaves a
-later stage built on its old output: either stops the call, before anything runs, with one line. Every input a
-stage will need (generator weights, the class vote's classifier, the dataset, the U-Net
-encoder's weights) is found before stage 1 starts, so a missing file stops the run in its
-first seconds, not after hours of discovery.
+later stage built on its old output: either stops the call, before anything runs, with one
+line. Every input a stage will need (generator weights, the class vote's classifier, the
+dataset, the U-Net encoder's weights) is found before stage 1 starts, so a missing file stops
+the run in its first seconds, not after hours of discovery.
 """
 
 from __future__ import annotations
@@ -228,6 +228,8 @@ def _refuse_changed_or_stale(config: PipelineConfig, paths: dict[str, Path], nam
                 raise UserError(f"{paths[name]} was made with other settings: {'; '.join(changed)}; "
                                 "remove it and the later stages' folders, or use another --out")
     first_to_run = next((i for i, name in enumerate(names) if not complete[name]), len(names))
+    if first_to_run == len(names) or names[first_to_run].startswith("eval"):
+        return  # the two evaluations are siblings: neither is built on the other
     stale = [paths[name] for name in names[first_to_run + 1:] if _made_something(name, paths[name])]
     if not stale:
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 from conftest import assert_one_line_error, run_cli
 from makers import fixture_dataset
@@ -26,6 +27,11 @@ def test_pipeline_chains_the_stages_and_skips_finished_ones(tmp_path):
     record = json.loads((out / "pipeline.json").read_text())
     assert set(record["stages"]) == {"discover", "synthesize", "unet", "eval-ecssd", "eval-scenes"}
     assert json.loads((out / "synthesize" / "manifest.json").read_text())["count"] == 200
+    # The two evaluations are siblings: one removed runs again alone, beside the other.
+    shutil.rmtree(out / "eval-ecssd")
+    rerun = run_cli(*args, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "[eval-ecssd] running" in rerun.stdout and "[eval-scenes] complete" in rerun.stdout
     assert json.loads((out / "unet" / "model.json").read_text())["steps"] == 4
     ecssd = json.loads((out / "eval-ecssd" / "metrics.json").read_text())
     assert ecssd["dataset"] == "ecssd" and ecssd["split"] == "test"
@@ -54,6 +60,11 @@ def test_pipeline_chains_the_stages_and_skips_finished_ones(tmp_path):
     more = run_cli(*args[:-6], "--pairs", "300", "--unet-steps", "4", "--device", "cpu", timeout=600)
     assert_one_line_error(more, "synthesize must run again", str(out / "unet"))
     assert json.loads((out / "synthesize" / "manifest.json").read_text())["count"] == 200
+    # The two evaluations are siblings: one removed runs again alone, beside the other.
+    shutil.rmtree(out / "eval-ecssd")
+    rerun = run_cli(*args, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "[eval-ecssd] running" in rerun.stdout and "[eval-scenes] complete" in rerun.stdout
     assert "| U-Net (test) |" in again.stdout
 
 
