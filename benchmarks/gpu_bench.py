@@ -37,6 +37,7 @@ from directions.reconstructors import build_reconstructor
 from pipelines.discover import write_known_direction_run
 from pipelines.synthesize import SynthesizeConfig, run_synthesize
 from pipelines.train_unet import PROFILES
+from saliency.artifacts import write_json
 from saliency.augment import AugmentedPairs, StepBatchSampler
 from saliency.device import resolve_device
 from saliency.runtime import autocast, configure_device, cpu_name, resolve_precision, tune_cpu_allocator
@@ -74,6 +75,11 @@ def main() -> None:
     result = {"device": str(device), "name": name, "torch": torch.__version__, "tiny": tiny, "seconds_each": seconds}
     started = time.perf_counter()
 
+    def save(partial: dict) -> None:
+        """Written after every section: a run cut off by its time limit keeps what it measured."""
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_json(args.out, partial)
+
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         config = {"channel_width": 16} if tiny else None  # tiny: a narrow BigGAN-deep, same code path
@@ -92,6 +98,7 @@ def main() -> None:
         for batch in forward_batches:
             for precision in ("fp32", "bf16"):
                 result[f"generator_images_per_s_{precision}_batch{batch}"] = round(forward_rate(batch, precision), 2)
+        save(result)
 
         # Discovery: the paper's BigGAN game (K 128, ResNet-18 R) at batch 32.
         settings = TrainSettings(batch_size=batch_d, lr=1e-4, precision=resolve_precision("auto", device))
@@ -106,9 +113,12 @@ def main() -> None:
         result["discover_steps_per_s"] = round(rate(discover_step, 1, seconds, sync), 3)
         result["discover_batch"] = batch_d
         result["discover_precision"] = settings.precision
+        save(result)
 
         # Synthesis: a random direction, every pair kept (random weights make no real masks);
         # against a bare forward of its own batch (base and shifted in one call) and precision.
+        synth_precision = resolve_precision("auto", device)  # what synthesize resolves "auto" to
+        forward_rate(2 * batch_d, synth_precision)  # its shape warmed up (cuDNN) before either is timed
         direction = torch.randn(generator.latent_dim)
         run = write_known_direction_run(tmp / "run", "biggan-deep-128", direction, 6.0,
                                         generator_options={"weights": str(tmp / "biggan")})
@@ -116,14 +126,14 @@ def main() -> None:
                                                    min_area=0.0, max_area=1.0, batch_size=batch_d,
                                                    device=str(device), progress=False, preview=0,
                                                    ground_truth=False))
-        pairs_per_s = manifest["count"] / manifest["seconds"]
-        synth_precision = manifest.get("precision") or "fp32"
         bare = forward_rate(2 * batch_d, synth_precision)
-        result["synthesize_pairs_per_s"] = round(pairs_per_s, 2)
+        result["synthesize_pairs_per_s"] = round(manifest["count"] / manifest["seconds"], 2)
         result["synthesize_pairs"] = manifest["count"]
-        result["synthesize_precision"] = synth_precision
+        result["synthesize_precision"] = manifest.get("precision")
         result["synthesize_bare_forward_images_per_s"] = round(bare, 2)
-        result["synthesize_ratio_to_bare_forward"] = round(pairs_per_s * 2 / manifest["acceptance_rate"] / bare, 3)
+        # every candidate costs a base and a shifted image
+        result["synthesize_ratio_to_bare_forward"] = round(manifest["candidates"] * 2 / manifest["seconds"] / bare, 3)
+        save(result)
 
         # U-Net training at batch 128 on the synthesized 128 px pairs: one batch already in
         # memory, then the real input pipeline (shards, augmentation, the profile's workers).
@@ -148,15 +158,17 @@ def main() -> None:
         images = torch.from_numpy(np.stack([row[0] for row in rows]))
         masks = torch.from_numpy(np.stack([row[1] for row in rows]))
         memory_rate = rate(lambda: unet_step(images, masks), batch_u, seconds, sync)
-        loader_steps = 1 if tiny else 30
-        workers = 0 if tiny else profile.settings.workers
-        sampler = StepBatchSampler(np.arange(len(synthesized)), batch_u, loader_steps + 2, seed=1)
+        loader_steps = 1 if tiny else 40
+        workers, prefetch = (0, None) if tiny else (profile.settings.workers, 4)
+        # untimed: the workers' start, then the batches they built meanwhile (they would
+        # flatter a slow loader), so the timed steps see its steady state
+        warm_steps = 2 + workers * (prefetch or 0)
+        sampler = StepBatchSampler(np.arange(len(synthesized)), batch_u, warm_steps + loader_steps, seed=1)
         loader = torch.utils.data.DataLoader(AugmentedPairs(synthesized, profile.settings.augment),
                                              batch_sampler=sampler, num_workers=workers,
-                                             pin_memory=device.type == "cuda",
-                                             prefetch_factor=4 if workers > 0 else None)
+                                             pin_memory=device.type == "cuda", prefetch_factor=prefetch)
         batches = iter(loader)
-        for _ in range(2):  # the workers' start
+        for _ in range(warm_steps):
             unet_step(*next(batches))
         sync()
         start = time.perf_counter()
@@ -171,6 +183,7 @@ def main() -> None:
         result["unet_batch"] = batch_u
         result["unet_precision"] = unet_precision
         result["unet_resolution"] = size
+        save(result)
 
         # Evaluation's forward: ECSSD's 300x400 photographs at a shorter side of 128, padded to
         # the encoder's stride (128 x 192), in inference mode (decoding and metrics not included).
@@ -198,8 +211,7 @@ def main() -> None:
     result["projected_biggan_profile_hours"] = round(sum(projected.values()) / 3600, 3)
 
     result["total_seconds"] = round(time.perf_counter() - started, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    save(result)
     print(json.dumps(result, indent=2))
 
 

@@ -18,6 +18,7 @@ the run in its first seconds, not after hours of discovery.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,7 +139,7 @@ def run_pipeline(config: PipelineConfig) -> dict:
 
     generator_options = {"weights": config.weights} if config.weights else {}
     discover_dir, unet_dir = paths["discover"], paths["unet"]
-    pairs = config.pairs or profile.pairs
+    pairs = requested_pairs(config, profile)
     names = [name for name in paths if name != "eval-scenes" or profile.scenes_eval]
     complete = {"discover": _discovery_complete(discover_dir, config.bg_direction),
                 "synthesize": _synthesis_complete(paths["synthesize"], pairs),
@@ -175,6 +176,15 @@ def run_pipeline(config: PipelineConfig) -> dict:
     return {"record": record, "tables": tables, "paths": {k: str(v) for k, v in paths.items()}}
 
 
+def requested_pairs(config: PipelineConfig, profile: PipelineProfile) -> int:
+    """--pairs, else the count of a finished synthesis (an option left out follows what the
+    stage was made with), else the profile's."""
+    if config.pairs is not None:
+        return config.pairs
+    count = _read_json(Path(config.out) / "synthesize" / "manifest.json").get("count")
+    return count if isinstance(count, int) and count > 0 else profile.pairs
+
+
 def _read_json(path: Path) -> dict:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
@@ -190,6 +200,9 @@ def _changed_settings(config: PipelineConfig, name: str, folder: Path) -> list[s
     if name == "discover":
         summary = _read_json(folder / SUMMARY_NAME)
         passed["--discover-steps"] = (config.discover_steps, summary.get("steps"))
+        recorded = (summary.get("generator_options") or {}).get("weights")
+        passed["--weights"] = (config.weights and os.path.abspath(config.weights),
+                               recorded and os.path.abspath(recorded))
     elif name == "synthesize":
         manifest = _read_json(folder / "manifest.json")
         passed["--min-area"] = (config.min_area, manifest.get("min_area"))
@@ -197,6 +210,9 @@ def _changed_settings(config: PipelineConfig, name: str, folder: Path) -> list[s
         if manifest.get("classes") is not None:  # an unconditional generator ignores --classes
             passed["--classes"] = (None if config.classes is None else sorted(set(config.classes)),
                                    manifest["classes"])
+            if config.classes is None and manifest.get("class_vote"):  # the classes came from a vote
+                vote = _read_json(folder / "classes.json").get("settings") or {}
+                passed["--classifier"] = (config.classifier, vote.get("classifier"))
     elif name == "unet":
         model = _read_json(folder / "model.json")
         architecture, settings = model.get("architecture") or {}, model.get("settings") or {}
@@ -206,14 +222,17 @@ def _changed_settings(config: PipelineConfig, name: str, folder: Path) -> list[s
         encoder = {True: "frozen", False: "trained", None: None}
         passed["--freeze-encoder/--train-encoder"] = (encoder[config.freeze_encoder],
                                                       encoder[bool(settings.get("freeze_encoder"))])
-    return [f"{option} {asked} (it has {recorded})" for option, (asked, recorded) in passed.items()
-            if asked is not None and asked != recorded]
+    return [f"{option} {asked} (it has {'none' if recorded is None else recorded})"
+            for option, (asked, recorded) in passed.items() if asked is not None and asked != recorded]
 
 
 def _made_something(name: str, folder: Path) -> bool:
-    if name == "synthesize":  # a folder left by a refused or given-up synthesis holds nothing
+    """Whether ``folder`` holds work (a folder a stage created and left empty-handed does not)."""
+    if name == "synthesize":
         return (folder / "manifest.json").exists() or (folder / "progress.json").exists()
-    return folder.exists()
+    if name == "unet":
+        return unet_complete(folder) or (folder / UNET_CHECKPOINT).exists()
+    return eval_complete(folder)
 
 
 def _refuse_changed_or_stale(config: PipelineConfig, paths: dict[str, Path], names: list[str],
@@ -259,7 +278,7 @@ def check_inputs(config: PipelineConfig, profile: PipelineProfile, data_root: Pa
         get_factory(profile.generator)
     out = Path(config.out)
     voted = (out / "synthesize" / "classes.json").is_file() or _synthesis_complete(
-        out / "synthesize", config.pairs or profile.pairs)
+        out / "synthesize", requested_pairs(config, profile))
     if config.classes is None and not voted:
         name = config.classifier
         if name is None:

@@ -145,11 +145,13 @@ def check_inputs(config: PredictConfig, extensions: frozenset[str]) -> tuple[int
         unlisted.append(folder)
         config.warn(f"saliency: warning: skipped the folder {folder}: cannot list it ({exc.strerror or type(exc).__name__})")
 
-    writers: dict[str, Path] = {}  # output stem -> the input that writes it (arguments may revisit a folder)
+    # output stem -> the input that writes it, for all inputs (arguments may come back to a
+    # folder): two short strings an image, about 200 MB for a million images
+    writers: dict[str, str] = {}
     for image in iter_images(config.inputs, extensions, out, unreadable):
         count += 1
         key = relative_output(image)
-        earlier = writers.setdefault(str(key.parent / key.stem), image)
+        earlier = writers.setdefault(str(key.parent / key.stem), str(image))
         if os.path.abspath(earlier) != os.path.abspath(image):
             raise UserError(f"{earlier} and {image} would both write {config.out / key.parent / key.stem}.*.png; "
                             "rename one or predict them in two runs")

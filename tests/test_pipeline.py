@@ -27,19 +27,17 @@ def test_pipeline_chains_the_stages_and_skips_finished_ones(tmp_path):
     record = json.loads((out / "pipeline.json").read_text())
     assert set(record["stages"]) == {"discover", "synthesize", "unet", "eval-ecssd", "eval-scenes"}
     assert json.loads((out / "synthesize" / "manifest.json").read_text())["count"] == 200
-    # The two evaluations are siblings: one removed runs again alone, beside the other.
-    shutil.rmtree(out / "eval-ecssd")
-    rerun = run_cli(*args, timeout=600)
-    assert rerun.returncode == 0, rerun.stderr
-    assert "[eval-ecssd] running" in rerun.stdout and "[eval-scenes] complete" in rerun.stdout
     assert json.loads((out / "unet" / "model.json").read_text())["steps"] == 4
     ecssd = json.loads((out / "eval-ecssd" / "metrics.json").read_text())
     assert ecssd["dataset"] == "ecssd" and ecssd["split"] == "test"
     assert json.loads((out / "eval-scenes" / "metrics.json").read_text())["dataset"] == "scenes"
 
-    again = run_cli(*args, timeout=600)
+    # Again, restating what each stage was made with: nothing runs, nothing is refused.
+    again = run_cli(*args, "--min-area", "0.05", "--max-area", "0.5", "--encoder", "mobilenet_v2",
+                    "--encoder-weights", "imagenet", "--freeze-encoder", timeout=600)
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("skipped") == 5 and "running" not in again.stdout
+    assert "| U-Net (test) |" in again.stdout
 
     # Another h_bg for the finished run: the pairs, the U-Net and its scores were made with the
     # old one, so nothing runs and the line says which folder stands in the way.
@@ -60,12 +58,12 @@ def test_pipeline_chains_the_stages_and_skips_finished_ones(tmp_path):
     more = run_cli(*args[:-6], "--pairs", "300", "--unet-steps", "4", "--device", "cpu", timeout=600)
     assert_one_line_error(more, "synthesize must run again", str(out / "unet"))
     assert json.loads((out / "synthesize" / "manifest.json").read_text())["count"] == 200
-    # The two evaluations are siblings: one removed runs again alone, beside the other.
+    # The two evaluations are siblings: one removed runs again alone, beside the other. Options
+    # left out (here --pairs and --unet-steps) follow what the finished stages were made with.
     shutil.rmtree(out / "eval-ecssd")
-    rerun = run_cli(*args, timeout=600)
+    rerun = run_cli(*args[:-6], "--device", "cpu", timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     assert "[eval-ecssd] running" in rerun.stdout and "[eval-scenes] complete" in rerun.stdout
-    assert "| U-Net (test) |" in again.stdout
 
 
 def test_biggan_pipeline_reports_a_missing_classifier_before_any_discovery(tmp_path):
