@@ -84,3 +84,31 @@ def test_biggan_pipeline_reports_a_missing_classifier_before_any_discovery(tmp_p
     result = run_cli(*base, env={"TORCH_HOME": str(tmp_path / "empty-home")})
     assert_one_line_error(result, "fetch-weights")
     assert not (out / "discover").exists()
+
+
+def test_finished_stages_are_checked_against_the_options_passed(tmp_path):
+    """The comparisons behind the one-line refusals, on the records a finished run leaves."""
+    from pipelines.discover import SUMMARY_NAME
+    from pipelines.pipeline import PipelineConfig, _changed_settings
+
+    discover, synthesize = tmp_path / "discover", tmp_path / "synthesize"
+    discover.mkdir()
+    synthesize.mkdir()
+    (discover / SUMMARY_NAME).write_text(json.dumps({"steps": 100, "generator_options": {"weights": "G/a.pth"}}))
+    (synthesize / "manifest.json").write_text(json.dumps(
+        {"count": 10, "min_area": 0.05, "max_area": 0.5, "classes": [3, 7], "class_vote": "classes.json"}))
+    (synthesize / "classes.json").write_text(json.dumps({"settings": {"classifier": "resnet18-imagenet"}}))
+
+    def changed(name, **options):
+        return _changed_settings(PipelineConfig(out=tmp_path, **options), name, tmp_path / name)
+
+    assert changed("discover") == [] and changed("synthesize") == []  # nothing passed: nothing compared
+    assert changed("discover", weights="G/a.pth", discover_steps=100) == []
+    assert changed("discover", weights="G/b.pth") == [f"--weights {tmp_path.cwd() / 'G/b.pth'} "
+                                                      f"(it has {tmp_path.cwd() / 'G/a.pth'})"]
+    assert changed("synthesize", classes=[7, 3, 7], classifier="resnet18-imagenet", min_area=0.05) == []
+    assert changed("synthesize", classifier="mobilenet-v2-imagenet") == [
+        "--classifier mobilenet-v2-imagenet (it has resnet18-imagenet)"]
+    assert changed("synthesize", classes=[3]) == ["--classes [3] (it has [3, 7])"]
+    # classes named by the user, not voted: the classifier plays no part
+    assert changed("synthesize", classes=[3, 7], classifier="mobilenet-v2-imagenet") == []
