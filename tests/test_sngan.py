@@ -106,6 +106,14 @@ def test_training_resumes_to_the_same_bytes_as_an_uninterrupted_run(tmp_path):
     train_sngan.train(interrupted, train_sngan.SNGANSettings(steps=4, **settings), mnist, progress=False,
                       stop_after=2)
     assert not (interrupted / "model.safetensors").exists()
+    # a run under way, exported as model files: it loads as sngan-mnist and draws digits in [0, 1]
+    train_sngan.export_checkpoint(interrupted, tmp_path / "mid", standing_batches=2)
+    mid = build_generator("sngan-mnist", weights=str(tmp_path / "mid"))
+    assert json.loads((tmp_path / "mid" / "model.json").read_text())["training"]["step"] == 2
+    images = mid(mid.sample_latents(4, torch.Generator().manual_seed(0)))
+    assert torch.isfinite(images).all() and 0 <= images.min() and images.max() <= 1
+    with pytest.raises(UserError, match="no training checkpoint"):
+        train_sngan.export_checkpoint(tmp_path / "mid", tmp_path / "mid2")
     train_sngan.train(interrupted, train_sngan.SNGANSettings(steps=4, **settings), mnist, resume=True, progress=False,
                       standing_batches=2)
     assert (interrupted / "model.safetensors").read_bytes() == (tmp_path / "whole" / "model.safetensors").read_bytes()
