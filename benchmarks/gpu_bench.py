@@ -207,8 +207,10 @@ def main() -> None:
         "train_unet": profile.settings.steps * profile.settings.batch_size / result["unet_loader_samples_per_s"],
         "eval_forward": ecssd_images / result["eval_forward_images_per_s"],
     }
-    result["projected_biggan_profile_seconds"] = {k: round(v, 1) for k, v in projected.items()}
-    result["projected_biggan_profile_hours"] = round(sum(projected.values()) / 3600, 3)
+    stage_seconds = {k: round(v, 1) for k, v in projected.items()}
+    result["projected_biggan_profile_seconds"] = stage_seconds
+    # Hours from the rounded stage seconds, so the report's parts add up to its total.
+    result["projected_biggan_profile_hours"] = round(sum(stage_seconds.values()) / 3600, 3)
 
     result["total_seconds"] = round(time.perf_counter() - started, 1)
     save(result)
