@@ -38,12 +38,13 @@ from pipelines.discover import write_known_direction_run
 from pipelines.synthesize import SynthesizeConfig, run_synthesize
 from pipelines.train_unet import PROFILES
 from saliency.artifacts import write_json
-from saliency.augment import AugmentedPairs, StepBatchSampler
 from saliency.device import resolve_device
 from saliency.runtime import autocast, configure_device, cpu_name, resolve_precision, tune_cpu_allocator
 from saliency.shards import SyntheticPairs
 from saliency.training import tempered_loss, to_model_input
 from saliency.unet import build_unet
+
+from loader_timing import loader_samples_per_s  # benchmarks/, beside this script
 
 
 def rate(fn, items: int, seconds: float, sync) -> float:
@@ -158,24 +159,9 @@ def main() -> None:
         images = torch.from_numpy(np.stack([row[0] for row in rows]))
         masks = torch.from_numpy(np.stack([row[1] for row in rows]))
         memory_rate = rate(lambda: unet_step(images, masks), batch_u, seconds, sync)
-        loader_steps = 1 if tiny else 40
-        workers, prefetch = (0, None) if tiny else (profile.settings.workers, 4)
-        # untimed: the workers' start, then the batches they built meanwhile (they would
-        # flatter a slow loader), so the timed steps see its steady state
-        warm_steps = 2 + workers * (prefetch or 0)
-        sampler = StepBatchSampler(np.arange(len(synthesized)), batch_u, warm_steps + loader_steps, seed=1)
-        loader = torch.utils.data.DataLoader(AugmentedPairs(synthesized, profile.settings.augment),
-                                             batch_sampler=sampler, num_workers=workers,
-                                             pin_memory=device.type == "cuda", prefetch_factor=prefetch)
-        batches = iter(loader)
-        for _ in range(warm_steps):
-            unet_step(*next(batches))
-        sync()
-        start = time.perf_counter()
-        for batch_images, batch_masks in batches:
-            unet_step(batch_images, batch_masks)
-        sync()
-        loader_rate = loader_steps * batch_u / (time.perf_counter() - start)
+        workers = 0 if tiny else profile.settings.workers
+        loader_rate = loader_samples_per_s(synthesized, profile.settings.augment, batch_u, 1 if tiny else 40, workers,
+                                           unet_step, sync, pin_memory=device.type == "cuda")
         result["unet_samples_per_s"] = round(memory_rate, 2)
         result["unet_loader_samples_per_s"] = round(loader_rate, 2)
         result["unet_loader_ratio"] = round(loader_rate / memory_rate, 3)

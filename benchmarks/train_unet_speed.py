@@ -19,12 +19,13 @@ import numpy as np
 import torch
 
 from pipelines.train_unet import PROFILES
-from saliency.augment import AugmentedPairs, StepBatchSampler
 from saliency.device import resolve_device
 from saliency.runtime import autocast, cpu_name, resolve_precision, tune_cpu_allocator
 from saliency.shards import SyntheticPairs
 from saliency.training import tempered_loss, to_model_input
 from saliency.unet import build_unet
+
+from loader_timing import loader_samples_per_s  # benchmarks/, beside this script
 
 
 def main() -> None:
@@ -60,19 +61,8 @@ def main() -> None:
         optimizer.step()
 
     def from_shards() -> float:
-        sampler = StepBatchSampler(np.arange(len(pairs)), batch, args.steps + 2, seed=1)
-        loader = torch.utils.data.DataLoader(AugmentedPairs(pairs, settings.augment), batch_sampler=sampler,
-                                             num_workers=workers, pin_memory=device.type == "cuda",
-                                             prefetch_factor=4 if workers > 0 else None)
-        iterator = iter(loader)
-        for _ in range(2):  # warm-up, and the workers' start
-            train_step(*next(iterator))
-        sync()
-        start = time.perf_counter()
-        for images, masks in iterator:
-            train_step(images, masks)
-        sync()
-        return args.steps * batch / (time.perf_counter() - start)
+        return loader_samples_per_s(pairs, settings.augment, batch, args.steps, workers, train_step, sync,
+                                    pin_memory=device.type == "cuda")
 
     def in_memory() -> float:
         images = torch.from_numpy(np.stack([pairs[i][0] for i in range(batch)]))
