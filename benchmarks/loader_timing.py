@@ -18,7 +18,7 @@ def loader_samples_per_s(pairs, augment, batch: int, steps: int, workers: int, s
     Untimed first: two steps, the workers' start, and the batches the workers built
     meanwhile (timing those would flatter a slow loader), so the timed steps see its
     steady state."""
-    prefetch = prefetch if workers > 0 else None
+    prefetch = (prefetch or 2) if workers > 0 else None  # 2: DataLoader's default
     warm_steps = 2 + workers * (prefetch or 0)
     sampler = StepBatchSampler(np.arange(len(pairs)), batch, warm_steps + steps, seed=1)
     loader = torch.utils.data.DataLoader(AugmentedPairs(pairs, augment), batch_sampler=sampler, num_workers=workers,

@@ -24,7 +24,8 @@ def test_gpu_benchmark_runs_at_tiny_size_on_cpu(tmp_path):
         assert report[key] > 0, key
     stages = report["projected_biggan_profile_seconds"]
     assert set(stages) == {"discover", "synthesize", "train_unet", "eval_forward"}
-    assert report["projected_biggan_profile_hours"] == round(sum(stages.values()) / 3600, 3)
+    # hours are rounded to 0.001 h = 3.6 s, so they sit within 1.8 s of the stages' sum
+    assert abs(report["projected_biggan_profile_hours"] * 3600 - sum(stages.values())) <= 1.8 + 1e-6
     assert stages["discover"] == pytest.approx(100_000 / report["discover_steps_per_s"], rel=1e-3)
     assert stages["train_unet"] == pytest.approx(15_000 * 128 / report["unet_loader_samples_per_s"], rel=1e-3)
     assert report["device"] == "cpu" and report["tiny"] is True and report["synthesize_pairs"] == 16
