@@ -119,7 +119,7 @@ def translate(x: Tensor, rng: torch.Generator, pixels: int = 2) -> Tensor:
 # -------------------------------------------------------------------------------- training
 @dataclass
 class SNGANSettings:
-    steps: int = 6_000  # generator updates
+    steps: int = 16_000  # generator updates: the shipped weights' (6,000 read 85 % on the gate, 16,000 90.45 %)
     batch_size: int = 64
     lr: float = 2e-4
     beta1: float = 0.5  # SN-GAN paper, settings B and C (its ResNet setting: 0, with five D steps)

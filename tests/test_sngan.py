@@ -36,8 +36,8 @@ def test_the_shipped_generator_draws_gray_32px_digits_from_n01(shipped):
 def test_the_shipped_generator_keeps_its_measured_quality(shipped):
     """The gate numbers measured when the weights were made (checkpoints/sngan-mnist/quality.json,
     2,000 samples), measured again on 500 fresh samples: a regression test of the weights and
-    the architecture. The shipped generator misses the 90 % confidence bar (see the README);
-    it covers all ten digits."""
+    the architecture. The shipped generator passes the gate (90.45 %, bar 90 %; see the README)
+    and covers all ten digits."""
     recorded = json.loads((REPO / "checkpoints" / "sngan-mnist" / "quality.json").read_text())
     result = quality_gate(shipped, load_classifier(), samples=500, seed=1)
     assert abs(result["confident_fraction"] - recorded["confident_fraction"]) < 0.05, (result, recorded)
@@ -45,6 +45,7 @@ def test_the_shipped_generator_keeps_its_measured_quality(shipped):
     assert result["min_class_share"] >= 0.03, result  # 500 samples: a little slack on the 4 % of 2,000
     assert recorded["passes"] == (recorded["confident_fraction"] >= GATE["min_confident_fraction"]
                                   and recorded["min_class_share"] >= GATE["min_class_share"])
+    assert recorded["passes"], recorded
 
 
 class _OneDigit(Generator):
