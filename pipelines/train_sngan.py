@@ -308,11 +308,15 @@ def train(out: Path, settings: SNGANSettings, mnist: str | Path | None = None, r
     standing_statistics(average, settings.seed, settings.latent_dim, standing_batches)
     with torch.no_grad():
         save_grid(average.synthesize(fixed_z, None), out / "samples.png", nrow=8)
-    meta = {**average.config(), "training": {**asdict(settings), "g_widths": list(settings.g_widths),
-                                              "digits": int(real.shape[0]), "seconds": round(seconds, 1),
-                                              **({"init_from": identity["init_from"]} if init_from is not None else {}),
-                                              "made_by": "python -m pipelines.train_sngan"},
-            "parameters": sum(p.numel() for p in average.parameters())}
+    return write_model(out, average, {**asdict(settings), "g_widths": list(settings.g_widths),
+                                      "digits": int(real.shape[0]), "seconds": round(seconds, 1),
+                                      **({"init_from": identity["init_from"]} if init_from is not None else {}),
+                                      "made_by": "python -m pipelines.train_sngan"})
+
+
+def write_model(out: Path, average: SNResNetGenerator, training: dict) -> dict:
+    """A finished generator's model files (what ``sngan-mnist --weights`` loads); returns model.json's content."""
+    meta = {**average.config(), "training": training, "parameters": sum(p.numel() for p in average.parameters())}
     write_safetensors(out / MODEL_FILE, average.state_dict())
     write_json(out / MODEL_JSON, meta)
     return meta
@@ -331,14 +335,9 @@ def export_checkpoint(run: Path, out: Path, standing_batches: int = STANDING_BAT
     average = SNResNetGenerator(tuple(identity["g_widths"]), identity["latent_dim"], image_channels=1)
     average.load_state_dict(state["average"])
     standing_statistics(average, identity["seed"], identity["latent_dim"], standing_batches)
-    meta = {**average.config(),
-            "training": {**identity, "step": int(state["step"]), "exported_from": str(checkpoint),
-                         "made_by": "python -m pipelines.train_sngan --export"},
-            "parameters": sum(p.numel() for p in average.parameters())}
-    out = ensure_writable_dir(out)
-    write_safetensors(out / MODEL_FILE, average.state_dict())
-    write_json(out / MODEL_JSON, meta)
-    return meta
+    return write_model(ensure_writable_dir(out), average,
+                       {**identity, "step": int(state["step"]), "exported_from": str(checkpoint),
+                        "made_by": "python -m pipelines.train_sngan --export"})
 
 
 def main(argv: list[str] | None = None) -> int:
