@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm import tqdm
 
 from directions.deformators import Deformator
 from directions.generators import Generator
@@ -49,6 +51,14 @@ class TrainSettings:
     checkpoint_every: int = 500
     seed: int = 0
     precision: str = "fp32"  # "bf16": autocast G and R (the loss and Adam stay fp32)
+    # RCA during the run: every ``rca_every`` steps (0: only at the end) on ``rca_samples``
+    # fresh samples, into metrics.jsonl, so a long run shows its curve and a stopped one says
+    # where it got. With ``plateau_change`` > 0 the run stops once the RCA has moved by less
+    # than that over the last ``plateau_window`` steps (the rule of a run at the paper's budget).
+    rca_every: int = 0
+    rca_samples: int = 2048
+    plateau_change: float = 0.0
+    plateau_window: int = 20_000
 
     def validate(self) -> None:
         if self.steps <= 0:
@@ -61,6 +71,12 @@ class TrainSettings:
             raise UserError("need shift_scale > 0 and 0 <= min_shift < shift_scale")
         if self.checkpoint_every <= 0 or self.log_every <= 0:
             raise UserError("--checkpoint-every and log interval must be positive")
+        if self.rca_every < 0 or self.rca_samples < 8:
+            raise UserError("--rca-every must be >= 0 and --rca-samples at least 8")
+        if self.plateau_change < 0 or not math.isfinite(self.plateau_change):
+            raise UserError(f"--stop-rca-change must be >= 0, got {self.plateau_change}")
+        if self.plateau_change > 0 and not (self.rca_every > 0 and self.plateau_window >= self.rca_every):
+            raise UserError("--stop-rca-change needs --rca-every, and a --stop-rca-window of at least one --rca-every")
 
 
 def sample_shifts(
@@ -158,6 +174,32 @@ def check_identity(saved: dict, identity: dict, run_dir: Path) -> None:
         raise UserError(f"cannot resume {run_dir}: it was made with other settings ({detail})")
 
 
+def plateaued(history: list[list], window: int, change: float) -> bool:
+    """True when RCA records span ``window`` steps back from the last and, over those steps,
+    the RCA moved (max - min) by less than ``change``."""
+    if change <= 0 or not history:
+        return False
+    last = history[-1][0]
+    if history[0][0] > last - window:
+        return False  # not yet a whole window of records
+    recent = [rca for step, rca in history if step >= last - window]
+    return max(recent) - min(recent) < change
+
+
+def rca_during_training(generator: Generator, deformator: Deformator, reconstructor: Reconstructor,
+                        settings: TrainSettings) -> float:
+    """RCA of the current A and R, leaving R exactly as it was (batch-norm statistics and
+    training mode), so a run that measures its curve plays the same game as one that does not."""
+    saved = {name: buffer.clone() for name, buffer in reconstructor.named_buffers()}
+    try:
+        return reconstructor_accuracy(generator, deformator, reconstructor, settings, samples=settings.rca_samples)
+    finally:
+        with torch.no_grad():
+            for name, buffer in reconstructor.named_buffers():
+                buffer.copy_(saved[name])
+        reconstructor.train()
+
+
 def train(
     generator: Generator,
     deformator: Deformator,
@@ -195,6 +237,8 @@ def train(
     metrics_path = run_dir / METRICS_NAME
 
     step, elapsed = 0, 0.0
+    rca_history: list[list] = []  # [step, rca] of every periodic measurement
+    stopped_early: dict | None = None
     if checkpoint_path.exists():
         if not resume:
             raise UserError(f"{run_dir} already holds a discovery run: pass --resume to continue it, or another --out")
@@ -213,6 +257,10 @@ def train(
                     group["lr"] = lr
             rng.set_state(state["rng"])
             step, elapsed = int(state["step"]), float(state["seconds"])
+            rca_history = [list(record) for record in state.get("rca_history", [])]
+            # A run stopped by the plateau rule stays stopped while the rule (as given now) holds.
+            if plateaued(rca_history, settings.plateau_window, settings.plateau_change):
+                stopped_early = state.get("stopped_early")
             if ctx.rank > 0:  # the checkpoint holds rank 0's stream; the others start fresh ones
                 rng.manual_seed(_process_seed(settings.seed, ctx.rank, step))
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
@@ -234,7 +282,13 @@ def train(
             "reconstructor": reconstructor.state_dict(),
             "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
             "rng": rng.get_state(),
+            "rca_history": rca_history,
+            "stopped_early": stopped_early,
         })
+
+    def note(line: str) -> None:  # a line between the progress bar's redraws
+        if ctx.is_main and progress:
+            tqdm.write(line, file=sys.stderr)
 
     bar = progress_bar(settings.steps, "discover", enabled=progress and ctx.is_main, initial=step, unit="step")
     running_acc, running_loss = None, None
@@ -245,7 +299,7 @@ def train(
     sync_norms = distributed.batch_norm_is_synchronised(device, ctx)
     with distributed.synchronised_batch_norm(reconstructor, sync_norms), \
             open(metrics_path if ctx.is_main else os.devnull, "a", encoding="utf-8") as log:
-        while step < settings.steps:
+        while step < settings.steps and stopped_early is None:
             # Data parallel: every process applies the mean gradient.
             loss, ce, shift_l1, accuracy = play_step(generator, deformator, reconstructor, optimizers, rng,
                                                      per_process, settings, parameters if ctx.distributed else None)
@@ -263,18 +317,31 @@ def train(
             bar.update(1)
             if step % 10 == 0 or step == settings.steps:
                 bar.set_postfix(loss=f"{running_loss:.3f}", acc=f"{running_acc:.3f}", refresh=False)
-            if step % settings.log_every == 0 or step == settings.steps:
+            if settings.rca_every and step % settings.rca_every == 0:
+                rca = round(rca_during_training(generator, deformator, reconstructor, settings), 4)
+                rca_history.append([step, rca])
+                log.write(json.dumps({"step": step, "rca": rca, "rca_samples": settings.rca_samples,
+                                      "seconds": round(time.perf_counter() - started, 2)}) + "\n")
+                log.flush()
+                note(f"step {step}: RCA {rca:.4f} on {settings.rca_samples} fresh samples")
+                if plateaued(rca_history, settings.plateau_window, settings.plateau_change):
+                    stopped_early = {"step": step, "rule": f"RCA moved by less than {settings.plateau_change:g} "
+                                                           f"over the last {settings.plateau_window} steps"}
+                    note(f"stopping early at step {step}: {stopped_early['rule']}")
+            if step % settings.log_every == 0 or step == settings.steps or stopped_early is not None:
                 n = window.pop("n")
                 record = {"step": step, **{k: round(v / n, 5) for k, v in window.items()},
                           "seconds": round(time.perf_counter() - started, 2)}
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 window = {"loss": 0.0, "ce": 0.0, "shift_l1": 0.0, "accuracy": 0.0, "n": 0}
-            if ctx.is_main and (step % settings.checkpoint_every == 0 or step == settings.steps):
+            if ctx.is_main and (step % settings.checkpoint_every == 0 or step == settings.steps
+                                or stopped_early is not None):
                 save(step, time.perf_counter() - started)
     bar.close()
     distributed.barrier()
     return {"steps": step, "seconds": round(time.perf_counter() - started, 2),
+            "rca_curve": rca_history, "stopped_early": stopped_early,
             "first_loss": first_loss, "final_running_loss": running_loss, "final_running_accuracy": running_acc,
             "batch_norm": distributed.batch_norm_report(device, ctx, settings.batch_size)}
 

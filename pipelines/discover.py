@@ -111,6 +111,9 @@ class DiscoverConfig:
     bg_samples: int = 128
     refine_steps: int = 300
     rca_samples: int = 2048
+    rca_every: int = 0  # RCA every N steps into metrics.jsonl (0: only at the end)
+    stop_rca_change: float = 0.0  # > 0: stop once the RCA moved by less than this ...
+    stop_rca_window: int = 20_000  # ... over this many steps
     precision: str = "auto"
     train_resolution: int | None = None
     charts: bool = True
@@ -147,7 +150,7 @@ def config_from_options(generator_name, out, deformator, num_directions, reconst
                         shift_loss_weight, seed, device, resume, checkpoint_every, refine_bg, refine_steps, bg_search,
                         bg_direction, bg_samples, rca_samples, charts, effects, log_every, resolution,
                         train_resolution, weights, truncation, latent_space, precision, compile_game=False,
-                        ) -> DiscoverConfig:
+                        rca_every=0, stop_rca_change=0.0, stop_rca_window=20_000) -> DiscoverConfig:
     """``saliency discover``'s options (by parameter name) as a DiscoverConfig; ``saliency
     sweep`` builds every cell here too."""
     return DiscoverConfig(
@@ -155,7 +158,8 @@ def config_from_options(generator_name, out, deformator, num_directions, reconst
         reconstructor=reconstructor, steps=steps, batch_size=batch_size, lr=lr, shift_loss_weight=shift_loss_weight,
         seed=seed, device=device, resume=resume, checkpoint_every=checkpoint_every, refine_bg=refine_bg,
         refine_steps=refine_steps, bg_search=bg_search, bg_direction=bg_direction, bg_samples=bg_samples,
-        rca_samples=rca_samples, charts=charts, effects=effects, log_every=log_every,
+        rca_samples=rca_samples, rca_every=rca_every, stop_rca_change=stop_rca_change,
+        stop_rca_window=stop_rca_window, charts=charts, effects=effects, log_every=log_every,
         train_resolution=train_resolution, precision=precision, compile=compile_game,
         generator_options={"resolution": resolution, "weights": weights, "truncation": truncation,
                            "latent_space": latent_space},
@@ -189,6 +193,8 @@ def _resolved(config: DiscoverConfig, generator: Generator) -> tuple[Profile, Tr
         steps=profile.steps, batch_size=profile.batch_size, lr=profile.lr,
         deformator_lr=profile.deformator_lr, seed=config.seed, shift_loss_weight=config.shift_loss_weight,
         checkpoint_every=config.checkpoint_every, log_every=config.log_every,
+        rca_every=config.rca_every, rca_samples=config.rca_samples,
+        plateau_change=config.stop_rca_change, plateau_window=config.stop_rca_window,
     )
     return profile, settings
 
@@ -374,6 +380,8 @@ def run_discover(config: DiscoverConfig) -> dict:
         "batch_norm": history["batch_norm"],
         "rca": round(rca, 4),
         "rca_samples": config.rca_samples,
+        "rca_curve": history["rca_curve"],
+        "stopped_early": history["stopped_early"],
         "effects": effects,
         "bg_direction": bg_summary,
         "ground_truth": report,
@@ -397,6 +405,12 @@ def report_markdown(summary: dict) -> str:
         f"training, {summary['seconds']:.0f} s in all, {summary['device']})",
         f"- RCA (reconstructor accuracy on {summary['rca_samples']} fresh samples): **{summary['rca']:.3f}**",
     ]
+    curve = summary.get("rca_curve")
+    if curve:
+        lines.append("- RCA during the run: " + ", ".join(f"{rca:.3f} (step {step})" for step, rca in curve))
+    if summary.get("stopped_early"):
+        stop = summary["stopped_early"]
+        lines.append(f"- stopped early at step {stop['step']}: {stop['rule']}")
     effects = summary.get("effects")
     if effects:
         lines.append(f"- image-space effects (shift {effects['shift']:g}, {effects['samples']} samples): mean |cos| "

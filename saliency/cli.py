@@ -114,7 +114,14 @@ def sample(generator_name, count, out, classes, seed, device, nrow, resolution, 
               help="Use this direction as h_bg instead of the automatic choice.")
 @click.option("--bg-samples", type=click.IntRange(min=8), default=128, show_default=True, help="Samples for scoring h_bg candidates.")
 @click.option("--rca-samples", type=click.IntRange(min=8), default=2048, show_default=True,
-              help="Fresh samples the final RCA is measured on.")
+              help="Fresh samples each RCA is measured on.")
+@click.option("--rca-every", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also measure the RCA every N steps into metrics.jsonl (0: only at the end).")
+@click.option("--stop-rca-change", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Stop early once the RCA has moved by less than this over --stop-rca-window steps "
+                   "(0: never; needs --rca-every).")
+@click.option("--stop-rca-window", type=POSITIVE_INT, default=20_000, show_default=True,
+              help="Steps the --stop-rca-change rule looks back over.")
 @click.option("--charts/--no-charts", default=True, show_default=True, help="Write a chart per direction.")
 @click.option("--effects/--no-effects", default=True, show_default=True,
               help="Measure what the directions do in image space (mean |cos|, diversity; directions/effects.py).")
@@ -140,6 +147,8 @@ def discover(**params) -> None:
     bg = summary["bg_direction"]
     click.echo(f"RCA {summary['rca']:.3f} over {summary['num_directions']} directions "
                f"({summary['steps']} steps, {summary['train_seconds']:.0f} s)")
+    if summary.get("stopped_early"):
+        click.echo(f"stopped early at step {summary['stopped_early']['step']}: {summary['stopped_early']['rule']}")
     if summary.get("effects"):
         effects = summary["effects"]
         click.echo(f"effects: mean |cos| {effects['mean_abs_cos']:.3f}, diversity {effects['diversity']:.3f}")

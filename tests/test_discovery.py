@@ -9,7 +9,7 @@ import torch
 
 from directions import background as bg
 from directions.deformators import build_deformator
-from directions.discovery import TrainSettings, reconstructor_accuracy, sample_shifts, train
+from directions.discovery import TrainSettings, plateaued, reconstructor_accuracy, sample_shifts, train
 from directions.generators import Generator, ScenesGenerator
 from directions.reconstructors import build_reconstructor
 from saliency.checkpoint import load_checkpoint, save_checkpoint
@@ -76,13 +76,13 @@ def test_reconstructors_take_a_pair_and_give_logits_and_shift(name, channels):
 
 
 # ------------------------------------------------------------------------------ training
-def _tiny(tmp_path, steps=60, seed=0, deformator="ortho", resume=False, checkpoint_every=20, lr=2e-3):
+def _tiny(tmp_path, steps=60, seed=0, deformator="ortho", resume=False, checkpoint_every=20, lr=2e-3, **extra):
     generator = ScenesGenerator(resolution=32).eval().requires_grad_(False)
     a = build_deformator(deformator, generator.latent_dim, 6, torch.Generator().manual_seed(seed))
     torch.manual_seed(seed)  # R's initial weights
     r = build_reconstructor("lenet", 6)
     settings = TrainSettings(steps=steps, batch_size=16, lr=lr, seed=seed, log_every=10,
-                             checkpoint_every=checkpoint_every)
+                             checkpoint_every=checkpoint_every, **extra)
     identity = {"generator": "scenes", "deformator": deformator, "num_directions": 6}
     history = train(generator, a, r, settings, tmp_path, identity, resume=resume, progress=False)
     return generator, a, r, settings, history
@@ -117,6 +117,60 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
         assert torch.equal(p, q)
     steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) == list(range(10, 41, 10))
+
+
+def _log(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_the_rca_curve_is_recorded_without_changing_the_run(tmp_path):
+    generator, a_plain, r_plain, settings, _ = _tiny(tmp_path / "plain", steps=30)
+    _, a_curve, r_curve, _, history = _tiny(tmp_path / "curve", steps=30, rca_every=10, rca_samples=64)
+    # Measuring the RCA re-estimates R's batch norms; the run must go on as if it had not.
+    assert torch.equal(a_plain.directions(), a_curve.directions())
+    for (name, p), q in zip(r_plain.state_dict().items(), r_curve.state_dict().values()):
+        assert torch.equal(p, q), name
+    records = [entry for entry in _log(tmp_path / "curve") if "rca" in entry]
+    assert [entry["step"] for entry in records] == [10, 20, 30]
+    assert all(entry["rca_samples"] == 64 for entry in records)
+    assert history["rca_curve"] == [[entry["step"], entry["rca"]] for entry in records]
+    # The last point is the RCA of the finished run, measured the same way.
+    final = reconstructor_accuracy(generator, a_plain, r_plain, settings, samples=64)
+    assert records[-1]["rca"] == round(final, 4)
+    assert records[-1]["rca"] > records[0]["rca"] or records[-1]["rca"] > 1 / 6  # it learned something
+    assert all(entry["step"] % 10 == 0 for entry in _log(tmp_path / "plain"))
+    assert not any("rca" in entry for entry in _log(tmp_path / "plain"))
+
+
+def test_plateau_rule_needs_a_whole_window_of_flat_rca():
+    assert not plateaued([[5, 0.3], [10, 0.3]], window=10, change=0.01)  # no record 10 steps back
+    assert plateaued([[0, 0.300], [5, 0.305], [10, 0.309]], window=10, change=0.01)
+    assert not plateaued([[0, 0.300], [5, 0.305], [10, 0.311]], window=10, change=0.01)
+    assert not plateaued([[0, 0.2], [5, 0.3], [10, 0.3], [15, 0.3]], window=10, change=0.0)  # rule off
+    # Only the last window counts: an early rise does not hold a later plateau back.
+    assert plateaued([[0, 0.1], [5, 0.3], [10, 0.3], [15, 0.301]], window=10, change=0.01)
+
+
+def test_a_run_stops_early_on_the_plateau_and_stays_stopped_on_resume(tmp_path):
+    flat = {"rca_every": 10, "rca_samples": 32, "plateau_change": 1.01, "plateau_window": 20}  # always flat
+    _, _, _, _, history = _tiny(tmp_path, steps=60, **flat)
+    assert history["steps"] == 30  # records at 10 and 30 span the window
+    assert history["stopped_early"]["step"] == 30
+    assert load_checkpoint(tmp_path / "checkpoint.safetensors")["step"] == 30
+    _, _, _, _, again = _tiny(tmp_path, steps=60, resume=True, **flat)
+    assert again["steps"] == 30 and again["stopped_early"]["step"] == 30
+    # Resumed without the rule, it goes on to --steps and keeps the curve it had.
+    _, _, _, _, longer = _tiny(tmp_path, steps=50, resume=True, rca_every=10, rca_samples=32)
+    assert longer["steps"] == 50 and longer["stopped_early"] is None
+    assert [step for step, _ in longer["rca_curve"]] == [10, 20, 30, 40, 50]
+    assert [entry["step"] for entry in _log(tmp_path) if "rca" in entry] == [10, 20, 30, 40, 50]
+
+
+def test_plateau_rule_without_a_curve_is_refused():
+    with pytest.raises(UserError, match="--rca-every"):
+        TrainSettings(plateau_change=0.01).validate()
+    with pytest.raises(UserError, match="--rca-every"):
+        TrainSettings(plateau_change=0.01, rca_every=100, plateau_window=50).validate()
 
 
 def test_resume_takes_the_new_learning_rate(tmp_path):
