@@ -69,17 +69,18 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     # The paper's BigGAN settings (section 4 and the reference code).
     "biggan-deep-128": Profile("ortho", 128, "resnet18", 32, 100_000, 1e-4, note="paper"),
-    # Measured on a 2-core CPU to meet the acceptance bar in minutes (see README).
+    # Measured on a 2-core CPU to meet the acceptance bar in minutes (docs/results.md).
     "scenes": Profile("ortho", 32, "lenet", 256, 2_400, 1e-3, train_options=(("resolution", 32),), note="measured"),
     "dcgan-faces": Profile("ortho", 32, "lenet", 32, 1_000, 1e-3, note="measured"),
     # The paper's settings for its other generators (section 4): checkpoints that drop in.
     "biggan-128": Profile("ortho", 120, "resnet18", 32, 100_000, 1e-4, note="paper"),
     "sngan-anime": Profile("ortho", 128, "lenet", 128, 100_000, 1e-4, note="paper"),
     "proggan-celebahq": Profile("unit", 200, "resnet18", 10, 200_000, 1e-4, note="paper"),
-    # The paper's MNIST settings (K 64, unit-norm A, LeNet R, batch 128, lr 1e-4), except the
-    # step count: 1,500 instead of 1e5, a CPU budget (about 10 minutes here; see README).
+    # The paper's MNIST A, K and R (unit-norm, 64, LeNet-5); batch 64, 1,200 steps and lr 1e-3 instead of
+    # 128, 1e5 and 1e-4: the CPU budget of the tables in docs/results.md (a few minutes a run). The
+    # paper's budget is the same command with --batch 128 --steps 100000 --lr 1e-4.
     "sngan-mnist": Profile("unit", 64, "lenet5", 64, 1_200, 1e-3, bg_search=False,
-                           note="paper A, K, R; batch, steps, lr: the measured CPU budget of the README tables"),
+                           note="paper A, K, R; batch, steps, lr: the measured CPU budget of docs/results.md's tables"),
 }
 
 

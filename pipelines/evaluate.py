@@ -22,6 +22,7 @@ from PIL import Image
 from saliency.artifacts import (atomic_path, ensure_writable_dir, remove_stale_temporaries, write_bytes_atomic,
                                 write_json)
 from saliency.datasets import get_spec, open_dataset, split_stems
+from saliency.ensure import dataset_need, ensure
 from saliency.errors import UserError
 from saliency.detector import SaliencyDetector, prepare_image
 from saliency.evaluate import folder_samples, predict_paper_protocol, scenes_samples
@@ -86,6 +87,7 @@ def run_eval(config: EvalConfig) -> dict:
                   "seed": config.scenes_seed}
     else:
         spec = get_spec(config.dataset)
+        ensure([dataset_need(spec.name, config.data_root, progress=config.progress)])  # fetched once if missing
         folder = open_dataset(spec.name, config.data_root, "all")
         size = config.size or 128
         test = set(split_stems([s.stem for s in folder.samples], "test"))

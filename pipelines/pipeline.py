@@ -267,28 +267,36 @@ def check_inputs(config: PipelineConfig, profile: PipelineProfile, data_root: Pa
     from pipelines.train_unet import resolve_architecture
     from saliency.classifiers import build_classifier, default_classifier
     from saliency.datasets import open_dataset
+    from saliency.ensure import classifier_weights, dataset_need, encoder_weights, ensure, weights_need
     from saliency.unet import converted_encoder_weights
 
-    open_dataset("ecssd", data_root, "all")  # stage 2 votes on its train split, stage 4 scores it
+    out = Path(config.out)
+    voted = (out / "synthesize" / "classes.json").is_file() or _synthesis_complete(
+        out / "synthesize", requested_pairs(config, profile))
+    vote_needed = config.classes is None and not voted
+    unet_done = unet_complete(out / "unet")
+    architecture = resolve_architecture(profile.unet_profile, config.encoder, config.encoder_weights)
     if profile.generator.startswith("biggan"):  # the weights, without building the network
         from directions.generators.biggan import resolve_weight_files
 
         resolve_weight_files(config.weights)
     else:
         get_factory(profile.generator)
-    out = Path(config.out)
-    voted = (out / "synthesize" / "classes.json").is_file() or _synthesis_complete(
-        out / "synthesize", requested_pairs(config, profile))
-    if config.classes is None and not voted:
+    # What is missing is fetched now, once, or the run stops here with one line.
+    ensure([dataset_need("ecssd", data_root, progress=config.progress),
+            weights_need(classifier_weights(config.classifier, profile.generator), progress=config.progress)
+            if vote_needed and config.classifier_weights is None else None,
+            weights_need(encoder_weights(architecture), progress=config.progress) if not unet_done else None],
+           log=log)
+    open_dataset("ecssd", data_root, "all")  # stage 2 votes on its train split, stage 4 scores it
+    if vote_needed:
         name = config.classifier
         if name is None:
             name, why = default_classifier(profile.generator)
             log(f"[synthesize] class vote with {name}: {why}")
         build_classifier(name, config.classifier_weights)  # loads the weights now: a bad file fails here
-    from pipelines.train_unet import is_complete as unet_complete
-
-    if not unet_complete(out / "unet"):
-        converted_encoder_weights(resolve_architecture(profile.unet_profile, config.encoder, config.encoder_weights))
+    if not unet_done:
+        converted_encoder_weights(architecture)
 
 
 def _synthesis_complete(folder: Path, pairs: int) -> bool:

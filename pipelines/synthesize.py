@@ -40,6 +40,7 @@ from saliency import distributed
 from saliency.artifacts import ensure_writable_dir, remove_stale_temporaries, write_json
 from saliency.classifiers import build_classifier, default_classifier
 from saliency.datasets import open_dataset
+from saliency.ensure import classifier_weights, dataset_need, ensure, weights_need
 from saliency.device import resolve_device
 from saliency.errors import UserError
 from saliency.fetch import sha256_file
@@ -150,6 +151,10 @@ def vote_for_classes(config: SynthesizeConfig, generator_name: str, generator: G
         settings = previous["settings"]
         if {k: settings.get(k) for k in wanted} == wanted and config.classifier in (None, settings.get("classifier")):
             return previous
+    # The vote's classifier weights and dataset: fetched now if missing, or one line.
+    ensure([weights_need(classifier_weights(config.classifier, generator_name), progress=config.progress)
+            if config.classifier_weights is None else None,
+            dataset_need(config.dataset, config.data_root, progress=config.progress)], log=log)
     if config.classifier:
         classifier_name, why = config.classifier, "--classifier"
     else:

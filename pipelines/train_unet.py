@@ -18,6 +18,7 @@ from pathlib import Path
 from saliency import distributed
 from saliency.artifacts import ensure_writable_dir
 from saliency.device import resolve_device
+from saliency.ensure import encoder_weights, ensure, weights_need
 from saliency.errors import UserError
 from saliency.model_card import training_card
 from saliency.runtime import configure_device, resolve_precision
@@ -39,7 +40,7 @@ PROFILES = {
                                             val_every=1000, checkpoint_every=1000, workers=4)),
     # The embedded default: 64 px scenes pairs on a 2-core CPU. The ImageNet MobileNetV2 encoder,
     # frozen, was chosen on ECSSD's train split against resnet18 from scratch and MobileNetV2
-    # fine-tuned, and trains 900 steps in a third of resnet18's time (see README, Stage 3).
+    # fine-tuned, and trains 900 steps in a third of resnet18's time (docs/results.md, U-Net encoders).
     "embedded": UNetProfile(UNetArchitecture(encoder="mobilenet_v2", decoder_channels=(128, 64, 32, 16, 8),
                                              encoder_weights="imagenet"),
                             UNetTrainSettings(steps=900, batch_size=32, lr=0.005, lr_step=300, lr_gamma=0.2,
@@ -137,6 +138,9 @@ def run_train_unet(config: TrainUNetConfig) -> dict:
                        compile=config.compile)
     if settings.batch_size < ctx.world:
         raise UserError(f"--batch {settings.batch_size} is smaller than the {ctx.world} processes")
+    if manifest["count"] <= settings.val_count:  # an option checked before anything is fetched
+        raise UserError(f"{config.data} has {manifest['count']} pairs; need more than --val-count {settings.val_count}")
+    ensure([weights_need(encoder_weights(arch), progress=config.progress)])  # fetched once if missing
     out = ensure_writable_dir(config.out)
     if config.resume and not (out / CHECKPOINT_NAME).exists():
         raise UserError(f"--resume: {out} has no {CHECKPOINT_NAME}")

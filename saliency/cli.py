@@ -244,11 +244,18 @@ def synthesize(run_dir, count, out, data_root, dataset, classes, classifier, cla
 def vote(dataset, split, classifier, classifier_weights, out, data_root, top_k, class_fraction, device) -> None:
     """The class vote of stage 2 on its own: which classes a long synthesis would draw."""
     from saliency.artifacts import write_json
-    from saliency.classifiers import build_classifier
-    from saliency.datasets import open_dataset
+    from saliency.classifiers import CLASSIFIERS, build_classifier
+    from saliency.datasets import get_spec, open_dataset
     from saliency.device import resolve_device
+    from saliency.ensure import dataset_need, ensure, weights_need
+    from saliency.pretrained import WEIGHTS
     from saliency.voting import run_vote
 
+    if classifier not in CLASSIFIERS:  # the options first, then what is missing
+        raise UserError(f"unknown classifier {classifier!r}; known: {', '.join(sorted(CLASSIFIERS))}")
+    get_spec(dataset)
+    ensure([weights_need(classifier if classifier in WEIGHTS and classifier_weights is None else None),
+            dataset_need(dataset, data_root)], log=click.echo)  # fetched once if missing
     model = build_classifier(classifier, classifier_weights)
     folder = open_dataset(dataset, data_root, split)
     record = run_vote(model, folder, top_k, class_fraction, resolve_device(device))
@@ -308,16 +315,23 @@ def fetch_weights(names, source, url, force) -> None:
 @cli.command("fetch-data")
 @click.argument("dataset")
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None, help=DATA_ROOT_HELP)
-@click.option("--mirror", default=None, help="Base URL that serves the same archive names (default: the official site).")
+@click.option("--mirror", default=None,
+              help="Base URL that serves the same archive names (default: $SALIENCY_DATA_MIRROR, else the official site).")
+@click.option("--from", "source", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="A folder on disk instead of the network: the published archives, or the unpacked dataset "
+                   "(the same checks).")
 @click.option("--force", is_flag=True, help="Replace the dataset if it is already there.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Check the unpacked files against the known content checksum.")
-def fetch_data(dataset, data_root, mirror, force, verify) -> None:
+def fetch_data(dataset, data_root, mirror, source, force, verify) -> None:
     """Download a saliency benchmark's official archives, verify them, unpack them safely."""
     from saliency.datasets import resolve_data_root
     from saliency.fetch import fetch_dataset
 
-    folder = fetch_dataset(dataset, resolve_data_root(data_root), mirror=mirror, force=force, verify_content=verify)
+    if source is not None and mirror is not None:
+        raise UserError("--from and --mirror are two sources: give one")
+    folder = fetch_dataset(dataset, resolve_data_root(data_root), mirror=mirror, force=force, verify_content=verify,
+                           source=source)
     click.echo(f"wrote {folder}")
 
 

@@ -182,16 +182,42 @@ def _find_dataset_folder(staging: Path, spec: DatasetSpec) -> Path:
     raise UserError(f"the downloaded archives do not hold {spec.image_dir}/ and {spec.mask_dir}/ for {spec.name}")
 
 
+DATA_MIRROR_ENV = "SALIENCY_DATA_MIRROR"  # a base URL serving the archives by their published names
+
+
 def fetch_dataset(name: str, data_root: Path, mirror: str | None = None, progress: bool = True,
-                  force: bool = False, verify_content: bool = True) -> Path:
-    """Download, verify and unpack dataset ``name`` into ``data_root/<folder>``; returns it."""
+                  force: bool = False, verify_content: bool = True, source: Path | None = None,
+                  timeout: float = 60) -> Path:
+    """Download, verify and unpack dataset ``name`` into ``data_root/<folder>``; returns it.
+
+    ``source``: a local folder instead of the network, holding either the published archives
+    (by their names) or the unpacked dataset; it gets the same checks. ``mirror`` (else
+    ``$SALIENCY_DATA_MIRROR``): a base URL serving the archives by their published names.
+    """
     spec = get_spec(name)
     if spec.name not in SOURCES:
         raise UserError(f"no download source for {spec.name}; place it under {data_root / spec.folder} by hand")
-    source = SOURCES[spec.name]
+    source_spec = SOURCES[spec.name]
     final = data_root / spec.folder
     if final.exists() and not force:
         raise UserError(f"{final} already exists; pass --force to download it again")
+    mirror = mirror or os.environ.get(DATA_MIRROR_ENV) or None
+    if mirror and not mirror.startswith(("http://", "https://")):
+        raise UserError(f"--mirror (or ${DATA_MIRROR_ENV}) must be an http(s) URL, got {mirror!r}")
+    archive_names = [archive.url.rsplit("/", 1)[-1] for archive in source_spec.archives]
+    unpacked = None
+    if source is not None:
+        source = Path(source)
+        if not source.is_dir():
+            raise UserError(f"--from {source}: not a folder (give the folder that holds {' and '.join(archive_names)}, "
+                            f"or an unpacked {spec.folder})")
+        if (source / spec.image_dir).is_dir() and (source / spec.mask_dir).is_dir():
+            unpacked = source
+        else:
+            absent = [n for n in archive_names if not (source / n).is_file()]
+            if absent:
+                raise UserError(f"--from {source}: holds neither {spec.image_dir}/ and {spec.mask_dir}/ nor "
+                                f"{', '.join(absent)}")
     root = ensure_writable_dir(data_root)
     staging = root / f".{spec.folder}.partial"
     downloads = root / f".{spec.folder}.downloads"
@@ -199,20 +225,26 @@ def fetch_dataset(name: str, data_root: Path, mirror: str | None = None, progres
     staging.mkdir()
     downloads.mkdir(exist_ok=True)
     try:
-        for archive in source.archives:
-            url = archive.url
-            if mirror:
-                if not mirror.startswith(("http://", "https://")):
-                    raise UserError(f"--mirror must be an http(s) URL, got {mirror!r}")
-                url = mirror.rstrip("/") + "/" + archive.url.rsplit("/", 1)[-1]
-            local = downloads / url.rsplit("/", 1)[-1]
-            download(url, local, archive.sha256, progress=progress)
+        if unpacked is not None:
+            for sub in (spec.image_dir, spec.mask_dir):
+                shutil.copytree(unpacked / sub, staging / sub)
+        for archive, archive_name in zip(source_spec.archives, archive_names):
+            if unpacked is not None:
+                break
+            local = downloads / archive_name
+            if source is not None:
+                shutil.copyfile(source / archive_name, local)
+                if archive.sha256 is not None and sha256_file(local) != archive.sha256.lower():
+                    raise UserError(f"checksum mismatch for {source / archive_name}: expected sha256 {archive.sha256}")
+            else:
+                url = mirror.rstrip("/") + "/" + archive_name if mirror else archive.url
+                download(url, local, archive.sha256, progress=progress, timeout=timeout)
             safe_extract_zip(local, staging)
         folder = _find_dataset_folder(staging, spec)
-        if verify_content and source.content_sha256:
+        if verify_content and source_spec.content_sha256:
             found = content_digest(folder, spec)
-            if found != source.content_sha256:
-                raise UserError(f"{spec.name}: content checksum mismatch (expected {source.content_sha256[:16]}..., "
+            if found != source_spec.content_sha256:
+                raise UserError(f"{spec.name}: content checksum mismatch (expected {source_spec.content_sha256[:16]}..., "
                                 f"got {found[:16]}...); pass --no-verify to keep it anyway")
         if final.exists():
             shutil.rmtree(final)

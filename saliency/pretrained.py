@@ -8,7 +8,8 @@ torchvision looks too. Nothing is ever unpickled: the TFLite file is read as a f
 ``.pth`` files only by the loaders, with ``weights_only=True``.
 
 ``--from FILE`` installs a copy already on disk (the same checks), for machines without a
-network.
+network; ``SALIENCY_WEIGHTS_MIRROR`` names a folder (or an http(s) base URL) where the files are
+looked for by their published names before the network.
 """
 
 from __future__ import annotations
@@ -100,12 +101,26 @@ def installed_path(name: str) -> Path:
     return weights_dir() / spec(name).installed_name
 
 
+WEIGHTS_MIRROR_ENV = "SALIENCY_WEIGHTS_MIRROR"
+
+
+def mirror_source(weights: PretrainedWeights) -> tuple[Path | None, str | None]:
+    """(a local copy, a mirror URL) of the published file from ``$SALIENCY_WEIGHTS_MIRROR``."""
+    mirror = os.environ.get(WEIGHTS_MIRROR_ENV)
+    if not mirror:
+        return None, None
+    if mirror.startswith(("http://", "https://")):
+        return None, mirror.rstrip("/") + "/" + weights.filename
+    local = Path(mirror) / weights.filename
+    return (local, None) if local.is_file() else (None, None)
+
+
 def digest_matches(found: str, expected: str) -> bool:
     return found.lower().startswith(expected.lower()) and len(expected) >= 8
 
 
 def fetch_weights(name: str, source: str | os.PathLike | None = None, url: str | None = None,
-                  force: bool = False, progress: bool = True) -> Path:
+                  force: bool = False, progress: bool = True, timeout: float = 60) -> Path:
     """Install weights ``name`` into :func:`weights_dir`; returns the installed file.
 
     ``source``: a local copy of the published file instead of a download; ``url``: another
@@ -115,9 +130,15 @@ def fetch_weights(name: str, source: str | os.PathLike | None = None, url: str |
     if name == HUB_WEIGHTS:
         return fetch_biggan()
     weights = spec(name)
+    if url is not None and not url.startswith(("http://", "https://")):  # checked before any early return
+        raise UserError(f"{name}: --url must be an http(s) URL, got {url!r}")
+    if source is not None and not Path(source).is_file():
+        raise UserError(f"{name}: {source} not found")
     final = installed_path(name)
     if final.is_file() and not force:
         return final
+    if source is None and url is None:
+        source, url = mirror_source(weights)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -138,7 +159,7 @@ def fetch_weights(name: str, source: str | os.PathLike | None = None, url: str |
             address = url or weights.url
             if not address.startswith(("http://", "https://")):
                 raise UserError(f"{name}: --url must be an http(s) URL, got {address!r}")
-            found = download(address, published, progress=progress)
+            found = download(address, published, progress=progress, timeout=timeout)
             if not digest_matches(found, weights.sha256):
                 raise UserError(f"{name}: checksum mismatch for {address}: expected sha256 {weights.sha256[:16]}..., "
                                 f"got {found[:16]}...; nothing kept")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +28,18 @@ def _few_threads():
 
 SHARED_TFLITE = REPO.parent / "shared" / "weights" / "mobilenet_v2_1.0_224_quant.tflite"
 
+# Tests never touch the network, and never the user's mirrors: every fetch a command would make
+# goes to a loopback port that refuses connections (a socket bound, never listening), unless a
+# test serves its own mirror. A mirror folder the environment names (CI's offline copy) is read
+# once, below, for the tests' own torch hub cache.
+_CLOSED = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+_CLOSED.bind(("127.0.0.1", 0))
+CLOSED_URL = f"http://127.0.0.1:{_CLOSED.getsockname()[1]}/"
+_WEIGHTS_MIRROR = os.environ.pop("SALIENCY_WEIGHTS_MIRROR", None)
+os.environ.pop("SALIENCY_DATA", None)
+os.environ["SALIENCY_DATA_MIRROR"] = CLOSED_URL
+os.environ["SALIENCY_WEIGHTS_MIRROR"] = CLOSED_URL
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _torch_home(tmp_path_factory):
@@ -39,12 +54,14 @@ def _torch_home(tmp_path_factory):
     os.environ["TORCH_HOME"] = str(home)
     target = installed_path("mobilenet-v2-imagenet")
     target.parent.mkdir(parents=True, exist_ok=True)
+    mirrored = Path(_WEIGHTS_MIRROR) / SHARED_TFLITE.name if _WEIGHTS_MIRROR else None
     if user_copy.is_file():
         target.write_bytes(user_copy.read_bytes())
-    elif SHARED_TFLITE.is_file():
+    elif (mirrored and mirrored.is_file()) or SHARED_TFLITE.is_file():
         from saliency.pretrained import fetch_weights
 
-        fetch_weights("mobilenet-v2-imagenet", source=SHARED_TFLITE, progress=False)
+        fetch_weights("mobilenet-v2-imagenet", source=mirrored if mirrored and mirrored.is_file() else SHARED_TFLITE,
+                      progress=False)
     yield home
     if previous is None:
         os.environ.pop("TORCH_HOME", None)
@@ -62,6 +79,36 @@ def _saliency_cache(tmp_path_factory):
         os.environ.pop("SALIENCY_CACHE", None)
     else:
         os.environ["SALIENCY_CACHE"] = previous
+
+
+class _RecordingHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder; remembers each request as "METHOD /path" in ``self.server.requests``."""
+
+    def send_head(self):
+        self.server.requests.append(f"{self.command} {self.path}")
+        return super().send_head()
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+
+@pytest.fixture
+def server(tmp_path):
+    """Serve ``tmp_path/www`` on 127.0.0.1; yields (folder, base URL). The requests it answers
+    are listed in ``SERVED_REQUESTS[str(folder)]``."""
+    www = tmp_path / "www"
+    www.mkdir()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_RecordingHandler, directory=str(www)))
+    httpd.requests = []
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    SERVED_REQUESTS[str(www)] = httpd.requests
+    yield www, f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+SERVED_REQUESTS: dict[str, list[str]] = {}  # a served folder -> the requests its server answered
 
 
 @pytest.fixture(scope="session")

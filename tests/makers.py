@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +120,10 @@ def real_ecssd_root(root: Path, count: int) -> Path:
         (images / path.name).symlink_to(path)
         (masks / f"{path.stem}.png").symlink_to(shared / "ground_truth_mask" / f"{path.stem}.png")
     return root
+
+
+def zip_folder(folder: Path, path: Path) -> None:
+    """``path``: a stored (uncompressed) zip of ``folder``, its members under ``folder.name/``."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        for file in sorted(folder.iterdir()):
+            archive.write(file, f"{folder.name}/{file.name}")

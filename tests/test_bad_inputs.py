@@ -133,7 +133,7 @@ CASES = [
          "synthesize --run {run} --n 300 --out {syn_torn_progress} --classes 0,1,2 --batch 64 --shard-size 128 "
          "--device cpu", ("progress.json", "corrupted")),
     Case("synthesize/vote-dataset-missing", "synthesize --run {run} --n 5 --out {out} --data-root {empty} "
-         "--device cpu", ("not found",)),
+         "--device cpu", ("ECSSD is not in", "cannot be reached", "--from DIR")),
     Case("synthesize/vote-image-without-mask", "synthesize --run {run} --n 5 --out {out} --data-root {root_no_mask} "
          "--device cpu", ("without a mask", "0003")),
     Case("synthesize/vote-truncated-jpeg", "synthesize --run {run} --n 5 --out {out} --data-root {root_torn_jpeg} "
@@ -186,7 +186,7 @@ CASES = [
     Case("eval/model-weights-truncated", EVAL + " --model {model_torn_weights} --data-root {root}",
          ("model.safetensors",)),
     Case("eval/model-json-truncated", EVAL + " --model {model_torn_json} --data-root {root}", ("model.json",)),
-    Case("eval/dataset-missing", EVAL + " --model {model} --data-root {empty}", ("not found",)),
+    Case("eval/dataset-missing", EVAL + " --model {model} --data-root {empty}", ("ECSSD is not in", "--from DIR")),
     Case("eval/wrong-layout", EVAL + " --model {model} --data-root {root_wrong_layout}", ("ground_truth_mask",)),
     Case("eval/test-split-empty", EVAL + " --model {model} --data-root {root_single}", ("test split is empty",)),
     Case("eval/mask-size-mismatch", EVAL + " --model {model} --data-root {root_mismatched}", ("0003",)),

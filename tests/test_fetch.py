@@ -2,40 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import stat
-import threading
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from conftest import assert_one_line_error, run_cli
+from makers import zip_folder
 from saliency.errors import UserError
 from saliency.fetch import download, safe_extract_zip
 
 SHARED_ECSSD = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ECSSD"
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):  # keep test output clean
-        pass
-
-
-@pytest.fixture
-def server(tmp_path):
-    """Serve ``tmp_path/www`` on 127.0.0.1; yields (folder, base URL)."""
-    www = tmp_path / "www"
-    www.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(www))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield www, f"http://127.0.0.1:{httpd.server_address[1]}/"
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def test_download_verifies_the_checksum_before_keeping_anything(server, tmp_path):
@@ -91,17 +70,11 @@ def test_extraction_keeps_normal_members(tmp_path):
     assert (tmp_path / "t" / "images" / "1.jpg").read_bytes() == b"abc"
 
 
-def _zip_folder(folder: Path, path: Path) -> None:
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
-        for file in sorted(folder.iterdir()):
-            archive.write(file, f"{folder.name}/{file.name}")
-
-
 @pytest.mark.skipif(not SHARED_ECSSD.is_dir(), reason="needs ../shared/datasets/ECSSD")
 def test_fetch_data_ecssd_from_a_mirror_verifies_and_unpacks(server, tmp_path):
     www, base = server
-    _zip_folder(SHARED_ECSSD / "images", www / "images.zip")
-    _zip_folder(SHARED_ECSSD / "ground_truth_mask", www / "ground_truth_mask.zip")
+    zip_folder(SHARED_ECSSD / "images", www / "images.zip")
+    zip_folder(SHARED_ECSSD / "ground_truth_mask", www / "ground_truth_mask.zip")
     root = tmp_path / "root"
     result = run_cli("fetch-data", "ecssd", "--data-root", str(root), "--mirror", base)
     assert result.returncode == 0, result.stderr
