@@ -44,3 +44,26 @@ def test_predict_benchmark_runs_on_a_few_real_images():
     report = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
     assert report["images"] == 10 and report["ratio_predict_over_bare"] > 0
     assert all(v > 0 for v in report["predict_images_per_second"] + report["bare_forward_images_per_second"])
+
+
+def test_rca_curve_draws_the_periodic_records_of_a_run(tmp_path):
+    """benchmarks/rca_curve.py on a tiny run made with --rca-every: the table it prints is the
+    run's own record (its last RCA, steps), and the picture is written."""
+    from conftest import run_cli
+
+    run = tmp_path / "run"
+    made = run_cli("discover", "--out", str(run), "--steps", "6", "--rca-every", "3", "--rca-samples", "16",
+                   "--resolution", "32", "--directions", "4", "--batch", "8", "--no-charts", "--no-effects",
+                   "--no-bg-search", "--device", "cpu")
+    assert made.returncode == 0, made.stderr
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    curve = [(r["step"], r["rca"]) for r in records if "rca" in r]
+    assert [step for step, _ in curve] == [3, 6]
+    assert json.loads((run / "directions.json").read_text())["rca"] == curve[-1][1]  # the end of the curve
+    out = tmp_path / "curve.png"
+    result = subprocess.run([sys.executable, "benchmarks/rca_curve.py", str(run), "--out", str(out),
+                             "--paper", "learned=0.88"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    row = next(line for line in result.stdout.splitlines() if line.startswith(f"| {run} "))
+    assert f"| {curve[-1][1]:.4f} |" in row and "| 6 |" in row and "| ortho |" in row

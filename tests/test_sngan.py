@@ -144,6 +144,6 @@ def test_discovery_on_the_gray_generator_follows_the_papers_mnist_setup(tmp_path
     assert 0 <= summary["effects"]["mean_abs_cos"] <= 1 and summary["effects"]["samples"] == 32
     assert len(summary["charts"]["directions"]) == 64
     config = json.loads((out / "config.json").read_text())
-    # the paper's A, K, R and lambda; lr (like batch and steps) is the README tables' CPU budget
+    # the paper's A, K, R and lambda; lr (like batch and steps) is the CPU budget of docs/results.md's tables
     assert config["profile"]["lr"] == 1e-3
     assert config["settings"]["shift_loss_weight"] == 0.25
