@@ -38,7 +38,7 @@ timeout 220 "$python" -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.p
 timeout 110 "$python" benchmarks/gpu_bench.py --device auto --seconds 4 --out "$out/gpu_bench.json" "$@" 2>&1 \
   | tee "$out/gpu_bench.log" || status=1
 weights=$(mktemp -d)
-"$python" -c "import sys; from directions.generators.biggan import save_random_weights; save_random_weights(sys.argv[1])" "$weights"
+"$python" -c "import sys; sys.path.insert(0, 'tests'); from published_layouts import save_random_biggan; save_random_biggan(sys.argv[1])" "$weights"
 timeout 50 "$python" benchmarks/discover_step.py --generator biggan-deep-128 --weights "$weights" --device cuda \
   --steps 10 --rounds 3 2>&1 | tee "$out/discover_step.log" || status=1
 exit "$status"

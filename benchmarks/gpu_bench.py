@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +33,6 @@ import torch
 from directions.deformators import build_deformator
 from directions.discovery import TrainSettings, _optimizers, play_step
 from directions.generators import build_generator
-from directions.generators.biggan import save_random_weights
 from directions.reconstructors import build_reconstructor
 from pipelines.discover import write_known_direction_run
 from pipelines.synthesize import SynthesizeConfig, run_synthesize
@@ -45,6 +45,10 @@ from saliency.training import tempered_loss, to_model_input
 from saliency.unet import build_unet
 
 from loader_timing import loader_samples_per_s  # benchmarks/, beside this script
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+# A random BigGAN in the hub's format, a pickle: a test fixture, since the project writes none.
+from published_layouts import save_random_biggan  # noqa: E402
 
 
 def rate(fn, items: int, seconds: float, sync) -> float:
@@ -84,7 +88,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         config = {"channel_width": 16} if tiny else None  # tiny: a narrow BigGAN-deep, same code path
-        save_random_weights(tmp / "biggan", config=config)
+        save_random_biggan(tmp / "biggan", config=config)
         generator = build_generator("biggan-deep-128", device=device, weights=str(tmp / "biggan")).eval()
         rng = torch.Generator().manual_seed(0)
 

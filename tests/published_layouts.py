@@ -205,3 +205,34 @@ def write_reference_run(folder: Path, deformator: str, latent_dim: int, directio
     if annotation is not None:
         (folder / "human_annotation.txt").write_text(annotation, encoding="utf-8")
     return folder
+
+
+def save_random_biggan(folder, seed: int = 0, config: dict | None = None) -> Path:
+    """Write a random-weight BigGAN-deep in the hub's file format, config.json and the pickled
+    pytorch_model.bin (for tests and benchmarks; the project itself writes no pickle).
+
+    The package's random init leaves the last batch norm's affine parameters uninitialised
+    (NaN images); they are set to identity here, and a few power iterations make the
+    spectral norms consistent so the images are finite and varied.
+    """
+    import torch.nn.functional as F
+    from pytorch_pretrained_biggan import BigGAN, BigGANConfig
+
+    from directions.generators.biggan import CONFIG_NAME, WEIGHTS_NAME
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    cfg = BigGANConfig.from_dict(config) if config else BigGANConfig()
+    model = BigGAN(cfg)
+    with torch.no_grad():
+        model.generator.bn.weight.fill_(1.0)
+        model.generator.bn.bias.zero_()
+        model.train()
+        z = torch.randn(2, cfg.z_dim)
+        one_hot = F.one_hot(torch.tensor([0, 1]), cfg.num_classes).float()
+        for _ in range(3):
+            model(z, one_hot, 0.4)
+    (folder / CONFIG_NAME).write_text(json.dumps(cfg.to_dict(), indent=2), encoding="utf-8")
+    torch.save(model.state_dict(), folder / WEIGHTS_NAME)
+    return folder

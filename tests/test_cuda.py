@@ -73,10 +73,10 @@ def read_json(path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> dict:
-    from directions.generators.biggan import save_random_weights
+    from published_layouts import save_random_biggan
 
     root = tmp_path_factory.mktemp("gpu-path")
-    weights = save_random_weights(root / "biggan", config=BIGGAN_CONFIG)
+    weights = save_random_biggan(root / "biggan", config=BIGGAN_CONFIG)
     data = root / "data"
     if SHARED_ECSSD.is_dir():  # 50 real ECSSD images, linked (never copied)
         from makers import real_ecssd_root

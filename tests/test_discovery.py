@@ -275,9 +275,9 @@ def _weighted_generator(name, tmp_path):
         return build_generator("dcgan-faces", device="cpu")
     if name == "sngan-mnist":
         return build_generator("sngan-mnist", device="cpu")
-    from directions.generators.biggan import save_random_weights
+    from published_layouts import save_random_biggan
 
-    folder = save_random_weights(tmp_path / "biggan", config={"channel_width": 8, "num_classes": 20})
+    folder = save_random_biggan(tmp_path / "biggan", config={"channel_width": 8, "num_classes": 20})
     return build_generator("biggan-deep-128", device="cpu", weights=str(folder))
 
 

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from directions.generators import Generator, available_generators, build_generator
-from directions.generators.biggan import CONFIG_NAME, WEIGHTS_NAME, save_random_weights
+from directions.generators.biggan import CONFIG_NAME, WEIGHTS_NAME
+from published_layouts import save_random_biggan
 from directions.generators.dcgan_faces import CHECKPOINT_KEY, DCGANFaces
 from saliency.device import resolve_device
 from saliency.errors import UserError
@@ -86,7 +87,7 @@ def test_device_resolution():
 @pytest.fixture(scope="session")
 def biggan_folder(tmp_path_factory) -> Path:
     """A random-weight BigGAN-deep-128 in the hub's file format (config.json + .bin)."""
-    return save_random_weights(tmp_path_factory.mktemp("biggan"), seed=0)
+    return save_random_biggan(tmp_path_factory.mktemp("biggan"), seed=0)
 
 
 @pytest.fixture(scope="session")
@@ -103,7 +104,7 @@ def test_biggan_loader_rebuilds_what_torch_can_and_names_every_other_difference(
 
     from pytorch_pretrained_biggan import BigGAN, BigGANConfig
 
-    source = save_random_weights(tmp_path / "source", seed=3, config={"channel_width": 8, "num_classes": 20})
+    source = save_random_biggan(tmp_path / "source", seed=3, config={"channel_width": 8, "num_classes": 20})
     config = BigGANConfig.from_dict(__import__("json").loads((source / CONFIG_NAME).read_text()))
     reference = BigGAN(config).eval()
     state = torch.load(source / WEIGHTS_NAME, weights_only=True)

@@ -68,9 +68,9 @@ def test_pipeline_chains_the_stages_and_skips_finished_ones(tmp_path):
 
 def test_biggan_pipeline_reports_a_missing_classifier_before_any_discovery(tmp_path):
     """Every stage's inputs are found before stage 1: no hour of discovery, then a missing file."""
-    from directions.generators.biggan import save_random_weights
+    from published_layouts import save_random_biggan
 
-    weights = save_random_weights(tmp_path / "biggan", config={"channel_width": 8, "num_classes": 1000})
+    weights = save_random_biggan(tmp_path / "biggan", config={"channel_width": 8, "num_classes": 1000})
     root = fixture_dataset(tmp_path / "root")
     out = tmp_path / "pipe"
     base = ("pipeline", "--profile", "biggan", "--weights", str(weights), "--data-root", str(root), "--out", str(out),
