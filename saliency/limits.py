@@ -1,0 +1,55 @@
+"""Ceilings on every command-line option that sizes an allocation (memory, disk, processes).
+
+click checks them while parsing, before any model loads, and shows each range in ``--help``
+(``[1<=x<=4096]``): an absurd value is one line, not a traceback from the allocator, a kill by
+the kernel or an ETA of years. Each ceiling is well above any real use (the paper's settings in
+brackets) and below what a 24 GB machine could hold; the arithmetic is float32, 4 bytes a value.
+"""
+
+from __future__ import annotations
+
+import click
+
+# Inference's shorter side (predict, eval). At 2,048 an image's input and the U-Net's
+# full-resolution decoder map (16 channels) are 76 bytes a pixel: about 0.3 GB for a square
+# image, before the encoder's maps. [128]
+MAX_INFERENCE_SIDE = 2048
+# Images a predict batch holds at once (batched by padded size; 8 by default).
+MAX_PREDICT_BATCH = 256
+# Generator image size, for generators that take one (scenes). [64]
+MIN_RESOLUTION, MAX_RESOLUTION = 16, 1024
+# Latents of one discovery or synthesis batch: two rendered batches of 3 x 128 x 128 float32
+# images are 1.6 GB at 4,096, before the generator's activations. [32-256]
+MAX_GAME_BATCH = 4096
+# U-Net training batch: 1,024 pairs at 128 px, with the U-Net's activations and their gradients
+# (hundreds of values a pixel), is several GB. [128]
+MAX_TRAIN_BATCH = 1024
+# Directions K: A is d x K and R has K outputs. [64-200]
+MAX_DIRECTIONS = 4096
+# Samples scored at once for the h_bg search: 4,096 images of 3 x 128 x 128 float32 are 0.8 GB. [128]
+MAX_BG_SAMPLES = 4096
+# RCA samples are scored 128 at a time (constant memory); the ceiling bounds the time. [2,048]
+MAX_RCA_SAMPLES = 1_000_000
+# Synthetic pairs on disk: about 64 KB a pair at 128 px, so 1,000,000 pairs are about 64 GB. [100,000]
+MAX_PAIRS = 1_000_000
+# Pairs held in memory before a shard is written: 16,384 at 128 px are about 1 GB. [1,024]
+MAX_SHARD_SIZE = 16_384
+# Training or refinement steps: no allocation grows with them, but an absurd count is a typo. [1e5-2e5]
+MAX_STEPS = 10_000_000
+MAX_REFINE_STEPS = 100_000
+# Images rendered (sample's grid; eval's scenes set). [16; 500]
+MAX_GRID_IMAGES = 1024
+MAX_RENDERED_IMAGES = 100_000
+# Classes each image votes for (ImageNet has 1,000).
+MAX_TOP_K = 1000
+# Held-out pairs scored at every validation. [512]
+MAX_VAL_COUNT = 100_000
+# DataLoader worker processes: each holds a copy of the loader's state.
+MAX_WORKERS = 64
+# Latent size of an imported deformator without weights. [128-512]
+MAX_LATENT_DIM = 4096
+
+
+def at_most(maximum: int, minimum: int = 1) -> click.IntRange:
+    """An integer option in [minimum, maximum]; click shows the range in --help."""
+    return click.IntRange(min=minimum, max=maximum)
