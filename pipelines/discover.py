@@ -35,7 +35,7 @@ from directions.ground_truth import background_report, factor_table, has_ground_
 from directions.reconstructors import build_reconstructor
 from directions.speed import prepare_frozen_generator, prepare_reconstructor
 from saliency import distributed
-from saliency.artifacts import atomic_path, ensure_writable_dir, write_json, write_safetensors
+from saliency.artifacts import atomic_path, ensure_writable_dir, refuse_output_in_inputs, write_json, write_safetensors
 from saliency.checkpoint import load_checkpoint
 from saliency.errors import UserError
 from saliency.progress import progress_bar
@@ -267,6 +267,7 @@ def choose_background(generator: Generator, directions: torch.Tensor, config: Di
 def run_discover(config: DiscoverConfig) -> dict:
     """Run stage 1 into ``config.out``; returns the summary written to directions.json."""
     config.validate()
+    refuse_output_in_inputs(config.out, {"--weights": config.generator_options.get("weights")})
     out = ensure_writable_dir(config.out)
     started = time.perf_counter()
     checkpoint = out / CHECKPOINT_NAME

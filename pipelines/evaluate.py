@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from saliency.artifacts import (atomic_path, ensure_writable_dir, remove_stale_temporaries, write_bytes_atomic,
-                                write_json)
-from saliency.datasets import get_spec, open_dataset, split_stems
+from saliency.artifacts import (atomic_path, ensure_writable_dir, refuse_output_in_inputs, remove_stale_temporaries,
+                                write_bytes_atomic, write_json)
+from saliency.datasets import get_spec, open_dataset, resolve_data_root, split_stems
 from saliency.ensure import dataset_need, ensure
 from saliency.errors import UserError
 from saliency.detector import SaliencyDetector, prepare_image
@@ -66,8 +66,11 @@ def run_eval(config: EvalConfig) -> dict:
         raise UserError(f"--size must be at least 16, got {config.size}")
     if config.scenes_count <= 0:
         raise UserError(f"--images must be positive, got {config.scenes_count}")
+    inputs = {"--model": config.model if Path(str(config.model)).exists() else None}
     if config.dataset != "scenes":
-        get_spec(config.dataset)  # an unknown name fails before the model loads
+        spec = get_spec(config.dataset)  # an unknown name fails before the model loads
+        inputs["--data-root"] = resolve_data_root(config.data_root) / spec.folder
+    refuse_output_in_inputs(config.out, inputs)
     detector = SaliencyDetector.load(config.model, config.device, config.precision)
     model, meta, device, precision = detector.model, detector.meta, detector.device, detector.precision
     stride = detector.stride

@@ -32,7 +32,7 @@ import torch
 
 from directions.background import BackgroundCriterion
 from directions.generators.weights import load_torch_weights
-from saliency.artifacts import ensure_writable_dir, write_json, write_safetensors
+from saliency.artifacts import ensure_writable_dir, refuse_output_in_inputs, write_json, write_safetensors
 from saliency.errors import UserError
 
 REFERENCE_SHIFT = 26.0  # the reference code's shift along h_bg for saliency masks
@@ -153,6 +153,7 @@ def import_run(source: Path, out: Path, bg_direction: str | None = None, generat
     from pipelines.discover import SUMMARY_NAME, TENSORS_NAME
 
     source = Path(source)
+    refuse_output_in_inputs(out, {"SOURCE": source, "--weights": weights})
     args = _read_args(source)
     kind = str(args.get("deformator", "ortho"))
     gan_type = str(args.get("gan_type", ""))

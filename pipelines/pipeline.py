@@ -30,7 +30,7 @@ from pipelines.evaluate import is_complete as eval_complete
 from pipelines.synthesize import SynthesizeConfig, run_synthesize
 from pipelines.train_unet import TrainUNetConfig, run_train_unet
 from pipelines.train_unet import is_complete as unet_complete
-from saliency.artifacts import ensure_writable_dir, write_json
+from saliency.artifacts import ensure_writable_dir, refuse_output_in_inputs, write_json
 from saliency.datasets import resolve_data_root
 from saliency.errors import UserError
 from saliency.synthesis import MaskRule
@@ -113,8 +113,10 @@ def run_pipeline(config: PipelineConfig) -> dict:
             "max_area": SynthesizeConfig.max_area if config.max_area is None else config.max_area}
     MaskRule(**area).validate()
     profile = PROFILES[config.profile]
-    out = ensure_writable_dir(config.out)
     data_root = resolve_data_root(config.data_root)
+    refuse_output_in_inputs(config.out, {"--data-root": data_root / "ECSSD", "--weights": config.weights,
+                                         "--classifier-weights": config.classifier_weights})
+    out = ensure_writable_dir(config.out)
     check_inputs(config, profile, data_root, config.log)
     paths = {"discover": out / "discover", "synthesize": out / "synthesize", "unet": out / "unet",
              "eval-ecssd": out / "eval-ecssd", "eval-scenes": out / "eval-scenes"}

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import glob
 import os
+import sqlite3
 import sys
+import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,9 +29,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from saliency.artifacts import remove_stale_temporaries, write_bytes_atomic
+from saliency.artifacts import refuse_output_in_inputs, remove_stale_temporaries, write_bytes_atomic
 from saliency.detector import (DEFAULT_BATCH, PreparedImage, SaliencyDetector, as_rgb_array, cutout_pixels,
                                map_to_uint8, overlay_image, prepare_image)
+from saliency.datasets import load_image_for_model
 from saliency.errors import UserError
 from saliency.png import encode_png
 from saliency.progress import progress_bar
@@ -125,6 +128,32 @@ def outputs_for(image: Path, out: Path, kinds: tuple[str, ...]) -> dict[str, Pat
     return {kind: out / relative.parent / f"{relative.stem}.{kind}.png" for kind in kinds}
 
 
+class OutputNames:
+    """Which input claimed each output name, in a temporary SQLite table: any number of inputs
+    in constant memory (SQLite's page cache), with an index for the look-up."""
+
+    def __enter__(self) -> "OutputNames":
+        self._folder = tempfile.TemporaryDirectory(prefix="saliency-predict-")
+        self._db = sqlite3.connect(os.path.join(self._folder.name, "names.sqlite"))
+        self._db.execute("PRAGMA journal_mode = OFF")
+        self._db.execute("PRAGMA synchronous = OFF")
+        self._db.execute("CREATE TABLE names (output TEXT PRIMARY KEY, source TEXT NOT NULL) WITHOUT ROWID")
+        return self
+
+    def claim(self, output: str, source: str) -> str | None:
+        """None if ``output`` is free or already ``source``'s; else the input that claimed it."""
+        try:
+            self._db.execute("INSERT INTO names VALUES (?, ?)", (output, source))
+            return None
+        except sqlite3.IntegrityError:
+            (earlier,) = self._db.execute("SELECT source FROM names WHERE output = ?", (output,)).fetchone()
+            return None if earlier == source else earlier
+
+    def __exit__(self, *exc) -> None:
+        self._db.close()
+        self._folder.cleanup()
+
+
 def check_inputs(config: PredictConfig, extensions: frozenset[str]) -> tuple[int, int]:
     """Every argument exists, OUT is not inside an input folder, no two inputs share an output,
     and there is at least one image. Returns (images, folders that could not be listed, each
@@ -134,27 +163,22 @@ def check_inputs(config: PredictConfig, extensions: frozenset[str]) -> tuple[int
         path = Path(argument)
         if not path.exists() and not (GLOB_CHARACTERS & set(argument)):
             raise UserError(f"{argument}: no such file or folder")
-        if path.is_dir():
-            folder = Path(os.path.realpath(path))
-            if out == folder or folder in out.parents:
-                raise UserError(f"--out {config.out} is inside the input folder {argument}: the outputs would be "
-                                "read as inputs; choose an output folder outside it")
+        if path.is_dir():  # outputs inside an input folder would be read as inputs on the next run
+            refuse_output_in_inputs(config.out, {"folder": argument})
     count, unlisted = 0, []
 
     def unreadable(folder: Path, exc: OSError) -> None:
         unlisted.append(folder)
         config.warn(f"saliency: warning: skipped the folder {folder}: cannot list it ({exc.strerror or type(exc).__name__})")
 
-    # output stem -> the input that writes it, for all inputs (arguments may come back to a
-    # folder): two short strings an image, about 200 MB for a million images
-    writers: dict[str, str] = {}
-    for image in iter_images(config.inputs, extensions, out, unreadable):
-        count += 1
-        key = relative_output(image)
-        earlier = writers.setdefault(str(key.parent / key.stem), str(image))
-        if os.path.abspath(earlier) != os.path.abspath(image):
-            raise UserError(f"{earlier} and {image} would both write {config.out / key.parent / key.stem}.*.png; "
-                            "rename one or predict them in two runs")
+    with OutputNames() as names:  # on disk: the check holds no per-image structure in memory
+        for image in iter_images(config.inputs, extensions, out, unreadable):
+            count += 1
+            key = relative_output(image)
+            earlier = names.claim(str(key.parent / key.stem), os.path.abspath(image))
+            if earlier is not None:
+                raise UserError(f"{earlier} and {image} would both write {config.out / key.parent / key.stem}.*.png; "
+                                "rename one or predict them in two runs")
     if count == 0:
         raise UserError(f"no images in {' '.join(config.inputs)} (looked for {', '.join(sorted(extensions)[:8])}, ...)")
     return count, len(unlisted)
@@ -203,8 +227,12 @@ class ImageStream(torch.utils.data.IterableDataset):
                 yield Item(path, outputs, done=True)
                 continue
             try:
-                pixels = as_rgb_array(path)
-                prepared = prepare_image(pixels, self.size, self.stride)
+                if keep_pixels:  # a cutout or overlay is drawn at the file's own size: decode it whole
+                    pixels = as_rgb_array(path)
+                    prepared = prepare_image(pixels, self.size, self.stride)
+                else:  # a map needs only the model's input: a large photo is decoded reduced
+                    pixels, original = load_image_for_model(path, self.size)
+                    prepared = prepare_image(pixels, self.size, self.stride, original)
             except UserError as exc:
                 message = str(exc)
                 yield Item(path, outputs, error=message if message.startswith(str(path)) else f"{path}: {message}")

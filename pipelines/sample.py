@@ -38,9 +38,11 @@ class SampleConfig:
 def run_sample(config: SampleConfig) -> Path:
     """Build the generator, draw ``count`` seeded samples, save them as a PNG grid."""
     from directions.generators import build_generator
+    from saliency.artifacts import refuse_output_in_inputs
     from saliency.visualize import save_grid
 
     config.validate()
+    refuse_output_in_inputs(config.out, {"--weights": config.generator_options.get("weights")})
     generator = build_generator(config.generator, device=config.device, **config.generator_options)
     rng = torch.Generator().manual_seed(config.seed)
     z = generator.sample_latents(config.count, rng)

@@ -37,9 +37,9 @@ from safetensors.torch import load_file
 from directions.generators import Generator, build_generator
 from pipelines.discover import SUMMARY_NAME, TENSORS_NAME, load_run
 from saliency import distributed
-from saliency.artifacts import ensure_writable_dir, remove_stale_temporaries, write_json
+from saliency.artifacts import ensure_writable_dir, refuse_output_in_inputs, remove_stale_temporaries, write_json
 from saliency.classifiers import build_classifier, default_classifier
-from saliency.datasets import open_dataset
+from saliency.datasets import get_spec, open_dataset, resolve_data_root
 from saliency.ensure import classifier_weights, dataset_need, ensure, weights_need
 from saliency.device import resolve_device
 from saliency.errors import UserError
@@ -301,6 +301,8 @@ def run_synthesize(config: SynthesizeConfig) -> dict:
     config.validate()
     started = time.perf_counter()
     run_dir = Path(config.run)
+    refuse_output_in_inputs(config.out, {"--run": run_dir, "--data-root": resolve_data_root(config.data_root)
+                                         / get_spec(config.dataset).folder, "--classifier-weights": config.classifier_weights})
     summary = load_run(run_dir)
     generator_name = summary.get("generator")
     options = summary.get("generator_options") or {}

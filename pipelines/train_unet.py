@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from saliency import distributed
-from saliency.artifacts import ensure_writable_dir
+from saliency.artifacts import ensure_writable_dir, refuse_output_in_inputs
 from saliency.device import resolve_device
 from saliency.ensure import encoder_weights, ensure, weights_need
 from saliency.errors import UserError
@@ -129,6 +129,7 @@ def is_complete(out: Path) -> bool:
 
 
 def run_train_unet(config: TrainUNetConfig) -> dict:
+    refuse_output_in_inputs(config.out, {"--data": config.data})
     manifest = load_manifest(config.data)
     name, arch, settings = resolve(config, manifest)
     ctx = distributed.context()

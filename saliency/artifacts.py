@@ -63,6 +63,28 @@ def _umask() -> int:
     return mask
 
 
+def refuse_output_in_inputs(out: str | os.PathLike, inputs: dict[str, str | os.PathLike | None],
+                            flag: str = "--out", what: str | None = None) -> None:
+    """One line if ``out`` equals, contains or lies inside an input (paths resolved, symlinks
+    followed): a command never writes into what it reads. ``inputs``: option -> path (None: unset);
+    ``what`` names the output in the message (default: ``flag``)."""
+    target = Path(os.path.realpath(out))
+    for option, path in inputs.items():
+        if path is None or str(path) == "":
+            continue
+        source = Path(os.path.realpath(path))
+        if target == source:
+            relation = "is"
+        elif source in target.parents:
+            relation = "lies inside"
+        elif target in source.parents:
+            relation = "contains"
+        else:
+            continue
+        raise UserError(f"{what or flag} {out} {relation} the input {option} {path}: a command never writes into "
+                        f"what it reads; choose another {flag}")
+
+
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
     """Create ``path`` (and parents) if needed and check that files can be written in it."""
     path = Path(path)

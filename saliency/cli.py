@@ -11,7 +11,9 @@ from pathlib import Path
 import click
 
 from saliency import __version__
+from saliency import limits as L
 from saliency.errors import UserError
+from saliency.limits import at_most
 
 DEVICE_HELP = "Torch device: auto (default: the best available), cpu, cuda, cuda:N or mps."
 PRECISION_HELP = ("auto (bf16 autocast on a CUDA GPU; U-Net training also on CPUs with native bf16; "
@@ -50,15 +52,16 @@ def cli() -> None:
 @cli.command()
 @click.option("--generator", "generator_name", default="scenes", show_default=True,
               help="Generator name (see `saliency generators`) or package.module:factory.")
-@click.option("--n", "count", type=POSITIVE_INT, default=16, show_default=True, help="Number of images.")
+@click.option("--n", "count", type=at_most(L.MAX_GRID_IMAGES), default=16, show_default=True, help="Number of images.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="PNG file to write the grid to.")
 @click.option("--classes", default=None,
               help="Comma-separated class indices, cycled over the images (conditional generators).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latents and classes.")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
-@click.option("--nrow", type=POSITIVE_INT, default=None, help="Images per grid row (default: about square).")
-@click.option("--resolution", type=int, default=None, help="Image size, for generators that take one (scenes).")
+@click.option("--nrow", type=at_most(L.MAX_GRID_IMAGES), default=None, help="Images per grid row (default: about square).")
+@click.option("--resolution", type=at_most(L.MAX_RESOLUTION, L.MIN_RESOLUTION), default=None,
+              help="Image size, for generators that take one (scenes).")
 @click.option("--weights", default=None,
               help="Weights: a folder (biggan-deep-128) or file (dcgan-faces); default: hub cache / package.")
 @click.option("--truncation", type=float, default=None,
@@ -93,11 +96,11 @@ def sample(generator_name, count, out, classes, seed, device, nrow, resolution, 
 @click.option("--deformator", type=click.Choice(["ortho", "unit", "random", "identity"]), default=None,
               help="Direction matrix A: learned orthonormal or unit-norm columns, or a frozen "
                    "random / coordinate baseline. Default: the generator's profile.")
-@click.option("--directions", "num_directions", type=POSITIVE_INT, default=None, help="K, the number of directions.")
+@click.option("--directions", "num_directions", type=at_most(L.MAX_DIRECTIONS), default=None, help="K, the number of directions.")
 @click.option("--reconstructor", type=click.Choice(["lenet", "lenet5", "resnet18"]), default=None,
               help="Reconstructor R (lenet5: the reference code's for MNIST). Default: the generator's profile.")
-@click.option("--steps", type=POSITIVE_INT, default=None, help="Training steps (total, also when resuming).")
-@click.option("--batch", "batch_size", type=POSITIVE_INT, default=None, help="Batch size.")
+@click.option("--steps", type=at_most(L.MAX_STEPS), default=None, help="Training steps (total, also when resuming).")
+@click.option("--batch", "batch_size", type=at_most(L.MAX_GAME_BATCH), default=None, help="Batch size.")
 @click.option("--lr", type=POSITIVE_FLOAT, default=None, help="Adam learning rate for A and R.")
 @click.option("--shift-loss-weight", type=click.FloatRange(min=0), default=0.25, show_default=True,
               help="lambda: loss = CE + lambda * L1(shift) (the paper's Table 5 varies it).")
@@ -107,13 +110,13 @@ def sample(generator_name, count, out, classes, seed, device, nrow, resolution, 
 @click.option("--checkpoint-every", type=POSITIVE_INT, default=250, show_default=True, help="Steps between checkpoints.")
 @click.option("--refine-bg/--no-refine-bg", default=True, show_default=True,
               help="Refine the best h_bg candidate on the image criterion; kept only if it scores higher.")
-@click.option("--refine-steps", type=click.IntRange(min=0), default=300, show_default=True, help="Steps of the h_bg refinement.")
+@click.option("--refine-steps", type=at_most(L.MAX_REFINE_STEPS, 0), default=300, show_default=True, help="Steps of the h_bg refinement.")
 @click.option("--bg-search/--no-bg-search", default=None,
               help="Search the directions for h_bg. Default: the generator's profile (off for sngan-mnist).")
 @click.option("--bg-direction", default=None, metavar="INDEX[:MAGNITUDE]",
               help="Use this direction as h_bg instead of the automatic choice.")
-@click.option("--bg-samples", type=click.IntRange(min=8), default=128, show_default=True, help="Samples for scoring h_bg candidates.")
-@click.option("--rca-samples", type=click.IntRange(min=8), default=2048, show_default=True,
+@click.option("--bg-samples", type=at_most(L.MAX_BG_SAMPLES, 8), default=128, show_default=True, help="Samples for scoring h_bg candidates.")
+@click.option("--rca-samples", type=at_most(L.MAX_RCA_SAMPLES, 8), default=2048, show_default=True,
               help="Fresh samples each RCA is measured on.")
 @click.option("--rca-every", type=click.IntRange(min=0), default=0, show_default=True,
               help="Also measure the RCA every N steps into metrics.jsonl (0: only at the end).")
@@ -126,8 +129,9 @@ def sample(generator_name, count, out, classes, seed, device, nrow, resolution, 
 @click.option("--effects/--no-effects", default=True, show_default=True,
               help="Measure what the directions do in image space (mean |cos|, diversity; directions/effects.py).")
 @click.option("--log-every", type=POSITIVE_INT, default=50, show_default=True, help="Steps between metrics.jsonl lines.")
-@click.option("--resolution", type=int, default=None, help="Image size, for generators that take one (scenes).")
-@click.option("--train-resolution", type=int, default=None,
+@click.option("--resolution", type=at_most(L.MAX_RESOLUTION, L.MIN_RESOLUTION), default=None,
+              help="Image size, for generators that take one (scenes).")
+@click.option("--train-resolution", type=at_most(L.MAX_RESOLUTION, L.MIN_RESOLUTION), default=None,
               help="Image size for the training game only (scenes default: 32; directions carry over).")
 @click.option("--weights", default=None, help="Generator weights (see `saliency sample --help`).")
 @click.option("--truncation", type=float, default=None, help="Truncation (biggan-deep-128, biggan-128).")
@@ -173,7 +177,7 @@ DATA_ROOT_HELP = "Folder holding datasets by name (ROOT/ECSSD/...); default $SAL
 @cli.command()
 @click.option("--run", "--run-dir", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="A finished discovery run (holds directions.json with h_bg). Under torchrun: --run-dir.")
-@click.option("--n", "--count", "count", type=POSITIVE_INT, required=True,
+@click.option("--n", "--count", "count", type=at_most(L.MAX_PAIRS), required=True,
               help="Number of (image, mask) pairs to keep. Under torchrun: --count.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder: shards, manifest.json, preview.png. Rerun the same command to resume.")
@@ -184,7 +188,7 @@ DATA_ROOT_HELP = "Folder holding datasets by name (ROOT/ECSSD/...); default $SAL
               help="Voting classifier: resnet18-imagenet, mobilenet-v2-imagenet or scenes-shapes "
                    "(default: the generator's; for BigGAN ResNet-18 when its weights are on disk, else MobileNetV2).")
 @click.option("--classifier-weights", default=None, help="Classifier weights file/folder instead of the default.")
-@click.option("--top-k", type=POSITIVE_INT, default=5, show_default=True, help="Classes each image votes for.")
+@click.option("--top-k", type=at_most(L.MAX_TOP_K), default=5, show_default=True, help="Classes each image votes for.")
 @click.option("--class-fraction", type=UNIT_INTERVAL, default=0.25, show_default=True,
               help="Fraction of all classes kept, the most voted first.")
 @click.option("--threshold", type=UNIT_INTERVAL, default=None, help="Whiteness threshold (default: the run's, 0.95).")
@@ -195,8 +199,8 @@ DATA_ROOT_HELP = "Folder holding datasets by name (ROOT/ECSSD/...); default $SAL
               help="Drop mask components smaller than this fraction of the largest (follow-up work: 0.2). Off by default.")
 @click.option("--bimodal-filter/--no-bimodal-filter", default=False, show_default=True,
               help="Reject pairs whose shifted image is not bimodal (Otsu separability < 0.8).")
-@click.option("--batch", "batch_size", type=POSITIVE_INT, default=None, help="Latents per batch (default 256; BigGAN 32).")
-@click.option("--shard-size", type=POSITIVE_INT, default=1024, show_default=True, help="Pairs per shard file.")
+@click.option("--batch", "batch_size", type=at_most(L.MAX_GAME_BATCH), default=None, help="Latents per batch (default 256; BigGAN 32).")
+@click.option("--shard-size", type=at_most(L.MAX_SHARD_SIZE), default=1024, show_default=True, help="Pairs per shard file.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--ground-truth/--no-ground-truth", default=True, show_default=True,
@@ -237,15 +241,15 @@ def synthesize(run_dir, count, out, data_root, dataset, classes, classifier, cla
 @click.option("--classifier-weights", default=None, help="Classifier weights file/folder instead of the default.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="classes.json to write.")
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None, help=DATA_ROOT_HELP)
-@click.option("--top-k", type=POSITIVE_INT, default=5, show_default=True, help="Classes each image votes for.")
+@click.option("--top-k", type=at_most(L.MAX_TOP_K), default=5, show_default=True, help="Classes each image votes for.")
 @click.option("--class-fraction", type=UNIT_INTERVAL, default=0.25, show_default=True,
               help="Fraction of all classes kept, the most voted first.")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 def vote(dataset, split, classifier, classifier_weights, out, data_root, top_k, class_fraction, device) -> None:
     """The class vote of stage 2 on its own: which classes a long synthesis would draw."""
-    from saliency.artifacts import write_json
+    from saliency.artifacts import refuse_output_in_inputs, write_json
     from saliency.classifiers import CLASSIFIERS, build_classifier
-    from saliency.datasets import get_spec, open_dataset
+    from saliency.datasets import get_spec, open_dataset, resolve_data_root
     from saliency.device import resolve_device
     from saliency.ensure import dataset_need, ensure, weights_need
     from saliency.pretrained import WEIGHTS
@@ -253,7 +257,8 @@ def vote(dataset, split, classifier, classifier_weights, out, data_root, top_k, 
 
     if classifier not in CLASSIFIERS:  # the options first, then what is missing
         raise UserError(f"unknown classifier {classifier!r}; known: {', '.join(sorted(CLASSIFIERS))}")
-    get_spec(dataset)
+    refuse_output_in_inputs(out, {"--data-root": resolve_data_root(data_root) / get_spec(dataset).folder,
+                                  "--classifier-weights": classifier_weights})
     ensure([weights_need(classifier if classifier in WEIGHTS and classifier_weights is None else None),
             dataset_need(dataset, data_root)], log=click.echo)  # fetched once if missing
     model = build_classifier(classifier, classifier_weights)
@@ -351,16 +356,16 @@ def fetch_data(dataset, data_root, mirror, source, force, verify) -> None:
                    "`saliency fetch-weights mobilenet-v2-imagenet`) or none. Default: the profile's.")
 @click.option("--freeze-encoder/--train-encoder", default=None,
               help="Train the decoder only (the encoder's batch-norm statistics frozen too). Default: the profile's.")
-@click.option("--steps", type=POSITIVE_INT, default=None, help="Training steps (total, also when resuming).")
-@click.option("--batch", "batch_size", type=POSITIVE_INT, default=None, help="Batch size (paper: 128).")
+@click.option("--steps", type=at_most(L.MAX_STEPS), default=None, help="Training steps (total, also when resuming).")
+@click.option("--batch", "batch_size", type=at_most(L.MAX_TRAIN_BATCH), default=None, help="Batch size (paper: 128).")
 @click.option("--lr", type=POSITIVE_FLOAT, default=None, help="Adam learning rate (paper: 0.005).")
 @click.option("--lr-step", type=POSITIVE_INT, default=None, help="Multiply the rate by --lr-gamma every this many steps.")
 @click.option("--lr-gamma", type=POSITIVE_FLOAT, default=None, help="Learning-rate factor (paper: 0.2).")
 @click.option("--temperature", type=POSITIVE_FLOAT, default=None, help="Logits are divided by this in the loss (paper: 10).")
-@click.option("--val-count", type=int, default=None, help="Pairs held out for validation (the last ones).")
+@click.option("--val-count", type=at_most(L.MAX_VAL_COUNT, 0), default=None, help="Pairs held out for validation (the last ones).")
 @click.option("--val-every", type=POSITIVE_INT, default=None, help="Steps between validations.")
 @click.option("--checkpoint-every", type=POSITIVE_INT, default=None, help="Steps between checkpoints.")
-@click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader worker processes.")
+@click.option("--workers", type=at_most(L.MAX_WORKERS, 0), default=None, help="DataLoader worker processes.")
 @click.option("--hflip", type=UNIT_INTERVAL, default=None, help="Horizontal flip probability (default 0.5).")
 @click.option("--scale-min", type=float, default=None, help="Random resized crop: smallest kept area (1 = off).")
 @click.option("--color-jitter", type=UNIT_INTERVAL, default=None, help="Colour jitter probability (0 = off).")
@@ -398,11 +403,11 @@ def train_unet(data, out, profile, encoder, encoder_weights, freeze_encoder, ste
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder: metrics.json, metrics.md, predictions.png.")
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None, help=DATA_ROOT_HELP)
-@click.option("--size", type=click.IntRange(min=16), default=None, help="Shorter side at inference (default 128; scenes: its resolution).")
+@click.option("--size", type=at_most(L.MAX_INFERENCE_SIDE, 16), default=None, help="Shorter side at inference (default 128; scenes: its resolution).")
 @click.option("--protocol", type=click.Choice(["standard", "paper"]), default="standard", show_default=True,
               help="paper: also report the reference code's variant (argmax mask at size x size).")
 @click.option("--save-maps", is_flag=True, help="Write every predicted map as PNG into OUT/maps.")
-@click.option("--images", "scenes_count", type=POSITIVE_INT, default=500, show_default=True,
+@click.option("--images", "scenes_count", type=at_most(L.MAX_RENDERED_IMAGES), default=500, show_default=True,
               help="Number of rendered images (--dataset scenes).")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
@@ -432,10 +437,10 @@ MODEL_HELP = ("A model folder from `saliency train-unet` (or a pipeline's OUT/un
                    "background transparent), overlay (the map over the image).")
 @click.option("--threshold", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True), default=0.5,
               show_default=True, help="Where a map becomes a mask.")
-@click.option("--size", type=click.IntRange(min=16), default=None, help="Shorter side at inference (default 128, as eval).")
-@click.option("--batch", "batch_size", type=POSITIVE_INT, default=8, show_default=True,
+@click.option("--size", type=at_most(L.MAX_INFERENCE_SIDE, 16), default=None, help="Shorter side at inference (default 128, as eval).")
+@click.option("--batch", "batch_size", type=at_most(L.MAX_PREDICT_BATCH), default=8, show_default=True,
               help="Images a forward pass (batched by padded size).")
-@click.option("--workers", type=click.IntRange(min=0), default=None,
+@click.option("--workers", type=at_most(L.MAX_WORKERS, 0), default=None,
               help="Processes that decode images while the model runs (default: 1 per 4 cores, at most 4; 0 decodes in the main process).")
 @click.option("--overwrite", is_flag=True, help="Redo images whose outputs already exist (default: skip them).")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
@@ -446,6 +451,8 @@ def predict(inputs, model, out, save, threshold, size, batch_size, workers, over
 
     Images that cannot be read are skipped with a warning and counted; the exit status is then 1.
     Rerunning skips images whose outputs exist, so a killed run resumes where it stopped.
+    Photos above 40 megapixels are decoded at the size the model needs (maps still come back at
+    the photo's size); files above 250 megapixels are refused unread as decompression bombs.
     """
     from pipelines.predict import PredictConfig, run_predict
     from saliency.progress import close_progress_bars
@@ -489,9 +496,9 @@ def export(model, out, opset) -> None:
 @click.option("--profile", type=click.Choice(["embedded", "biggan"]), default="embedded", show_default=True,
               help="embedded: the scenes generator on a CPU in minutes; biggan: the paper's settings (GPU).")
 @click.option("--weights", default=None, help="Generator weights (biggan profile: a folder; default: hub cache).")
-@click.option("--pairs", type=POSITIVE_INT, default=None, help="Synthetic pairs (default: embedded 10,000, biggan 100,000).")
-@click.option("--unet-steps", type=POSITIVE_INT, default=None, help="U-Net steps (default: the profile's).")
-@click.option("--discover-steps", type=POSITIVE_INT, default=None,
+@click.option("--pairs", type=at_most(L.MAX_PAIRS), default=None, help="Synthetic pairs (default: embedded 10,000, biggan 100,000).")
+@click.option("--unet-steps", type=at_most(L.MAX_STEPS), default=None, help="U-Net steps (default: the profile's).")
+@click.option("--discover-steps", type=at_most(L.MAX_STEPS), default=None,
               help="Discovery steps (default: embedded 1,200; otherwise the generator's profile).")
 @click.option("--classes", default=None, help="Stage 2: comma-separated class indices instead of the vote.")
 @click.option("--classifier", default=None,
@@ -574,7 +581,7 @@ def sweep(ctx, generator_name, out, vary, seeds, device, plan_only) -> None:
               help="Our generator for the run (default: from its gan_type: BigGAN -> biggan-128, ...).")
 @click.option("--step", type=click.IntRange(min=0), default=None, help="Which models/deformator_STEP.pt (default: the last).")
 @click.option("--weights", default=None, help="The generator's weights: recorded for later stages, and the latent size checked.")
-@click.option("--latent-dim", type=POSITIVE_INT, default=None, help="Latent size, for an id deformator without --weights.")
+@click.option("--latent-dim", type=at_most(L.MAX_LATENT_DIM), default=None, help="Latent size, for an id deformator without --weights.")
 def import_run_command(source, out, bg_direction, generator_name, step, weights, latent_dim) -> None:
     """Convert a run of the paper's reference code (args.json, models/deformator_N.pt) into a discovery run."""
     from pipelines.import_run import import_run

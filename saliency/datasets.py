@@ -2,7 +2,7 @@
 
 The field's datasets share one layout (an image folder and a mask folder, masks 0/255); each
 is registered here by name with its folder names, so ``ROOT/NAME`` is all a user needs.
-Masks are binarised at 128, the convention of the field's evaluation code.
+Masks are binarised at > 128, the rule of the field's evaluation code (PySODMetrics).
 
 ECSSD has no official split. Ours: sort the stems, even positions (0001, 0003, ..., 0999)
 are ``train`` (used only to vote for generator classes), odd positions (0002, ..., 1000)
@@ -24,7 +24,15 @@ from saliency.errors import UserError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 MASK_EXTENSIONS = (".png", ".bmp", ".jpg")
 SPLITS = ("train", "test", "all")
-MAX_IMAGE_PIXELS = 40_000_000  # larger than any benchmark image; bigger files are refused unread
+# Decompression bombs: a file whose header declares more pixels is refused unread. A 200-megapixel
+# camera photo passes; a few kilobytes of PNG that would decode to gigabytes do not.
+MAX_IMAGE_PIXELS = 250_000_000
+# Above this, a reader that needs only a small copy (the model's input) decodes one: JPEG at 1/2
+# to 1/8 scale in the decoder, other formats reduced right after. Benchmark images, far smaller,
+# are always decoded whole, so their pixels do not change.
+FULL_DECODE_PIXELS = 40_000_000
+REDUCED_MARGIN = 4  # a reduced copy keeps a shorter side of at least 4x the model's, for its resize
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow's own bomb warning at the same line
 DATA_ROOT_ENV = "SALIENCY_DATA"
 
 
@@ -159,16 +167,27 @@ def open_dataset(name: str, data_root: str | os.PathLike | None = None, split: s
     return SaliencyFolder(resolve_data_root(data_root), get_spec(name), split)
 
 
-def _open_bounded(path: Path) -> Image.Image:
-    """Open an image, refusing unreadable files and decompression bombs by name."""
+def _open_bounded(path: Path, reduce_to: int | None = None) -> Image.Image:
+    """Open an image, refusing unreadable files and decompression bombs by name. With
+    ``reduce_to`` (a shorter side), an image above FULL_DECODE_PIXELS comes back reduced, to no
+    less than REDUCED_MARGIN times that side."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             handle = Image.open(path)
             width, height = handle.size
             if width * height > MAX_IMAGE_PIXELS:
-                raise UserError(f"{path}: {width}x{height} pixels is more than the {MAX_IMAGE_PIXELS:,} allowed")
+                raise UserError(f"{path}: {width}x{height} pixels is more than the {MAX_IMAGE_PIXELS:,} allowed "
+                                "(a decompression bomb, or a larger image than any camera takes)")
+            large = reduce_to is not None and width * height > FULL_DECODE_PIXELS
+            if large:  # JPEG: the decoder itself works at 1/2, 1/4 or 1/8 scale
+                scale = min(1.0, REDUCED_MARGIN * reduce_to / min(width, height))
+                handle.draft(None, (max(1, round(width * scale)), max(1, round(height * scale))))
             handle.load()
+            if large:
+                factor = min(handle.size) // (REDUCED_MARGIN * reduce_to)
+                if factor > 1:  # other formats, decoded whole: reduced before anything else holds them
+                    handle = handle.reduce(factor)
     except UserError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -186,7 +205,18 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
+def load_image_for_model(path: str | os.PathLike, side: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """(uint8 RGB pixels, the file's (height, width)) for a model whose input has shorter side
+    ``side``: a photo of tens of megapixels is decoded at a reduced size; anything smaller, as is."""
+    path = Path(path)
+    with Image.open(path) as header:
+        width, height = header.size
+    image = _open_bounded(path, reduce_to=side)
+    return np.asarray(image.convert("RGB") if image.mode != "RGB" else image), (height, width)
+
+
 def load_mask(path: str | os.PathLike) -> np.ndarray:
-    """A bool mask ``(H, W)``: the file's gray value at least 128."""
+    """A bool mask ``(H, W)``: the file's gray value above 128 (PySODMetrics' rule, so the scores
+    equal those of the reference evaluation run on the files themselves)."""
     image = _open_bounded(Path(path))
-    return np.asarray(image.convert("L")) >= 128
+    return np.asarray(image.convert("L")) > 128

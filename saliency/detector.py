@@ -70,10 +70,12 @@ def as_rgb_array(image: ImageLike) -> np.ndarray:
     raise UserError(f"cannot read an image from a {type(image).__name__}: give a path, a PIL image or a uint8 array")
 
 
-def prepare_image(image: np.ndarray, size: int, stride: int) -> PreparedImage:
+def prepare_image(image: np.ndarray, size: int, stride: int, original: tuple[int, int] | None = None) -> PreparedImage:
     """Shorter side to ``size`` (bilinear), then edge-padded at the bottom and right to the stride.
-    Padding before the normalisation equals padding after it: it is per pixel."""
-    h, w = image.shape[:2]
+    Padding before the normalisation equals padding after it: it is per pixel. ``original``: the
+    (height, width) of the file when ``image`` is a reduced decoding of it (the map comes back
+    at the file's size)."""
+    h, w = original if original is not None else image.shape[:2]
     if h < 1 or w < 1:
         raise UserError(f"an image of {w}x{h} pixels has nothing to predict on")
     scale = size / min(h, w)
@@ -81,7 +83,7 @@ def prepare_image(image: np.ndarray, size: int, stride: int) -> PreparedImage:
     if max(new) > MAX_ELONGATION * size:  # a 1 x 40,000 strip would become 128 x 5 million pixels
         raise UserError(f"an image of {w}x{h} pixels is too elongated: at shorter side {size} it would be "
                         f"{new[0]}x{new[1]} (at most {MAX_ELONGATION}:1)")
-    resized = image if new == (w, h) else resize_bilinear(image, new)
+    resized = image if new == (image.shape[1], image.shape[0]) else resize_bilinear(image, new)
     rh, rw = resized.shape[:2]
     pad_h, pad_w = -rh % stride, -rw % stride
     padded = np.empty((rh + pad_h, rw + pad_w, 3), dtype=np.uint8)  # edge padding, as np.pad's "edge"
@@ -180,6 +182,11 @@ class SaliencyDetector:
 
     # ------------------------------------------------------------------------------ maps
     def prepare(self, image: ImageLike) -> PreparedImage:
+        if isinstance(image, (str, os.PathLike)):  # a large photo is decoded at the size the model needs
+            from saliency.datasets import load_image_for_model
+
+            pixels, original = load_image_for_model(image, self.size)
+            return prepare_image(pixels, self.size, self.stride, original)
         return prepare_image(as_rgb_array(image), self.size, self.stride)
 
     def model_input(self, pixels: torch.Tensor) -> torch.Tensor:

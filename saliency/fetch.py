@@ -23,7 +23,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from saliency.artifacts import atomic_path, ensure_writable_dir
+from saliency.artifacts import atomic_path, ensure_writable_dir, refuse_output_in_inputs
 from saliency.datasets import DatasetSpec, get_spec
 from saliency.errors import UserError
 from saliency.progress import progress_bar
@@ -218,6 +218,8 @@ def fetch_dataset(name: str, data_root: Path, mirror: str | None = None, progres
             if absent:
                 raise UserError(f"--from {source}: holds neither {spec.image_dir}/ and {spec.mask_dir}/ nor "
                                 f"{', '.join(absent)}")
+    if source is not None:  # --force would otherwise replace the very copy it reads
+        refuse_output_in_inputs(final, {"--from": source}, flag="--data-root", what="the dataset folder")
     root = ensure_writable_dir(data_root)
     staging = root / f".{spec.folder}.partial"
     downloads = root / f".{spec.folder}.downloads"

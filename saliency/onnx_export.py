@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from saliency.artifacts import refuse_output_in_inputs
 from saliency.errors import UserError
 
 CHECK_TOLERANCE = 1e-4  # max |onnxruntime - torch| of the probability map accepted at export
@@ -62,6 +63,7 @@ def export_onnx(model: str | os.PathLike, out: str | os.PathLike, opset: int = 1
         raise UserError(f"--out {out} is a folder")
     if not out.parent.exists():
         raise UserError(f"--out {out}: the folder {out.parent} does not exist")
+    refuse_output_in_inputs(out, {"--model": model if Path(model).exists() else None})
     from saliency.detector import resolve_model
     from saliency.unet import load_model
 

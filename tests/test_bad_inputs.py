@@ -376,7 +376,7 @@ def _prepare(base: Path) -> dict[str, Path]:
     flip_bit(images["flipped_jpeg"] / "0001.jpg", 2)  # the start-of-frame marker: no JPEG any more
     flip_bit(masks["flipped_png"] / "0002.png", 60)  # inside the image data: its CRC no longer matches
     (images["bomb"] / "0001.jpg").unlink()
-    Image.new("1", (10_000, 5_000)).save(images["bomb"] / "0001.png")  # 50 megapixels in a few kilobytes
+    Image.new("1", (20_000, 15_000)).save(images["bomb"] / "0001.png")  # 300 megapixels in a few kilobytes
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(masks["mismatched"] / "0003.png")
     for stem in ("0002", "0003", "0004"):
         next(images["single"].glob(f"{stem}.*")).unlink()

@@ -67,3 +67,18 @@ def test_rca_curve_draws_the_periodic_records_of_a_run(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     row = next(line for line in result.stdout.splitlines() if line.startswith(f"| {run} "))
     assert f"| {curve[-1][1]:.4f} |" in row and "| 6 |" in row and "| ortho |" in row
+
+
+def test_predict_memory_benchmark_runs_on_a_few_images(tmp_path):
+    """A smoke test of benchmarks/predict_memory.py (its numbers are the benchmark's business)."""
+    from makers import make_dataset, random_model
+
+    model = random_model(tmp_path / "model")
+    images = make_dataset(tmp_path / "data", stems=("a", "b", "c"), size=(40, 30)) / "ECSSD" / "images"
+    result = subprocess.run([sys.executable, "benchmarks/predict_memory.py", "--model", str(model), "--images",
+                             str(images), "--counts", "4,9", "--size", "32"], cwd=REPO, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout[result.stdout.index("{"):result.stdout.rindex("}") + 1])
+    assert [row["inputs"] for row in report["rows"]] == [4, 9]
+    assert all(row["peak_rss_mib"] > 50 for row in report["rows"])  # a real process with torch loaded was measured

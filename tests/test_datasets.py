@@ -16,15 +16,16 @@ from saliency.errors import UserError
 SHARED_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
-def test_pairs_by_stem_and_binarises_at_128(tmp_path):
+def test_pairs_by_stem_and_binarises_above_128(tmp_path):
     root = make_dataset(tmp_path)
     mask = np.zeros((4, 4), dtype=np.uint8)
-    mask[0, 0], mask[0, 1], mask[0, 2] = 127, 128, 255
+    mask[0, 0], mask[0, 1], mask[0, 2], mask[0, 3] = 127, 128, 255, 129
     Image.fromarray(mask).save(root / "ECSSD" / "ground_truth_mask" / "a.png")
     data = open_dataset("ecssd", root)
     assert [s.stem for s in data.samples] == ["a", "b", "c", "d"]
     loaded = data.mask(0)
-    assert loaded.dtype == bool and loaded[0].tolist() == [False, True, True, False]
+    # one rule with PySODMetrics, which scores the files: 128 is background, 129 foreground
+    assert loaded.dtype == bool and loaded[0].tolist() == [False, False, True, True]
     assert data.image(1).mode == "RGB" and data.image(1).size == (12, 10)
 
 
@@ -102,8 +103,8 @@ def test_unreadable_and_oversized_images_are_refused_by_name(tmp_path):
     with pytest.raises(UserError, match="truncated.png"):
         load_mask(truncated)
     bomb = tmp_path / "bomb.png"
-    Image.new("1", (10_000, 5_000)).save(bomb)  # 50 megapixels in a few kilobytes
-    assert bomb.stat().st_size < 100_000
+    Image.new("1", (20_000, 15_000)).save(bomb)  # 300 megapixels in a few kilobytes
+    assert bomb.stat().st_size < 300_000
     with pytest.raises(UserError, match="bomb.png"):
         load_image(bomb)
 

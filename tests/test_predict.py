@@ -100,7 +100,7 @@ def test_bad_files_are_skipped_with_one_warning_each_and_the_run_goes_on(model, 
     (photos / "empty.jpg").write_bytes(b"")
     truncate(photos / "a.jpg", 0.5)
     (photos / "lies.png").write_text("a text file named like an image")
-    Image.new("1", (9_000, 5_000)).save(photos / "huge.png")  # 45 megapixels in a few kilobytes
+    Image.new("1", (20_000, 15_000)).save(photos / "huge.png")  # 300 megapixels in a few kilobytes: a bomb
     Image.new("RGB", (4_000, 1)).save(photos / "strip.png")  # would be 512,000 x 128 at the model's size
     out = tmp_path / "out"
     result = cli("predict", "--model", str(model), str(photos), "--out", str(out), "--save", "map,cutout",
@@ -157,7 +157,7 @@ def test_refusals_are_one_line_and_write_nothing(case, model, tmp_path, cli):
         inputs = ["photos/a.jpg", "photos/sub/b.png", "photos/a.png"]
     result = cli("predict", "--model", model_arg, *inputs, "--out", str(out), *extra, "--device", "cpu",
                      cwd=tmp_path)
-    needle = {"not-a-model": "no trained model", "out-inside-input": "inside the input folder",
+    needle = {"not-a-model": "no trained model", "out-inside-input": "lies inside the input folder",
               "no-images": "no images", "missing-input": "no-such-folder", "bad-kind": "thumbnail",
               "same-stem": "would both write", "same-stem-apart": "would both write"}[case]
     assert_one_line_error(result, needle)
@@ -260,6 +260,30 @@ def test_the_api_takes_paths_pil_images_and_arrays_alike(model, tmp_path):
     np.testing.assert_allclose(batch[0], from_path, atol=1e-4)
     with pytest.raises(UserError, match="uint8"):
         detector.predict(pixels.astype(np.float32))
+
+
+def test_a_large_photo_is_predicted_from_a_reduced_decoding(model, tmp_path, cli):
+    """A 48-megapixel JPEG (above the full-decode line, far below the bomb line) is decoded at the
+    size the model needs; its map comes back at the photo's own size and close to the map of the
+    whole decoding. Benchmark-sized images keep their pixels (the eval-equality test above)."""
+    from saliency import SaliencyDetector
+    from saliency.datasets import FULL_DECODE_PIXELS, MAX_IMAGE_PIXELS, load_image
+
+    width, height = 8000, 6000
+    assert FULL_DECODE_PIXELS < width * height < MAX_IMAGE_PIXELS
+    yy, xx = np.mgrid[0:height:8, 0:width:8]
+    small = np.stack([(xx * 255 // width), (yy * 255 // height), ((xx + yy) % 256)], axis=2).astype(np.uint8)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(small).resize((width, height), Image.BILINEAR).save(photos / "big.jpg", quality=90)
+    result = cli("predict", "--model", str(model), str(photos), "--out", str(tmp_path / "maps"), "--device", "cpu",
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    saved = np.asarray(Image.open(tmp_path / "maps" / "photos" / "big.map.png"))
+    assert saved.shape == (height, width)
+    detector = SaliencyDetector.load(str(model), device="cpu")
+    whole = detector.predict(np.asarray(load_image(photos / "big.jpg")))  # the full decoding, 144 MB of pixels
+    assert np.abs(saved.astype(np.float32) / 255 - whole).mean() < 0.02
 
 
 # ------------------------------------------------------------------------------ the Hub

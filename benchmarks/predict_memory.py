@@ -1,0 +1,79 @@
+"""Peak memory of `saliency predict` against the number of inputs: it must not grow with them.
+
+    python benchmarks/predict_memory.py --model checkpoints/pipeline/unet --images DATA/ECSSD/images \
+        [--counts 1000,20000] [--size 32]
+
+For each count N, a temporary folder of N links to the given images (cycled, each under a name
+of its own) is predicted in a fresh process; its peak RSS (the largest of its processes) is
+read from getrusage. Prints each peak and the difference between the largest and the smallest
+count (target: under 20 MB). `--size` is small by default so that the run measures the
+bookkeeping, not the model: the memory of the forward pass does not depend on N either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Runs predict as a child of this small process and prints the child's peak RSS (KiB on Linux).
+MEASURE = ("import resource, subprocess, sys; "
+           "code = subprocess.run(sys.argv[1:]).returncode; "
+           "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)")
+
+
+def linked_folder(root: Path, images: list[Path], count: int) -> Path:
+    folder = root / f"inputs-{count}"
+    folder.mkdir()
+    for i in range(count):
+        source = images[i % len(images)]
+        (folder / f"{i:07d}{source.suffix}").symlink_to(source.resolve())
+    return folder
+
+
+def peak_rss_mib(model: str, folder: Path, out: Path, size: int) -> tuple[float, float]:
+    command = [sys.executable, "-m", "saliency.cli", "predict", "--model", model, str(folder), "--out", str(out),
+               "--size", str(size), "--device", "cpu"]
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", MEASURE, *command], capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    *_, last = result.stdout.strip().splitlines() or ["0 1"]
+    kib, code = (int(v) for v in last.split())
+    if code != 0:
+        raise SystemExit(f"predict failed on {folder}:\n{result.stderr[-2000:]}")
+    return kib / 1024, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="A model folder (or Hub id) predict can load.")
+    parser.add_argument("--images", type=Path, required=True, help="A folder of images to link to (e.g. ECSSD's).")
+    parser.add_argument("--counts", default="1000,20000", help="Comma-separated input counts.")
+    parser.add_argument("--size", type=int, default=32, help="predict --size (default 32: measure the bookkeeping).")
+    args = parser.parse_args()
+    images = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not images:
+        raise SystemExit(f"no images in {args.images}")
+    counts = sorted(int(c) for c in args.counts.split(","))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="predict-memory-") as tmp:
+        root = Path(tmp)
+        for count in counts:
+            folder = linked_folder(root, images, count)
+            peak, seconds = peak_rss_mib(args.model, folder, root / f"out-{count}", args.size)
+            rows.append({"inputs": count, "peak_rss_mib": round(peak, 1), "seconds": round(seconds, 1)})
+            print(f"{count:>8,} inputs: peak RSS {peak:7.1f} MiB ({seconds:.0f} s)", flush=True)
+    growth = rows[-1]["peak_rss_mib"] - rows[0]["peak_rss_mib"]
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               "unknown") if os.path.exists("/proc/cpuinfo") else "unknown"
+    print(json.dumps({"rows": rows, "growth_mib": round(growth, 1), "cpu": cpu}, indent=2))
+    print(f"peak RSS at {counts[-1]:,} inputs minus at {counts[0]:,}: {growth:.1f} MiB (target: under 20 MB, 19.1 MiB)")
+
+
+if __name__ == "__main__":
+    main()
