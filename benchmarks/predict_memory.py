@@ -4,8 +4,8 @@
         [--counts 1000,20000] [--size 32]
 
 For each count N, a temporary folder of N links to the given images (cycled, each under a name
-of its own) is predicted in a fresh process; its peak RSS (the largest of its processes) is
-read from getrusage. Prints each peak and the difference between the largest and the smallest
+of its own) is predicted in a fresh process; its peak RSS is read
+from getrusage in that process. Prints each peak and the difference between the largest and the smallest
 count (target: under 20 MB). `--size` is small by default so that the run measures the
 bookkeeping, not the model: the memory of the forward pass does not depend on N either.
 """
@@ -21,10 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-# Runs predict as a child of this small process and prints the child's peak RSS (KiB on Linux).
-MEASURE = ("import resource, subprocess, sys; "
-           "code = subprocess.run(sys.argv[1:]).returncode; "
-           "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)")
+# Runs the CLI in a fresh process and prints that process's own peak RSS (KiB on Linux) and exit
+# code. RUSAGE_SELF, not the children of a wrapper: a helper forked from a large process (a
+# library looking up the CPU, say) would report the parent's pages as its own.
+MEASURE = ("import resource, sys; from saliency.cli import main; code = main(sys.argv[1:]); "
+           "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, code)")
 
 
 def linked_folder(root: Path, images: list[Path], count: int) -> Path:
@@ -37,8 +38,7 @@ def linked_folder(root: Path, images: list[Path], count: int) -> Path:
 
 
 def peak_rss_mib(model: str, folder: Path, out: Path, size: int) -> tuple[float, float]:
-    command = [sys.executable, "-m", "saliency.cli", "predict", "--model", model, str(folder), "--out", str(out),
-               "--size", str(size), "--device", "cpu"]
+    command = ["predict", "--model", model, str(folder), "--out", str(out), "--size", str(size), "--device", "cpu"]
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", MEASURE, *command], capture_output=True, text=True)
     seconds = time.perf_counter() - started
