@@ -12,6 +12,21 @@ TINY = ["--resolution", "32", "--train-resolution", "32", "--directions", "4", "
         "--bg-samples", "16", "--refine-steps", "10", "--device", "cpu"]
 
 
+def test_learned_directions_beat_chance_and_a_frozen_baseline_on_the_same_budget(tmp_path):
+    """The game really learns: on the same short budget, learned directions are told apart far
+    better than chance (1/K) and than a frozen random A (measured: 0.58 against 0.37 and 0.125)."""
+    budget = ["--directions", "8", "--batch", "32", "--steps", "150", "--lr", "2e-3", "--resolution", "32",
+              "--train-resolution", "32", "--rca-samples", "512", "--no-charts", "--no-effects", "--no-bg-search",
+              "--device", "cpu"]
+    rca = {}
+    for deformator in ("ortho", "random"):
+        result = run_cli("discover", "--out", str(tmp_path / deformator), "--deformator", deformator, *budget)
+        assert result.returncode == 0, result.stderr
+        rca[deformator] = json.loads((tmp_path / deformator / "directions.json").read_text())["rca"]
+    assert rca["ortho"] > 1 / 8 + 0.3, rca
+    assert rca["ortho"] > rca["random"] + 0.1, rca
+
+
 def test_a_tiny_discovery_run_writes_every_artifact(tmp_path):
     out = tmp_path / "run"
     result = run_cli("discover", "--out", str(out), "--steps", "12", "--checkpoint-every", "5", *TINY)
@@ -19,7 +34,6 @@ def test_a_tiny_discovery_run_writes_every_artifact(tmp_path):
     assert "RCA" in result.stdout and "bg_cos" in result.stdout
     summary = json.loads((out / "directions.json").read_text())
     assert summary["steps"] == 12 and summary["num_directions"] == 4 and summary["generator"] == "scenes"
-    assert 0.0 <= summary["rca"] <= 1.0
     bg = summary["bg_direction"]
     assert bg["sign"] in (1, -1) and bg["magnitude"] > 0 and len(bg["vector"]) == 32
     report = summary["ground_truth"]
