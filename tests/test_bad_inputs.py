@@ -247,6 +247,61 @@ CASES = [
     Case("fetch-data/unknown-dataset", "fetch-data nope --data-root {out}", ("unknown dataset",)),
     Case("fetch-data/mirror-not-http", "fetch-data ecssd --data-root {out} --mirror file:///etc/", ("--mirror",)),
     Case("fetch-data/already-there", "fetch-data ecssd --data-root {root}", ("already exists",)),
+    Case("fetch-data/from-and-mirror", "fetch-data ecssd --data-root {out} --from {empty} --mirror http://x/",
+         ("--from and --mirror",)),
+    Case("fetch-data/from-empty-folder", "fetch-data ecssd --data-root {out} --from {empty}", ("images.zip",)),
+    # ------------------------------------------------------------------------- predict
+    Case("predict/not-a-model", "predict {root} --model {empty} --out {out} --device cpu", ("{empty}",)),
+    Case("predict/model-torn-weights", "predict {root} --model {model_torn_weights} --out {out} --device cpu",
+         ("model.safetensors",)),
+    Case("predict/model-torn-json", "predict {root} --model {model_torn_json} --out {out} --device cpu",
+         ("model.json",)),
+    Case("predict/model-other-architecture", "predict {root} --model {model_other_arch} --out {out} --device cpu",
+         ("{model_other_arch}",)),
+    Case("predict/hub-id-offline", "predict {root} --model nobody/no-such-model --out {out} --device cpu",
+         ("nobody/no-such-model",)),
+    Case("predict/no-images", "predict {empty} --model {model} --out {out} --device cpu", ("no images",)),
+    Case("predict/missing-input", "predict {empty}/nothing.jpg --model {model} --out {out} --device cpu",
+         ("no such file",)),
+    Case("predict/unknown-kind", "predict {root} --model {model} --out {out} --save map,thumbnail --device cpu",
+         ("thumbnail",)),
+    Case("predict/threshold-out-of-range", "predict {root} --model {model} --out {out} --threshold 1.5",
+         ("--threshold",)),
+    Case("predict/size-above-ceiling", "predict {root} --model {model} --out {out} --size 99999", ("--size",)),
+    Case("predict/batch-zero", "predict {root} --model {model} --out {out} --batch 0", ("--batch",)),
+    Case("predict/out-is-a-file", "predict {root} --model {model} --out {file} --device cpu", ("{file}",)),
+    Case("predict/out-inside-input", "predict {root} --model {model} --out {root}/maps --device cpu",
+         ("lies inside the input folder",)),
+    Case("predict/unknown-device", "predict {root} --model {model} --out {out} --device quantum", ("device",)),
+    # ------------------------------------------------------------------------- export
+    Case("export/not-a-model", "export --model {empty} --out {out}.onnx", ("{empty}",)),
+    Case("export/model-torn-weights", "export --model {model_torn_weights} --out {out}.onnx", ("model.safetensors",)),
+    Case("export/out-not-onnx", "export --model {model} --out {out}.txt", (".onnx",)),
+    Case("export/out-folder-missing", "export --model {model} --out {empty}/no/such/m.onnx", ("does not exist",)),
+    Case("export/opset-too-low", "export --model {model} --out {out}.onnx --opset 5", ("--opset",)),
+    # ------------------------------------------------------------------------- vote
+    Case("vote/unknown-classifier", "vote --classifier vgg --out {out}.json --data-root {root}", ("vgg",)),
+    Case("vote/dataset-missing", "vote --classifier scenes-shapes --out {out}.json --data-root {empty}",
+         ("ECSSD is not in", "--from DIR")),
+    Case("vote/top-k-zero", "vote --classifier scenes-shapes --out {out}.json --data-root {root} --top-k 0",
+         ("--top-k",)),
+    Case("vote/truncated-jpeg", "vote --classifier scenes-shapes --out {out}.json --data-root {root_torn_jpeg} "
+         "--device cpu", ("0001.jpg",)),
+    Case("vote/classifier-weights-run-code", "vote --classifier mobilenet-v2-imagenet --classifier-weights {evil} "
+         "--out {out}.json --data-root {root} --device cpu", ("{evil}",)),
+    # ------------------------------------------------------------------------- fetch-weights
+    Case("fetch-weights/unknown-name", "fetch-weights nope", ("unknown weights",)),
+    Case("fetch-weights/from-missing", "fetch-weights mobilenet-v2-imagenet --from {empty}/x.tflite",
+         ("{empty}/x.tflite", "not found")),
+    Case("fetch-weights/from-another-file", "fetch-weights resnet18-imagenet --from {file}", ("sha256",)),
+    Case("fetch-weights/url-not-http", "fetch-weights resnet18-imagenet --url file:///etc/passwd", ("http(s)",)),
+    Case("fetch-weights/from-with-two-names", "fetch-weights mobilenet-v2-imagenet resnet18-imagenet --from {file}",
+         ("one NAME",)),
+    Case("fetch-weights/mirror-unreachable", "fetch-weights resnet18-imagenet", ("resnet18-f37072fd.pth",)),
+    # ------------------------------------------------------------------------- sweep, import-run
+    Case("sweep/steps-above-ceiling", "sweep --out {out} --vary steps=10,99999999", ("steps",)),
+    Case("import-run/latent-dim-above-ceiling", "import-run {ref_run} --out {out} --latent-dim 99999",
+         ("--latent-dim",)),
 ]
 
 
@@ -424,8 +479,10 @@ def matrix(request, tmp_path_factory):
 def test_the_matrix_is_large_and_every_case_is_distinct():
     assert len(CASES) >= 30
     assert len({case.id for case in CASES}) == len(CASES)
-    assert {case.id.split("/")[0] for case in CASES} >= {"sample", "discover", "synthesize", "train-unet", "eval",
-                                                         "pipeline", "fetch-data", "sweep", "import-run"}
+    from saliency.cli import cli
+
+    # every command that takes an input (all but `generators`, which lists names)
+    assert {case.id.split("/")[0] for case in CASES} >= set(cli.commands) - {"generators"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
