@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> None:
         for item in args.paper.split(","):
             label, _, value = item.partition("=")
             axes.axhline(float(value), linestyle=":", linewidth=1, color="gray")
-            axes.annotate(f"paper, {label}: {float(value):.2f}", (0, float(value)), textcoords="offset points",
-                          xytext=(4, 3), fontsize=7, color="gray")
+            axes.annotate(f"paper, {label}: {float(value):.2f}", (0, float(value)), xycoords=("axes fraction", "data"),
+                          textcoords="offset points", xytext=(4, 3), fontsize=7, color="gray")
     axes.set_xlabel("training step")
     axes.set_ylabel("RCA (2,048 fresh samples)" if runs else "RCA")
     axes.set_ylim(0, 1)
