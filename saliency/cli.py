@@ -251,15 +251,14 @@ def vote(dataset, split, classifier, classifier_weights, out, data_root, top_k, 
     from saliency.classifiers import CLASSIFIERS, build_classifier
     from saliency.datasets import get_spec, open_dataset, resolve_data_root
     from saliency.device import resolve_device
-    from saliency.ensure import dataset_need, ensure, weights_need
-    from saliency.pretrained import WEIGHTS
+    from saliency.ensure import classifier_weights as weights_of, dataset_need, ensure, weights_need
     from saliency.voting import run_vote
 
     if classifier not in CLASSIFIERS:  # the options first, then what is missing
         raise UserError(f"unknown classifier {classifier!r}; known: {', '.join(sorted(CLASSIFIERS))}")
     refuse_output_in_inputs(out, {"--data-root": resolve_data_root(data_root) / get_spec(dataset).folder,
                                   "--classifier-weights": classifier_weights})
-    ensure([weights_need(classifier if classifier in WEIGHTS and classifier_weights is None else None),
+    ensure([weights_need(weights_of(classifier, generator="") if classifier_weights is None else None),
             dataset_need(dataset, data_root)], log=click.echo)  # fetched once if missing
     model = build_classifier(classifier, classifier_weights)
     folder = open_dataset(dataset, data_root, split)
