@@ -127,3 +127,43 @@ def zip_folder(folder: Path, path: Path) -> None:
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
         for file in sorted(folder.iterdir()):
             archive.write(file, f"{folder.name}/{file.name}")
+
+
+def effects_by_hand(run: Path, samples: int = 32, shift: float = 6.0, seed: int = 777) -> dict:
+    """A second computation of a run's recorded ``effects`` (directions/effects.py), in float64
+    numpy with explicit loops, from the directions the run saved: what a finished run must
+    report, so a summary that records the wrong directions or a wrong formula cannot pass."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from directions.generators import build_generator
+
+    summary = json.loads((run / "directions.json").read_text())
+    generator = build_generator(summary["generator"], device="cpu", **summary.get("generator_options", {}))
+    directions = load_file(str(run / "directions.safetensors"))["directions"].double()
+    rng = torch.Generator().manual_seed(seed)
+    z = generator.sample_latents(samples, rng)
+    classes = generator.sample_classes(samples, rng)
+
+    def small(images):
+        images = images.float()
+        if max(images.shape[-2:]) > 32:
+            images = torch.nn.functional.adaptive_avg_pool2d(images, 32)
+        return images.flatten(1).double().numpy()
+
+    def spread(x):  # mean distance over ordered pairs
+        n = len(x)
+        return sum(np.linalg.norm(x[i] - x[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+
+    with torch.no_grad():
+        base = small(generator(z, classes))
+        effects, diversity = [], []
+        for k in range(directions.shape[1]):
+            unit = (directions[:, k] / directions[:, k].norm()).to(z.dtype)
+            shifted = small(generator(z + shift * unit, classes))
+            effects.append((shifted - base).ravel())
+            diversity.append(spread(shifted) / spread(base))
+    cosines = [abs(effects[i] @ effects[j]) / (np.linalg.norm(effects[i]) * np.linalg.norm(effects[j]))
+               for i in range(len(effects)) for j in range(len(effects)) if i != j]
+    return {"mean_abs_cos": float(np.mean(cosines)), "diversity": float(np.mean(diversity))}

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from conftest import REPO, assert_one_line_error, run_cli
+from makers import effects_by_hand
 
 def tiny(steps: int = 24) -> list[str]:
     return ["--steps", str(steps), "--batch", "16", "--rca-samples", "64", "--no-charts", "--no-bg-search",
@@ -68,7 +69,9 @@ def test_a_killed_sweep_resumes_without_redoing_finished_cells(tmp_path):
     assert (out / "rca.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((second / "directions.json").read_text())
     assert summary["steps"] == 24 and summary["num_directions"] == 4 and summary["bg_direction"] is None
-    assert 0 <= summary["effects"]["mean_abs_cos"] <= 1
+    by_hand = effects_by_hand(second)  # the effects of the directions it saved, computed a second way
+    assert summary["effects"]["mean_abs_cos"] == pytest.approx(by_hand["mean_abs_cos"], abs=2e-4)
+    assert summary["effects"]["diversity"] == pytest.approx(by_hand["diversity"], abs=2e-4)
 
     # the same command again: nothing to do, the same table
     again = run_cli(*_sweep(out, seeds="0,1"))

@@ -192,8 +192,29 @@ def test_metrics_agree_with_pysodmetrics_on_the_saved_maps(tiny_model, tmp_path)
     assert ours["max_f"] == pytest.approx(fm.get_results()["fm"]["curve"].max(), abs=1e-6)
     assert ours["s_measure"] == pytest.approx(sm.get_results()["sm"], abs=1e-6)
     assert ours["max_e"] == pytest.approx(em.get_results()["em"]["curve"].max(), abs=1e-6)
-    paper = json.loads((out / "metrics.json").read_text())["paper_protocol"]
-    assert paper["all"]["images"] == 4 and 0 <= paper["all"]["iou"] <= 1
+    assert json.loads((out / "metrics.json").read_text())["paper_protocol"]["all"]["images"] == 4
+
+
+def test_paper_protocol_scores_an_all_salient_model_by_hand(tmp_path):
+    """The reference code's variant: argmax at the model's size, ground truth resized (nearest).
+    A model that calls every pixel salient has IoU = accuracy = the resized mask's area, per
+    image; an all-zero map scores IoU 0, so a protocol that predicts nothing cannot pass."""
+    root = fixture_dataset(tmp_path / "root")
+    model = constant_model(tmp_path / "model", 0.75)
+    out = tmp_path / "eval"
+    result = run_cli("eval", "--dataset", "ecssd", "--model", str(model), "--out", str(out), "--data-root", str(root),
+                     "--protocol", "paper", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    areas = []
+    for stem in ("0001", "0002", "0003", "0004"):
+        mask = Image.open(root / "ECSSD" / "ground_truth_mask" / f"{stem}.png").resize((32, 32), Image.NEAREST)
+        areas.append((np.asarray(mask) > 128).mean())
+    paper = metrics["paper_protocol"]["all"]
+    assert min(areas) > 0 and metrics["references"]["zero map"]["all"]["iou"] == 0.0
+    assert paper["iou"] == pytest.approx(np.mean(areas), abs=1e-9)
+    assert paper["accuracy"] == pytest.approx(np.mean(areas), abs=1e-9)
+    assert paper["mae"] == pytest.approx(1 - np.mean(areas), abs=1e-9)
 
 
 @pytest.mark.skipif(not (SHARED_ROOT / "ECSSD").is_dir(), reason="needs ../shared/datasets/ECSSD")
