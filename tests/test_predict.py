@@ -213,10 +213,19 @@ def test_a_killed_predict_resumes_to_the_same_outputs(model, tmp_path):
     assert clean.returncode == 0, clean.stderr
     killed = sorted(p.relative_to(tmp_path / "killed") for p in (tmp_path / "killed").rglob("*") if p.is_file())
     assert killed == sorted(p.relative_to(tmp_path / "clean") for p in (tmp_path / "clean").rglob("*") if p.is_file())
-    for relative in killed:  # batches differ after a resume: equal maps, to float rounding
+    # Not byte-identical, by design: a resume batches the remaining images differently, and the
+    # CPU backend picks its convolution kernel by batch size (here a batch of one differs from
+    # batches of 2-8 by up to 1.4e-7; equal batch sizes give equal bits whatever the neighbours).
+    # A map pixel changes only where its float value lies within that of a rounding boundary:
+    # at most one level, and rarely (measured on a 2-core Xeon, 1 and 2 threads: 0 of 589,824
+    # pixels in six runs; bound: one in 1,000, so a resume that shifts maps fails).
+    changed = pixels = 0
+    for relative in killed:
         a = np.asarray(Image.open(tmp_path / "killed" / relative)).astype(int)
         b = np.asarray(Image.open(tmp_path / "clean" / relative)).astype(int)
-        assert np.abs(a - b).max() <= 1
+        assert np.abs(a - b).max() <= 1, relative
+        changed, pixels = changed + int(np.count_nonzero(a != b)), pixels + a.size
+    assert changed <= pixels / 1000, (changed, pixels)
 
 
 def _readme_python_snippet() -> str:
