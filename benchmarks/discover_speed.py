@@ -32,7 +32,7 @@ from directions.discovery import TrainSettings, _optimizers, play_step, sample_g
 from directions.generators import build_generator
 from directions.reconstructors import build_reconstructor
 from directions.speed import prepare_frozen_generator, prepare_reconstructor
-from saliency.runtime import cpu_name, tune_cpu_allocator
+from saliency.core.runtime import cpu_name, tune_cpu_allocator
 
 
 def _one_call_step(generator, deformator, reconstructor, optimizers, rng, batch_size, settings):

@@ -30,7 +30,7 @@ from directions.generators import build_generator
 from directions.reconstructors import build_reconstructor
 from directions.speed import prepare_frozen_generator, prepare_reconstructor
 from pipelines.discover import DiscoverConfig, _resolved
-from saliency.runtime import autocast, configure_device, cpu_name, resolve_precision, tune_cpu_allocator
+from saliency.core.runtime import autocast, configure_device, cpu_name, resolve_precision, tune_cpu_allocator
 
 
 def timed(fn, repeats: int, sync) -> float:

@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run(args: list[str], processes: int, threads: int) -> None:
-    prefix = [sys.executable, "-m", "saliency.cli"] if processes == 1 else [
+    prefix = [sys.executable, "-m", "pipelines.cli"] if processes == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-        "-m", "saliency.cli"]
+        "-m", "pipelines.cli"]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1")
     result = subprocess.run(prefix + args, cwd=REPO, env=env, capture_output=True, text=True)
     if result.returncode != 0:
@@ -40,7 +40,7 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     from directions.generators import build_generator
     from directions.ground_truth import whiteness_direction
-    from pipelines.discover import write_known_direction_run
+    from directions.run_folder import write_known_direction_run
 
     result = {"cores": cores}
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from pipelines.evaluate import EvalConfig, run_eval
-from saliency.runtime import cpu_name, tune_cpu_allocator
+from saliency.core.runtime import cpu_name, tune_cpu_allocator
 
 
 def main() -> None:

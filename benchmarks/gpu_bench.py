@@ -34,12 +34,12 @@ from directions.deformators import build_deformator
 from directions.discovery import TrainSettings, _optimizers, play_step
 from directions.generators import build_generator
 from directions.reconstructors import build_reconstructor
-from pipelines.discover import write_known_direction_run
+from directions.run_folder import write_known_direction_run
 from pipelines.synthesize import SynthesizeConfig, run_synthesize
 from pipelines.train_unet import PROFILES
-from saliency.artifacts import write_json
-from saliency.device import resolve_device
-from saliency.runtime import autocast, configure_device, cpu_name, resolve_precision, tune_cpu_allocator
+from saliency.core.artifacts import write_json
+from saliency.core.device import resolve_device
+from saliency.core.runtime import autocast, configure_device, cpu_name, resolve_precision, tune_cpu_allocator
 from saliency.shards import SyntheticPairs
 from saliency.training import tempered_loss, to_model_input
 from saliency.unet import build_unet

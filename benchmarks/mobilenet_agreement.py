@@ -29,7 +29,8 @@ def main() -> None:
     from ai_edge_litert.interpreter import Interpreter
     from torchvision.models import mobilenet_v2
 
-    from saliency.classifiers import IMAGENET_MEAN, IMAGENET_STD, resize_center_crop
+    from saliency.classifiers import resize_center_crop
+    from saliency.core.imagenet import IMAGENET_MEAN, IMAGENET_STD
     from saliency.tflite_mobilenet import convert_mobilenet_v2_tflite, pad_like_tensorflow
 
     torch.set_num_threads(2)

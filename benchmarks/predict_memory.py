@@ -24,7 +24,7 @@ from pathlib import Path
 # Runs the CLI in a fresh process and prints that process's own peak RSS (KiB on Linux) and exit
 # code. RUSAGE_SELF, not the children of a wrapper: a helper forked from a large process (a
 # library looking up the CPU, say) would report the parent's pages as its own.
-MEASURE = ("import resource, sys; from saliency.cli import main; code = main(sys.argv[1:]); "
+MEASURE = ("import resource, sys; from pipelines.cli import main; code = main(sys.argv[1:]); "
            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, code)")
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from saliency.runtime import cpu_name, tune_cpu_allocator
+from saliency.core.runtime import cpu_name, tune_cpu_allocator
 
 
 def main() -> None:

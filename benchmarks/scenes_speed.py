@@ -14,7 +14,7 @@ import time
 import torch
 
 from directions.generators import build_generator
-from saliency.runtime import cpu_name, tune_cpu_allocator
+from saliency.core.runtime import cpu_name, tune_cpu_allocator
 
 
 def images_per_second(resolution: int, batch: int, seconds: float, device: str, grad: bool) -> float:

@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 def child(count: int, folder: Path) -> None:
     from directions.generators import build_generator
     from directions.ground_truth import whiteness_direction
-    from pipelines.discover import write_known_direction_run
+    from directions.run_folder import write_known_direction_run
     from pipelines.synthesize import SynthesizeConfig, run_synthesize
-    from saliency.runtime import tune_cpu_allocator
+    from saliency.core.runtime import tune_cpu_allocator
 
     tune_cpu_allocator()
     run = write_known_direction_run(folder / "run", "scenes", whiteness_direction(build_generator("scenes")), 6.0)

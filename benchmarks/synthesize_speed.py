@@ -25,9 +25,9 @@ import torch
 
 from directions.generators import build_generator
 from directions.ground_truth import whiteness_direction
-from pipelines.discover import load_run, write_known_direction_run
+from directions.run_folder import load_run, write_known_direction_run
 from pipelines.synthesize import SynthesizeConfig, run_synthesize
-from saliency.runtime import cpu_name, tune_cpu_allocator
+from saliency.core.runtime import cpu_name, tune_cpu_allocator
 
 
 def bare_forward_rate(generator, batch: int, seconds: float, classes=None) -> float:

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from pipelines.train_unet import PROFILES
-from saliency.device import resolve_device
-from saliency.runtime import autocast, cpu_name, resolve_precision, tune_cpu_allocator
+from saliency.core.device import resolve_device
+from saliency.core.runtime import autocast, cpu_name, resolve_precision, tune_cpu_allocator
 from saliency.shards import SyntheticPairs
 from saliency.training import tempered_loss, to_model_input
 from saliency.unet import build_unet

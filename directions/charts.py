@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from directions.generators import Generator
-from saliency.progress import progress_bar
-from saliency.visualize import save_grid
+from saliency.core.progress import progress_bar
+from saliency.core.visualize import save_grid
 
 DEFAULT_SHIFTS = (-8.0, -6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0, 8.0)
 

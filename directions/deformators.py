@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from saliency.errors import UserError
+from saliency.core.errors import UserError
 
 
 class Deformator(nn.Module):

@@ -25,12 +25,12 @@ from tqdm import tqdm
 from directions.deformators import Deformator
 from directions.generators import Generator
 from directions.reconstructors import Reconstructor
-from saliency import distributed
-from saliency.artifacts import ensure_writable_dir, remove_stale_temporaries, trim_step_log
-from saliency.progress import progress_bar
-from saliency.runtime import autocast
-from saliency.checkpoint import load_checkpoint, save_checkpoint
-from saliency.errors import UserError
+from saliency.core import distributed
+from saliency.core.artifacts import ensure_writable_dir, remove_stale_temporaries, trim_step_log
+from saliency.core.progress import progress_bar
+from saliency.core.runtime import autocast
+from saliency.core.checkpoint import load_checkpoint, save_checkpoint
+from saliency.core.errors import UserError
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 METRICS_NAME = "metrics.jsonl"

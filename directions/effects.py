@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     from safetensors.torch import load_file
 
     from directions.generators import build_generator
-    from pipelines.discover import TENSORS_NAME, load_run
-    from saliency.errors import UserError
+    from directions.run_folder import TENSORS_NAME, load_run
+    from saliency.core.errors import UserError
 
     parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+")

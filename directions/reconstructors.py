@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from saliency.errors import UserError
+from saliency.core.errors import UserError
 
 
 class Reconstructor(nn.Module):

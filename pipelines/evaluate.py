@@ -11,7 +11,6 @@ An evaluation folder holds::
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,19 +18,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-from saliency.artifacts import (atomic_path, ensure_writable_dir, refuse_output_in_inputs, remove_stale_temporaries,
+from saliency.core.artifacts import (atomic_path, ensure_writable_dir, refuse_output_in_inputs, remove_stale_temporaries,
                                 write_bytes_atomic, write_json)
 from saliency.datasets import get_spec, open_dataset, resolve_data_root, split_stems
 from saliency.ensure import dataset_need, ensure
-from saliency.errors import UserError
-from saliency.detector import SaliencyDetector, prepare_image
-from saliency.evaluate import folder_samples, predict_paper_protocol, scenes_samples
+from saliency.core.errors import UserError
+from saliency.detector import SaliencyDetector
+from saliency.evaluate import folder_samples, scenes_samples, score_samples
 from saliency import reference_rows
 from saliency.model_card import record_evaluation
-from saliency.png import encode_png
-from saliency.metrics import REFERENCES, SaliencyMetrics, markdown_table, to_uint8_map
-from saliency.progress import progress_bar
-from saliency.visualize import save_grid
+from saliency.core.png import encode_png
+from saliency.metrics import SaliencyMetrics, markdown_table
+from saliency.core.progress import progress_bar
+from saliency.core.visualize import save_grid
 
 METRICS_NAME = "metrics.json"
 GRID_IMAGES = 8
@@ -72,7 +71,7 @@ def run_eval(config: EvalConfig) -> dict:
         inputs["--data-root"] = resolve_data_root(config.data_root) / spec.folder
     refuse_output_in_inputs(config.out, inputs)
     detector = SaliencyDetector.load(config.model, config.device, config.precision)
-    model, meta, device, precision = detector.model, detector.meta, detector.device, detector.precision
+    meta, device, precision = detector.meta, detector.device, detector.precision
     stride = detector.stride
     data_meta = meta.get("data") or {}
 
@@ -121,57 +120,24 @@ def run_eval(config: EvalConfig) -> dict:
         maps_dir.mkdir(exist_ok=True)
 
     scored = [name for name in split_names if name != "all"]
-    scores = {name: SaliencyMetrics() for name in scored}
-    compute_refs = config.references and cached_references is None
-    refs = {ref: {name: SaliencyMetrics() for name in scored} for ref in REFERENCES} if compute_refs else {}
-    paper = {name: SaliencyMetrics() for name in scored} if config.protocol == "paper" else None
     tiles: list[list[torch.Tensor]] = [[], [], []]
-    started = time.perf_counter()
-    predict_seconds = 0.0
+
+    def keep(sample, prediction: np.ndarray, names: tuple[str, ...]) -> None:
+        """Outputs of each scored image: its map file, and the first test images' grid tiles."""
+        if config.save_maps:
+            write_bytes_atomic(maps_dir / f"{sample.stem}.png", encode_png(prediction), durable=False)
+        if names[0] in ("test", "rendered") and len(tiles[0]) < GRID_IMAGES:
+            tiles[0].append(_grid_tile(sample.image))
+            tiles[1].append(_grid_tile(prediction))
+            tiles[2].append(_grid_tile(sample.mask.astype(np.uint8) * 255))
+
     detector.size = size
-
-    reading = [0.0]  # seconds spent decoding files, which the model's images/s leaves out
-
-    def prepared():
-        iterator = iter(samples)
-        while True:
-            tick = time.perf_counter()
-            try:
-                sample = next(iterator)
-            except StopIteration:
-                return
-            reading[0] += time.perf_counter() - tick
-            yield sample, prepare_image(sample.image, size, stride)
-
     with progress_bar(total, f"eval {config.dataset}", enabled=config.progress, unit="img") as bar:
-        stream = detector.maps(prepared())
-        while True:
-            tick = time.perf_counter()
-            try:
-                sample, prob = next(stream)
-            except StopIteration:
-                break
-            predict_seconds += time.perf_counter() - tick
-            prediction = to_uint8_map(prob)
-            names = splits_of(sample.stem)
-            for name in names:
-                scores[name].update(prediction, sample.mask)
-                for ref, maker in REFERENCES.items():
-                    if refs:
-                        refs[ref][name].update(maker(*sample.mask.shape), sample.mask)
-            if paper is not None:
-                binary, truth = predict_paper_protocol(model, sample.image, sample.mask, size, device, precision)
-                for name in names:
-                    paper[name].update(binary, truth)
-            if config.save_maps:
-                write_bytes_atomic(maps_dir / f"{sample.stem}.png", encode_png(prediction), durable=False)
-            if names[0] in ("test", "rendered") and len(tiles[0]) < GRID_IMAGES:
-                tiles[0].append(_grid_tile(sample.image))
-                tiles[1].append(_grid_tile(prediction))
-                tiles[2].append(_grid_tile(sample.mask.astype(np.uint8) * 255))
-            bar.update(1)
-    seconds = time.perf_counter() - started
-    predict_seconds -= reading[0]
+        result = score_samples(detector, samples, size, splits_of, scored,
+                               references=config.references and cached_references is None,
+                               paper_protocol=config.protocol == "paper", on_map=keep, tick=lambda: bar.update(1))
+    scores, refs, paper = result.scores, result.references, result.paper
+    seconds, predict_seconds = result.seconds, result.predict_seconds
 
     if "all" in split_names:
         for per_split in [scores, *refs.values(), *([paper] if paper is not None else [])]:

@@ -31,9 +31,9 @@ from pathlib import Path
 import torch
 
 from directions.background import BackgroundCriterion
-from directions.generators.weights import load_torch_weights
-from saliency.artifacts import ensure_writable_dir, refuse_output_in_inputs, write_json, write_safetensors
-from saliency.errors import UserError
+from saliency.core.weights import load_torch_weights
+from saliency.core.artifacts import ensure_writable_dir, refuse_output_in_inputs, write_json, write_safetensors
+from saliency.core.errors import UserError
 
 REFERENCE_SHIFT = 26.0  # the reference code's shift along h_bg for saliency masks
 GENERATORS = {"BigGAN": "biggan-128", "ProgGAN": "proggan-celebahq", "SN_MNIST": "sngan-mnist",
@@ -150,7 +150,7 @@ def parse_signed_direction(text: str) -> tuple[int, float]:
 
 def import_run(source: Path, out: Path, bg_direction: str | None = None, generator: str | None = None,
                step: int | None = None, weights: str | None = None, latent_dim: int | None = None) -> dict:
-    from pipelines.discover import SUMMARY_NAME, TENSORS_NAME
+    from directions.run_folder import SUMMARY_NAME, TENSORS_NAME
 
     source = Path(source)
     refuse_output_in_inputs(out, {"SOURCE": source, "--weights": weights})

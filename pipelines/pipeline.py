@@ -24,15 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipelines.discover import SUMMARY_NAME, DiscoverConfig, parse_bg_direction, run_discover
+from pipelines.discover import DiscoverConfig, parse_bg_direction, run_discover
+from directions.run_folder import SUMMARY_NAME
 from pipelines.evaluate import EvalConfig, run_eval
 from pipelines.evaluate import is_complete as eval_complete
 from pipelines.synthesize import SynthesizeConfig, run_synthesize
 from pipelines.train_unet import TrainUNetConfig, run_train_unet
 from pipelines.train_unet import is_complete as unet_complete
-from saliency.artifacts import ensure_writable_dir, refuse_output_in_inputs, write_json
+from saliency.core.artifacts import ensure_writable_dir, refuse_output_in_inputs, write_json
 from saliency.datasets import resolve_data_root
-from saliency.errors import UserError
+from saliency.core.errors import UserError
 from saliency.synthesis import MaskRule
 from saliency.training import CHECKPOINT_NAME as UNET_CHECKPOINT
 from directions.discovery import CHECKPOINT_NAME as DISCOVER_CHECKPOINT

@@ -29,13 +29,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from saliency.artifacts import refuse_output_in_inputs, remove_stale_temporaries, write_bytes_atomic
+from saliency.core.artifacts import refuse_output_in_inputs, remove_stale_temporaries, write_bytes_atomic
 from saliency.detector import (DEFAULT_BATCH, PreparedImage, SaliencyDetector, as_rgb_array, cutout_pixels,
                                map_to_uint8, overlay_image, prepare_image)
 from saliency.datasets import load_image_for_model
-from saliency.errors import UserError
-from saliency.png import encode_png
-from saliency.progress import progress_bar
+from saliency.core.errors import UserError
+from saliency.core.png import encode_png
+from saliency.core.progress import progress_bar
 
 KINDS = ("map", "mask", "cutout", "overlay")
 GLOB_CHARACTERS = set("*?[")

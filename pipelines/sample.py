@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from saliency.errors import UserError
+from saliency.core.errors import UserError
 
 MAX_SAMPLES = 1024
 
@@ -38,8 +38,8 @@ class SampleConfig:
 def run_sample(config: SampleConfig) -> Path:
     """Build the generator, draw ``count`` seeded samples, save them as a PNG grid."""
     from directions.generators import build_generator
-    from saliency.artifacts import refuse_output_in_inputs
-    from saliency.visualize import save_grid
+    from saliency.core.artifacts import refuse_output_in_inputs
+    from saliency.core.visualize import save_grid
 
     config.validate()
     refuse_output_in_inputs(config.out, {"--weights": config.generator_options.get("weights")})

@@ -25,9 +25,11 @@ from itertools import product
 from pathlib import Path
 from typing import Any, Callable
 
-from saliency import distributed
-from saliency.artifacts import atomic_path, ensure_writable_dir, write_json
-from saliency.errors import UserError
+import click
+
+from saliency.core import distributed
+from saliency.core.artifacts import atomic_path, ensure_writable_dir, write_json
+from saliency.core.errors import UserError
 
 SPEC_NAME = "sweep.json"
 CELLS_DIR = "cells"
@@ -116,11 +118,13 @@ def _cell_folder_name(labels: dict[str, str], seed: int) -> str:
     return re.sub(r"[^A-Za-z0-9=.,_+-]", "_", ",".join(parts))
 
 
-def plan_sweep(out: Path, vary: list[str], seeds: list[int], forwarded: list[str], generator: str | None) -> SweepPlan:
-    """Check every cell's options before any work: a bad one is one error line, nothing written."""
+def plan_sweep(out: Path, vary: list[str], seeds: list[int], forwarded: list[str], generator: str | None,
+               discover: click.Command) -> SweepPlan:
+    """Check every cell's options before any work: a bad one is one error line, nothing written.
+    ``discover`` is the CLI's discover command, whose options (types, ranges, defaults) every
+    cell takes: the CLI passes it in, so this module does not import the CLI that imports it."""
     from directions.generators.registry import get_factory
     from pipelines.discover import config_from_options
-    from saliency.cli import discover
 
     if not vary:
         raise UserError("--vary is required: KEY=V1,V2,... (one or two of them)")
@@ -204,7 +208,8 @@ def _check_spec(plan: SweepPlan) -> dict:
 
 
 def run_cell(cell: Cell, plan: SweepPlan, device: str, progress: bool) -> dict:
-    from pipelines.discover import config_from_options, load_run, run_discover
+    from pipelines.discover import config_from_options, run_discover
+    from directions.run_folder import load_run
 
     state = cell_state(cell)
     if state == "finished":
@@ -260,7 +265,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 def collect(plan: SweepPlan) -> tuple[list[dict], list[dict]]:
     """(one row per cell, one row per setting aggregated over seeds)."""
-    from pipelines.discover import load_run
+    from directions.run_folder import load_run
 
     cells, groups = [], {}
     for cell in plan.cells:

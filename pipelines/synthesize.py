@@ -23,8 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import queue
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,26 +33,24 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from directions.generators import Generator, build_generator
-from pipelines.discover import SUMMARY_NAME, TENSORS_NAME, load_run
-from saliency import distributed
-from saliency.artifacts import ensure_writable_dir, refuse_output_in_inputs, remove_stale_temporaries, write_json
+from directions.run_folder import SUMMARY_NAME, TENSORS_NAME, load_run
+from saliency.core import distributed
+from saliency.core.artifacts import ensure_writable_dir, refuse_output_in_inputs, write_json
 from saliency.classifiers import build_classifier, default_classifier
 from saliency.datasets import get_spec, open_dataset, resolve_data_root
 from saliency.ensure import classifier_weights, dataset_need, ensure, weights_need
-from saliency.device import resolve_device
-from saliency.errors import UserError
-from saliency.fetch import sha256_file
-from saliency.progress import progress_bar
-from saliency.runtime import configure_device, resolve_precision
-from saliency.shards import MANIFEST_NAME, read_shard, shard_name, write_shard
+from saliency.core.device import resolve_device
+from saliency.core.errors import UserError
+from saliency.core.progress import progress_bar
+from saliency.core.runtime import configure_device, resolve_precision
+from saliency.shards import (DATASET_FORMAT, MANIFEST_NAME, PROGRESS_NAME, PairBuffer, ShardWriter,
+                             discard_unlisted_shards, load_progress, read_shard)
 from saliency.synthesis import HISTOGRAM_BINS, KEPT, REASONS, MaskRule, area_histogram, mask_iou, synthesize_batch
-from saliency.visualize import save_grid
+from saliency.core.visualize import save_grid
 from saliency.voting import run_vote
 
-PROGRESS_NAME = "progress.json"
 CLASSES_NAME = "classes.json"
 PREVIEW_NAME = "preview.png"
-FORMAT = "gan-saliency-pairs/1"
 DEFAULT_BATCH = {"biggan-deep-128": 32}
 # After this many candidates, an acceptance under MIN_ACCEPTANCE means the filters will
 # practically never fill the count (a random or wrong h_bg: hours for a handful of pairs), so
@@ -190,111 +186,6 @@ def empty_totals() -> dict:
             "truth_iou_sum": 0.0, "truth_pairs": 0, "seconds": 0.0}
 
 
-def _load_progress(out: Path, fingerprint: dict) -> list[dict]:
-    """The shards a previous run finished with these settings (verified), else []."""
-    path = out / PROGRESS_NAME
-    if not path.is_file():
-        return []
-    try:
-        progress = json.loads(path.read_text(encoding="utf-8"))
-        recorded, shards = progress["fingerprint"], list(progress["shards"])
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise UserError(f"{path} is corrupted ({type(exc).__name__}); remove {out} or use another --out") from exc
-    if recorded != fingerprint:
-        changed = sorted(k for k in set(recorded) | set(fingerprint) if recorded.get(k) != fingerprint.get(k))
-        raise UserError(f"{out} holds a synthesis with other settings ({', '.join(changed)}); use another --out")
-    valid = []
-    for entry in shards:  # keep the prefix of shards whose bytes still match
-        shard = out / entry["file"]
-        if not shard.is_file() or sha256_file(shard) != entry["sha256"]:
-            break
-        valid.append(entry)
-    return valid
-
-
-def _save_progress(out: Path, fingerprint: dict, shards: list[dict]) -> None:
-    write_json(out / PROGRESS_NAME, {"format": FORMAT, "fingerprint": fingerprint, "shards": shards})
-
-
-def _discard_unlisted(out: Path, shards: list[dict]) -> None:
-    listed = {entry["file"] for entry in shards}
-    for path in out.glob("shard-*.safetensors"):
-        if path.name not in listed:
-            path.unlink()
-    remove_stale_temporaries(out)
-
-
-class ShardWriter:
-    """Writes shards (and the progress record after each) on a background thread, in order,
-    so file I/O and checksums overlap with rendering. Errors surface at the next call."""
-
-    def __init__(self, out: Path, fingerprint: dict, shards: list[dict]) -> None:
-        self.out, self.fingerprint, self.shards = out, fingerprint, shards
-        self.queue: queue.Queue = queue.Queue(maxsize=2)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._work, name="shard-writer", daemon=True)
-        self.thread.start()
-
-    def _work(self) -> None:
-        while True:
-            job = self.queue.get()
-            if job is None:
-                return
-            if self.error is not None:
-                continue
-            arrays, position, totals = job
-            try:
-                name = shard_name(len(self.shards))
-                digest = write_shard(self.out / name, **arrays)
-                self.shards.append({"file": name, "count": int(len(arrays["index"])), "sha256": digest,
-                                    "position": position, "totals": totals})
-                _save_progress(self.out, self.fingerprint, self.shards)
-            except BaseException as exc:  # handed to the main thread
-                self.error = exc
-
-    def _raise(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-    def submit(self, arrays: dict, position: dict, totals: dict) -> None:
-        self._raise()
-        self.queue.put((arrays, position, totals))
-
-    def close(self) -> None:
-        if self.thread.is_alive():
-            self.queue.put(None)
-            self.thread.join()
-        self._raise()
-
-    def __enter__(self) -> "ShardWriter":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if exc_info[0] is None:
-            self.close()
-        elif self.thread.is_alive():
-            self.queue.put(None)
-            self.thread.join()
-
-
-class PairBuffer:
-    """Kept pairs waiting for their shard (CPU arrays)."""
-
-    def __init__(self) -> None:
-        self.parts: dict[str, list[np.ndarray]] = {k: [] for k in ("images", "masks", "latents", "classes", "index")}
-        self.size = 0
-
-    def add(self, **arrays: np.ndarray) -> None:
-        for key, value in arrays.items():
-            self.parts[key].append(value)
-        self.size += len(arrays["index"])
-
-    def take(self) -> dict[str, np.ndarray]:
-        joined = {k: np.concatenate(v) for k, v in self.parts.items()}
-        self.__init__()
-        return joined
-
-
 # ------------------------------------------------------------------------------ the run
 def run_synthesize(config: SynthesizeConfig) -> dict:
     """Write ``config.count`` pairs into ``config.out``; returns the manifest."""
@@ -363,7 +254,7 @@ def run_synthesize(config: SynthesizeConfig) -> dict:
         part_fingerprint = {**fingerprint, "world": ctx.world, "rank": ctx.rank}
     else:
         work, part_count, part_fingerprint = out, config.count, fingerprint
-    previous = _load_progress(work, part_fingerprint)  # refuses other settings before anything changes
+    previous = load_progress(work, part_fingerprint)  # refuses other settings before anything changes
     held = sum(int(e["count"]) for e in previous)
     if held > part_count:
         raise UserError(f"{work} already holds {held} pairs, more than --n {config.count}; use another --out")
@@ -422,7 +313,7 @@ def _synthesize_part(generator: Generator, out: Path, fingerprint: dict, shards:
                      ctx: distributed.Context, precision: str = "fp32") -> tuple[list[dict], dict]:
     """Fill ``out`` with ``count`` pairs, continuing from its verified ``shards``; returns (shards, totals)."""
     done = sum(int(e["count"]) for e in shards)
-    _discard_unlisted(out, shards)
+    discard_unlisted_shards(out, shards)
     # A shard that was the last of a smaller run is complete but short; from here on the
     # run extends it like any other, so positions and totals continue from its snapshot.
     totals = json.loads(json.dumps(shards[-1]["totals"])) if shards else empty_totals()
@@ -539,7 +430,7 @@ def _manifest(config, out, run_dir, generator, generator_name, options, classes,
     count = sum(int(e["count"]) for e in shards)
     edges = [round(i / HISTOGRAM_BINS, 3) for i in range(HISTOGRAM_BINS + 1)]
     return {
-        "format": FORMAT,
+        "format": DATASET_FORMAT,
         "count": count,
         "acceptance_rate": round(totals["kept"] / max(1, totals["candidates"]), 4),
         "candidates": totals["candidates"],

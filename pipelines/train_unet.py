@@ -15,13 +15,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from saliency import distributed
-from saliency.artifacts import ensure_writable_dir, refuse_output_in_inputs
-from saliency.device import resolve_device
+from saliency.core import distributed
+from saliency.core.artifacts import ensure_writable_dir, refuse_output_in_inputs
+from saliency.core.device import resolve_device
 from saliency.ensure import encoder_weights, ensure, weights_need
-from saliency.errors import UserError
+from saliency.core.errors import UserError
 from saliency.model_card import training_card
-from saliency.runtime import configure_device, resolve_precision
+from saliency.core.runtime import configure_device, resolve_precision
 from saliency.shards import load_manifest
 from saliency.training import CHECKPOINT_NAME, UNetTrainSettings, train_unet
 from saliency.unet import MODEL_META, UNetArchitecture, encoder_weights_source, save_model

@@ -3,7 +3,7 @@
 The four stages (see README.md and docs/stages/): ``directions`` discovers latent directions and the
 background-removal direction h_bg; ``saliency`` synthesizes (image, mask) pairs, trains a
 U-Net on them and evaluates it; ``pipelines`` wires the stages together. The command line
-lives in :mod:`saliency.cli`; the trained detector as a Python object is
+lives in :mod:`pipelines.cli`; the trained detector as a Python object is
 :class:`saliency.SaliencyDetector`.
 """
 

@@ -11,7 +11,7 @@ over the generator's classes, plus ``preprocess`` that turns a PIL image into th
   from ``--classifier-weights`` pointing at the ``.tflite`` or the converted file): the ImageNet
   classifier that installs offline, padding as TensorFlow does.
 - ``scenes-shapes``: a small CNN over the ten shape families of the embedded ``scenes``
-  generator, trained by ``python -m pipelines.scenes_classifier`` and shipped in
+  generator, trained by ``python -m pipelines.shipped.scenes_classifier`` and shipped in
   ``checkpoints/scenes-classifier/`` so the whole embedded path runs offline.
 """
 
@@ -28,13 +28,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from directions.generators.weights import load_state_dict_strict, load_torch_weights
-from saliency.errors import UserError
+from saliency.core.weights import load_state_dict_strict, load_torch_weights
+from saliency.core.errors import UserError
+from saliency.core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 REPO = Path(__file__).resolve().parents[1]
 SCENES_CLASSIFIER_DIR = REPO / "checkpoints" / "scenes-classifier"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -79,7 +78,7 @@ def load_scenes_classifier(weights: str | Path | None = None) -> Classifier:
     meta_path, tensor_path = folder / "model.json", folder / "model.safetensors"
     for path in (meta_path, tensor_path):
         if not path.is_file():
-            raise UserError(f"scenes classifier: {path} not found (make it with `python -m pipelines.scenes_classifier`)")
+            raise UserError(f"scenes classifier: {path} not found (make it with `python -m pipelines.shipped.scenes_classifier`)")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         state = load_file(str(tensor_path))

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from saliency.errors import UserError
+from saliency.core.errors import UserError
 
 DEFAULT_SIZE = 128  # shorter side at inference (paper, section 5.1)
 MAX_ELONGATION = 16  # longer side over shorter side; panoramas pass, strips of pixels do not
@@ -131,7 +131,7 @@ def prepare_for_inference(model: torch.nn.Module, stride: int, device: torch.dev
     copy's probabilities match the original's on a probe input (max abs difference <= tolerance)."""
     import copy
 
-    from directions.speed import fold_batch_norms
+    from saliency.core.fold import fold_batch_norms
     from saliency.unet import foreground_probability
 
     probe = torch.rand(2, 3, 2 * stride, 3 * stride, generator=torch.Generator().manual_seed(0)).to(device)
@@ -168,8 +168,8 @@ class SaliencyDetector:
     def load(cls, model: str | os.PathLike, device: str | torch.device = "auto", precision: str = "auto",
              size: int | None = None, batch_size: int = DEFAULT_BATCH) -> "SaliencyDetector":
         """From a model folder written by ``saliency train-unet`` or a Hub id ``owner/name[@revision]``."""
-        from saliency.device import resolve_device
-        from saliency.runtime import configure_device, resolve_precision
+        from saliency.core.device import resolve_device
+        from saliency.core.runtime import configure_device, resolve_precision
         from saliency.unet import load_model
 
         folder = resolve_model(model)
@@ -198,7 +198,7 @@ class SaliencyDetector:
     @torch.inference_mode()
     def predict_prepared(self, batch: Sequence[PreparedImage]) -> list[np.ndarray]:
         """Maps for prepared images of one padded shape, in one forward pass."""
-        from saliency.runtime import autocast
+        from saliency.core.runtime import autocast
         from saliency.unet import foreground_probability
 
         if len({item.shape for item in batch}) != 1:

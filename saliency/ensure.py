@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from saliency.datasets import DATA_ROOT_ENV, get_spec, resolve_data_root
-from saliency.errors import UserError
+from saliency.core.errors import UserError
 
 PROBE_TIMEOUT = 10.0  # seconds to reach a host before calling it unreachable
 DOWNLOAD_TIMEOUT = 30.0

@@ -8,24 +8,26 @@ the reference code's variant: image and ground truth at ``size`` x ``size``, the
 mask as the map.
 
 Test sets are iterables of ``EvalSample`` (stem, RGB uint8 image, bool mask), so a benchmark
-folder and the rendered ``scenes`` set go through the same code.
+folder and the rendered ``scenes`` set go through the same code: ``score_samples`` is the
+scoring loop; ``pipelines/evaluate.py`` chooses the data and writes the outputs.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from saliency.datasets import SaliencyFolder
-from saliency.errors import UserError
+from saliency.core.errors import UserError
 from saliency.training import to_model_input
-from saliency.runtime import autocast
-from saliency.unet import foreground_probability
+from saliency.core.runtime import autocast
+from saliency.detector import prepare_image
+from saliency.metrics import REFERENCES, SaliencyMetrics, to_uint8_map
 
 
 @dataclass
@@ -77,3 +79,69 @@ def predict_paper_protocol(model, image: np.ndarray, mask: np.ndarray, size: int
         logits = model(x)
     predicted = logits.argmax(dim=1)[0].cpu().numpy().astype(np.uint8) * 255
     return predicted, truth
+
+
+@dataclass
+class SampleScores:
+    """Metrics per split (and per reference map, and for the paper's protocol if asked), with
+    the seconds the loop took in all and inside the model."""
+
+    scores: dict[str, SaliencyMetrics]
+    references: dict[str, dict[str, SaliencyMetrics]]
+    paper: dict[str, SaliencyMetrics] | None
+    seconds: float
+    predict_seconds: float
+
+
+def score_samples(detector, samples: Iterable[EvalSample], size: int, splits_of: Callable[[str], tuple[str, ...]],
+                  splits: list[str], references: bool = True, paper_protocol: bool = False,
+                  on_map: Callable[[EvalSample, np.ndarray, tuple[str, ...]], None] | None = None,
+                  tick: Callable[[], None] | None = None) -> SampleScores:
+    """Predict every sample at ``size`` and score its uint8 map in the splits ``splits_of(stem)``
+    names (each one of ``splits``); the reference maps (REFERENCES) and the paper's protocol
+    are scored beside it when asked. ``on_map(sample, map, splits)`` sees each map (to save
+    it); ``tick()`` is called once an image."""
+    scores = {name: SaliencyMetrics() for name in splits}
+    refs = {ref: {name: SaliencyMetrics() for name in splits} for ref in REFERENCES} if references else {}
+    paper = {name: SaliencyMetrics() for name in splits} if paper_protocol else None
+    stride = detector.stride
+    reading = [0.0]  # seconds spent decoding files, which the model's images/s leaves out
+
+    def prepared():
+        iterator = iter(samples)
+        while True:
+            started = time.perf_counter()
+            try:
+                sample = next(iterator)
+            except StopIteration:
+                return
+            reading[0] += time.perf_counter() - started
+            yield sample, prepare_image(sample.image, size, stride)
+
+    started = time.perf_counter()
+    predict_seconds = 0.0
+    stream = detector.maps(prepared())
+    while True:
+        waited = time.perf_counter()
+        try:
+            sample, probability = next(stream)
+        except StopIteration:
+            break
+        predict_seconds += time.perf_counter() - waited
+        prediction = to_uint8_map(probability)
+        names = splits_of(sample.stem)
+        for name in names:
+            scores[name].update(prediction, sample.mask)
+            for ref, maker in REFERENCES.items():
+                if refs:
+                    refs[ref][name].update(maker(*sample.mask.shape), sample.mask)
+        if paper is not None:
+            binary, truth = predict_paper_protocol(detector.model, sample.image, sample.mask, size, detector.device,
+                                                   detector.precision)
+            for name in names:
+                paper[name].update(binary, truth)
+        if on_map is not None:
+            on_map(sample, prediction, names)
+        if tick is not None:
+            tick()
+    return SampleScores(scores, refs, paper, time.perf_counter() - started, predict_seconds - reading[0])

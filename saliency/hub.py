@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from saliency.errors import UserError
+from saliency.core.errors import UserError
 
 
 def download_model(repo: str, revision: str | None = None) -> Path:

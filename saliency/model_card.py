@@ -42,7 +42,7 @@ def record_evaluation(model_folder: str | os.PathLike, dataset: str, summary: di
     """Add an evaluation to the model's card (the latest per dataset, with the folder it read);
     False (and nothing changed) where the folder is not ours to write (a Hub cache, a read-only
     copy) or holds no card (a model from before cards)."""
-    from saliency.artifacts import write_json
+    from saliency.core.artifacts import write_json
     from saliency.unet import MODEL_META
 
     path = Path(model_folder) / MODEL_META

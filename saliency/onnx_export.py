@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from saliency.artifacts import refuse_output_in_inputs
-from saliency.errors import UserError
+from saliency.core.artifacts import refuse_output_in_inputs
+from saliency.core.errors import UserError
 
 CHECK_TOLERANCE = 1e-4  # max |onnxruntime - torch| of the probability map accepted at export
 
@@ -29,7 +29,7 @@ class ProbabilityGraph(nn.Module):
 
     def __init__(self, unet: nn.Module) -> None:
         super().__init__()
-        from saliency.classifiers import IMAGENET_MEAN, IMAGENET_STD
+        from saliency.core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
         self.unet = unet
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))

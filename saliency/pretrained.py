@@ -23,9 +23,10 @@ from typing import Callable
 
 import torch
 
-from saliency.artifacts import write_safetensors
-from saliency.errors import UserError
-from saliency.fetch import download, sha256_file
+from saliency.core.artifacts import write_safetensors
+from saliency.core.errors import UserError
+from saliency.core.artifacts import sha256_file
+from saliency.core.download import download
 
 
 @dataclass(frozen=True)

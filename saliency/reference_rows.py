@@ -42,8 +42,8 @@ def load(key: str) -> dict | None:
 
 
 def save(key: str, references: dict, source: str) -> None:
-    from saliency.artifacts import write_json
-    from saliency.errors import UserError
+    from saliency.core.artifacts import write_json
+    from saliency.core.errors import UserError
 
     try:
         cache_folder().mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,12 @@ One shard is one safetensors file (memory-mappable, no pickle, readable from any
     index    int64 (n,)                  the candidate's global number (batch * batch_size + row)
 
 Shards are written atomically and listed, with their SHA-256, in ``manifest.json``; a reader
-trusts only what the manifest lists and can verify every byte against it.
+trusts only what the manifest lists and can verify every byte against it. While a synthesis
+runs, ``progress.json`` lists the shards finished so far (a killed run resumes from it).
+
+Two format tags, one per kind of file: ``gan-saliency-pairs/1`` for the dataset's JSON
+(manifest and progress), ``gan-saliency-shard/1`` in each shard's safetensors header.
+This module writes and reads both; ``pipelines/synthesize.py`` decides what goes in them.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +32,14 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save
 
-from saliency.artifacts import atomic_path, tensor_file_metadata
-from saliency.errors import UserError
-from saliency.fetch import sha256_file
+from saliency.core.artifacts import atomic_path, remove_stale_temporaries, tensor_file_metadata, write_json
+from saliency.core.errors import UserError
+from saliency.core.artifacts import sha256_file
 
-SHARD_FORMAT = "gan-saliency-shard/1"
+DATASET_FORMAT = "gan-saliency-pairs/1"  # manifest.json and progress.json
+SHARD_FORMAT = "gan-saliency-shard/1"  # each shard file's safetensors metadata
 MANIFEST_NAME = "manifest.json"
+PROGRESS_NAME = "progress.json"
 
 
 def shard_name(number: int) -> str:
@@ -132,6 +141,114 @@ def verify_shards(folder: str | os.PathLike, manifest: dict | None = None) -> in
     return int(manifest["count"])
 
 
+# ------------------------------------------------------------------ writing, resumably
+def load_progress(out: Path, fingerprint: dict) -> list[dict]:
+    """The shards a previous run finished with these settings (verified), else []."""
+    path = out / PROGRESS_NAME
+    if not path.is_file():
+        return []
+    try:
+        progress = json.loads(path.read_text(encoding="utf-8"))
+        recorded, shards = progress["fingerprint"], list(progress["shards"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise UserError(f"{path} is corrupted ({type(exc).__name__}); remove {out} or use another --out") from exc
+    if recorded != fingerprint:
+        changed = sorted(k for k in set(recorded) | set(fingerprint) if recorded.get(k) != fingerprint.get(k))
+        raise UserError(f"{out} holds a synthesis with other settings ({', '.join(changed)}); use another --out")
+    valid = []
+    for entry in shards:  # keep the prefix of shards whose bytes still match
+        shard = out / entry["file"]
+        if not shard.is_file() or sha256_file(shard) != entry["sha256"]:
+            break
+        valid.append(entry)
+    return valid
+
+
+def save_progress(out: Path, fingerprint: dict, shards: list[dict]) -> None:
+    write_json(out / PROGRESS_NAME, {"format": DATASET_FORMAT, "fingerprint": fingerprint, "shards": shards})
+
+
+def discard_unlisted_shards(out: Path, shards: list[dict]) -> None:
+    listed = {entry["file"] for entry in shards}
+    for path in out.glob("shard-*.safetensors"):
+        if path.name not in listed:
+            path.unlink()
+    remove_stale_temporaries(out)
+
+
+class ShardWriter:
+    """Writes shards (and the progress record after each) on a background thread, in order,
+    so file I/O and checksums overlap with rendering. Errors surface at the next call."""
+
+    def __init__(self, out: Path, fingerprint: dict, shards: list[dict]) -> None:
+        self.out, self.fingerprint, self.shards = out, fingerprint, shards
+        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._work, name="shard-writer", daemon=True)
+        self.thread.start()
+
+    def _work(self) -> None:
+        while True:
+            job = self.queue.get()
+            if job is None:
+                return
+            if self.error is not None:
+                continue
+            arrays, position, totals = job
+            try:
+                name = shard_name(len(self.shards))
+                digest = write_shard(self.out / name, **arrays)
+                self.shards.append({"file": name, "count": int(len(arrays["index"])), "sha256": digest,
+                                    "position": position, "totals": totals})
+                save_progress(self.out, self.fingerprint, self.shards)
+            except BaseException as exc:  # handed to the main thread
+                self.error = exc
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def submit(self, arrays: dict, position: dict, totals: dict) -> None:
+        self._raise()
+        self.queue.put((arrays, position, totals))
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+        self._raise()
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if exc_info[0] is None:
+            self.close()
+        elif self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+
+
+class PairBuffer:
+    """Kept pairs waiting for their shard (CPU arrays)."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, list[np.ndarray]] = {k: [] for k in ("images", "masks", "latents", "classes", "index")}
+        self.size = 0
+
+    def add(self, **arrays: np.ndarray) -> None:
+        for key, value in arrays.items():
+            self.parts[key].append(value)
+        self.size += len(arrays["index"])
+
+    def take(self) -> dict[str, np.ndarray]:
+        joined = {k: np.concatenate(v) for k, v in self.parts.items()}
+        self.__init__()
+        return joined
+
+
+
+# --------------------------------------------------------------------------- reading
 class SyntheticPairs(torch.utils.data.Dataset):
     """The pairs of a synthetic dataset, by global index: ``(image HWC uint8, mask HW uint8)``.
 

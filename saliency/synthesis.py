@@ -22,7 +22,7 @@ from scipy import ndimage
 from torch import Tensor
 
 from directions.generators import Generator
-from saliency.runtime import autocast
+from saliency.core.runtime import autocast
 
 KEPT, AREA_BELOW, AREA_ABOVE, NOT_BIMODAL = 0, 1, 2, 3
 REASONS = {AREA_BELOW: "area_below_min", AREA_ABOVE: "area_above_max", NOT_BIMODAL: "not_bimodal"}
@@ -39,7 +39,7 @@ class MaskRule:
     bimodal_min: float = 0.8
 
     def validate(self) -> None:
-        from saliency.errors import UserError
+        from saliency.core.errors import UserError
 
         if not 0.0 < self.threshold <= 1.0:
             raise UserError(f"threshold must lie in (0, 1], got {self.threshold}")

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from saliency.classifiers import IMAGENET_MEAN, IMAGENET_STD
-from saliency.errors import UserError
+from saliency.core.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from saliency.core.errors import UserError
 
 BN_EPS = 1e-5  # torchvision's MobileNetV2 BatchNorm eps
 # torchvision's inverted-residual settings (t, c, n, s) for width 1.0

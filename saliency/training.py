@@ -20,14 +20,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from saliency import distributed
-from saliency.artifacts import atomic_path, remove_stale_temporaries, trim_step_log, write_json
+from saliency.core import distributed
+from saliency.core.artifacts import atomic_path, remove_stale_temporaries, trim_step_log, write_json
 from saliency.augment import AugmentedPairs, AugmentSettings, StepBatchSampler
-from saliency.classifiers import IMAGENET_MEAN, IMAGENET_STD
-from saliency.checkpoint import load_checkpoint, save_checkpoint
-from saliency.errors import UserError
-from saliency.progress import progress_bar
-from saliency.runtime import autocast
+from saliency.core.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from saliency.core.checkpoint import load_checkpoint, save_checkpoint
+from saliency.core.errors import UserError
+from saliency.core.progress import progress_bar
+from saliency.core.runtime import autocast
 from saliency.shards import SyntheticPairs
 from saliency.unet import MODEL_META, UNetArchitecture, build_unet, foreground_probability
 

@@ -19,8 +19,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from saliency.artifacts import write_json, write_safetensors
-from saliency.errors import UserError
+from saliency.core.artifacts import write_json, write_safetensors
+from saliency.core.errors import UserError
 
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_META = "model.json"

@@ -53,7 +53,7 @@ def run_vote(classifier, dataset, top_k: int = 5, fraction: float = 0.25, device
     record that ``classes.json`` holds, with class names and the time it took."""
     import time
 
-    from saliency.progress import progress_bar
+    from saliency.core.progress import progress_bar
 
     started = time.perf_counter()
     model = classifier.model.to(device)

@@ -29,7 +29,7 @@ from concurrent.futures import Future
 from pathlib import Path
 
 PRELOAD = ("torch", "numpy", "PIL.Image", "click", "safetensors.torch", "huggingface_hub",
-           "segmentation_models_pytorch", "albumentations", "saliency.cli", "pipelines.discover",
+           "segmentation_models_pytorch", "albumentations", "pipelines.cli", "pipelines.discover",
            "pipelines.synthesize", "pipelines.train_unet", "pipelines.evaluate", "pipelines.pipeline",
            "pipelines.sweep", "pipelines.import_run")
 
@@ -61,7 +61,7 @@ def _child(request: dict) -> None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (request["file_limit"], request["file_limit"]))
         sys.argv = ["saliency", *request["argv"]]
         try:
-            from saliency.cli import main  # what the `saliency` console script calls
+            from pipelines.cli import main  # what the `saliency` console script calls
 
             code = main(request["argv"])
         except SystemExit as exc:

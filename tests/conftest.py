@@ -160,7 +160,7 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
             server = _FORK_SERVERS.get(key)
         if server is not None:
             return server.run([str(a) for a in args], cwd or REPO, timeout=timeout)
-    return subprocess.run([sys.executable, "-m", "saliency.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd or REPO, timeout=timeout)
 
 

@@ -50,7 +50,7 @@ def known_direction_run(folder: Path, resolution: int = 32) -> Path:
     """A run folder whose h_bg is the scenes generator's true whiteness direction."""
     from directions.generators.scenes import ScenesGenerator
     from directions.ground_truth import whiteness_direction
-    from pipelines.discover import write_known_direction_run
+    from directions.run_folder import write_known_direction_run
 
     generator = ScenesGenerator(resolution=resolution)
     return write_known_direction_run(folder, "scenes", whiteness_direction(generator), magnitude=6.0,

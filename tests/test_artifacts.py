@@ -5,8 +5,8 @@ import stat
 
 import pytest
 
-from saliency.artifacts import atomic_path, remove_stale_temporaries, write_json
-from saliency.errors import UserError
+from saliency.core.artifacts import atomic_path, remove_stale_temporaries, write_json
+from saliency.core.errors import UserError
 
 
 def test_a_failed_block_keeps_the_old_file_and_leaves_no_temporary(tmp_path):

@@ -479,7 +479,7 @@ def matrix(request, tmp_path_factory):
 def test_the_matrix_is_large_and_every_case_is_distinct():
     assert len(CASES) >= 30
     assert len({case.id for case in CASES}) == len(CASES)
-    from saliency.cli import cli
+    from pipelines.cli import cli
 
     # every command that takes an input (all but `generators`, which lists names)
     assert {case.id.split("/")[0] for case in CASES} >= set(cli.commands) - {"generators"}
@@ -497,8 +497,8 @@ def test_bad_input_is_one_line_and_leaves_nothing_to_trust(case, matrix):
 
 def _assert_nothing_to_trust(out: Path) -> None:
     """No completion marker, no torn or stray temporary file; listed shards verify."""
-    from saliency.checkpoint import load_checkpoint
-    from saliency.fetch import sha256_file
+    from saliency.core.checkpoint import load_checkpoint
+    from saliency.core.artifacts import sha256_file
 
     for candidate in (out.with_name(out.name + ".png"), out.with_name(out.name + ".jpg")):
         assert not candidate.exists(), candidate

@@ -48,7 +48,7 @@ SHARED_ECSSD = REPO.parent / "shared" / "datasets" / "ECSSD"
 
 
 def saliency(*args, timeout: float = 900) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "saliency.cli", *map(str, args)], cwd=REPO, env=child_env(),
+    result = subprocess.run([sys.executable, "-m", "pipelines.cli", *map(str, args)], cwd=REPO, env=child_env(),
                             capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"saliency {args[0]} failed:\n{result.stderr[-3000:]}"
     return result
@@ -101,7 +101,7 @@ def test_discover_resumes_after_a_kill(work):
             "--directions", "8", "--batch", "8", "--steps", "30", "--checkpoint-every", "5", "--log-every", "5",
             "--bg-direction", "0:6", "--no-refine-bg", "--bg-samples", "16", "--rca-samples", "64",
             "--no-charts", "--no-effects", "--device", DEVICE]
-    process = subprocess.Popen([sys.executable, "-m", "saliency.cli", *map(str, args)], cwd=REPO, env=child_env(),
+    process = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *map(str, args)], cwd=REPO, env=child_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     checkpoint = run / "checkpoint.safetensors"
     deadline = time.monotonic() + 600
@@ -198,7 +198,7 @@ def test_two_processes_on_one_gpu_synchronise_batch_norm(known_run, tmp_path):
 
     def torchrun(*args):
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                   "-m", "saliency.cli", *map(str, args)]
+                   "-m", "pipelines.cli", *map(str, args)]
         result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
 

@@ -11,7 +11,7 @@ from PIL import Image
 from makers import make_dataset
 from saliency.datasets import (DATA_ROOT_ENV, SaliencyFolder, get_spec, load_image, load_mask, open_dataset,
                                resolve_data_root, split_stems)
-from saliency.errors import UserError
+from saliency.core.errors import UserError
 
 SHARED_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from makers import synthesize_pairs
-from saliency.fetch import sha256_file
+from saliency.core.artifacts import sha256_file
 
 
 def _same_state(a, b) -> bool:
@@ -29,7 +29,7 @@ def _same_state(a, b) -> bool:
 
 
 def _same_checkpoint(first: Path, second: Path) -> bool:
-    from saliency.checkpoint import load_checkpoint
+    from saliency.core.checkpoint import load_checkpoint
 
     name = "checkpoint.safetensors"
     return _same_state(load_checkpoint(first / name), load_checkpoint(second / name))

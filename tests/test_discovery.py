@@ -12,8 +12,8 @@ from directions.deformators import build_deformator
 from directions.discovery import TrainSettings, plateaued, reconstructor_accuracy, sample_shifts, train
 from directions.generators import Generator, ScenesGenerator
 from directions.reconstructors import build_reconstructor
-from saliency.checkpoint import load_checkpoint, save_checkpoint
-from saliency.errors import UserError
+from saliency.core.checkpoint import load_checkpoint, save_checkpoint
+from saliency.core.errors import UserError
 from toy_generators import PlantedBackground
 
 
@@ -257,7 +257,7 @@ def test_refinement_moves_a_rough_start_onto_the_planted_direction(planted):
 def test_checkpoints_of_the_earlier_two_key_layout_still_load(tmp_path):
     from safetensors.torch import save_file
 
-    from saliency.checkpoint import FORMAT, _split
+    from saliency.core.checkpoint import FORMAT, _split
 
     tensors: dict = {}
     structure = _split({"step": 3, "weights": torch.ones(2)}, "", tensors)
@@ -313,7 +313,8 @@ def test_no_generator_weight_gets_a_gradient_or_changes(tmp_path, name, prepared
 
 
 def test_folding_batch_norms_keeps_the_generators_images(tmp_path):
-    from directions.speed import fold_batch_norms, prepare_frozen_generator
+    from directions.speed import prepare_frozen_generator
+    from saliency.core.fold import fold_batch_norms
 
     pytest.importorskip("gan_face_generate")
     plain = _weighted_generator("dcgan-faces", tmp_path)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="torchrun with g
 
 def torchrun(*args: str, processes: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               "-m", "saliency.cli", *args]
+               "-m", "pipelines.cli", *args]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -102,7 +102,7 @@ def test_two_process_sweep_deals_out_the_cells(tmp_path):
 
 
 def test_batch_norm_is_synchronised_only_under_torchrun_on_gpus():
-    from saliency.distributed import Context, batch_norm_is_synchronised, batch_norm_report
+    from saliency.core.distributed import Context, batch_norm_is_synchronised, batch_norm_report
 
     two, one = Context(rank=0, world=2), Context()
     assert batch_norm_is_synchronised(torch.device("cuda", 0), two)
@@ -114,7 +114,7 @@ def test_batch_norm_is_synchronised_only_under_torchrun_on_gpus():
 
 def test_synchronised_batch_norm_shares_the_tensors_and_puts_the_layers_back():
     from directions.reconstructors import build_reconstructor
-    from saliency.distributed import synchronised_batch_norm
+    from saliency.core.distributed import synchronised_batch_norm
 
     torch.manual_seed(0)
     model = build_reconstructor("lenet", 4, 1)

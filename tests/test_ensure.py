@@ -16,7 +16,7 @@ from conftest import CLOSED_URL, SERVED_REQUESTS, SHARED_TFLITE, assert_one_line
 from makers import constant_model, zip_folder
 from pipelines import pipeline as pipeline_module
 from pipelines.pipeline import PipelineConfig, run_pipeline
-from saliency.errors import UserError
+from saliency.core.errors import UserError
 from saliency.pretrained import installed_path
 
 SHARED_ECSSD = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ECSSD"

@@ -23,9 +23,9 @@ import numpy as np
 from safetensors.numpy import load_file
 
 from conftest import REPO, run_cli
-from saliency.checkpoint import load_checkpoint
-from saliency.errors import UserError
-from saliency.fetch import sha256_file
+from saliency.core.checkpoint import load_checkpoint
+from saliency.core.errors import UserError
+from saliency.core.artifacts import sha256_file
 from saliency.shards import load_manifest, verify_shards
 
 KILLS_PER_STAGE = 4
@@ -58,7 +58,7 @@ def _kill_at_random_moments(args: list[str], rng: random.Random, saved: Path, ji
     for attempt in range(KILLS_PER_STAGE):
         extra = ["--resume"] if resume and saved.exists() else []
         before = _saved_state(saved)
-        process = subprocess.Popen([sys.executable, "-m", "saliency.cli", *args, *extra], cwd=REPO, env=env,
+        process = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args, *extra], cwd=REPO, env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if attempt == 0:
             pause = rng.uniform(0.3, 1.5)

@@ -11,8 +11,8 @@ import pytest
 
 from conftest import assert_one_line_error, run_cli
 from makers import zip_folder
-from saliency.errors import UserError
-from saliency.fetch import download, safe_extract_zip
+from saliency.core.errors import UserError
+from saliency.core.download import download, safe_extract_zip
 
 SHARED_ECSSD = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ECSSD"
 

@@ -16,8 +16,8 @@ from directions.generators import Generator, available_generators, build_generat
 from directions.generators.biggan import CONFIG_NAME, WEIGHTS_NAME
 from published_layouts import save_random_biggan
 from directions.generators.dcgan_faces import CHECKPOINT_KEY, DCGANFaces
-from saliency.device import resolve_device
-from saliency.errors import UserError
+from saliency.core.device import resolve_device
+from saliency.core.errors import UserError
 from loopback_hub import HubHandler
 from conftest import run_cli
 

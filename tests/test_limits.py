@@ -10,7 +10,7 @@ import click
 import pytest
 
 from conftest import assert_one_line_error, run_cli
-from saliency.cli import cli
+from pipelines.cli import cli
 
 # Options that size memory, disk or processes, by name: each must have an upper bound.
 SIZING = {"--n", "--nrow", "--resolution", "--train-resolution", "--directions", "--steps", "--batch",

@@ -12,7 +12,7 @@ from makers import fixture_dataset
 def test_pipeline_chains_the_stages_and_skips_finished_ones(tmp_path):
     from directions.generators.scenes import ScenesGenerator
     from directions.ground_truth import whiteness_direction
-    from pipelines.discover import write_known_direction_run
+    from directions.run_folder import write_known_direction_run
 
     root = fixture_dataset(tmp_path / "root")
     out = tmp_path / "pipe"
@@ -88,7 +88,7 @@ def test_biggan_pipeline_reports_a_missing_classifier_before_any_discovery(tmp_p
 
 def test_finished_stages_are_checked_against_the_options_passed(tmp_path):
     """The comparisons behind the one-line refusals, on the records a finished run leaves."""
-    from pipelines.discover import SUMMARY_NAME
+    from directions.run_folder import SUMMARY_NAME
     from pipelines.pipeline import PipelineConfig, _changed_settings
 
     discover, synthesize = tmp_path / "discover", tmp_path / "synthesize"

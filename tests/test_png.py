@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from makers import real_ecssd_root
-from saliency.artifacts import write_bytes_atomic
+from saliency.core.artifacts import write_bytes_atomic
 from saliency.detector import prepare_image, resize_bilinear
-from saliency.errors import UserError
-from saliency.png import encode_png
+from saliency.core.errors import UserError
+from saliency.core.png import encode_png
 
 
 @pytest.mark.parametrize("shape, mode", [((1, 1), "L"), ((37, 53), "L"), ((37, 53, 3), "RGB"), ((20, 9, 4), "RGBA")])

@@ -178,7 +178,7 @@ def test_predict_maps_equal_eval_save_maps_on_real_images(model, tmp_path, cli):
     for image in images:
         ours = tmp_path / "pred" / "root" / "ECSSD" / "images" / f"{image.stem}.map.png"
         theirs = tmp_path / "eval" / "maps" / f"{image.stem}.png"
-        assert ours.read_bytes() == theirs.read_bytes(), image.name  # one writer too (saliency/png.py)
+        assert ours.read_bytes() == theirs.read_bytes(), image.name  # one writer too (saliency/core/png.py)
         assert np.asarray(Image.open(ours)).shape == np.asarray(Image.open(image)).shape[:2]
     card = json.loads((model / "model.json").read_text())["card"]
     assert card["evaluations"]["ecssd"]["splits"]["all"]["images"] == 20  # eval wrote its table into the card
@@ -191,7 +191,7 @@ def test_a_killed_predict_resumes_to_the_same_outputs(model, tmp_path):
     for i in range(48):
         Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(photos / f"{i:03d}.png")
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    args = [sys.executable, "-m", "saliency.cli", "predict", "--model", str(model), "photos", "--out", "killed",
+    args = [sys.executable, "-m", "pipelines.cli", "predict", "--model", str(model), "photos", "--out", "killed",
             "--batch", "4", "--workers", "0", "--device", "cpu"]
     process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -255,7 +255,7 @@ def test_the_readmes_python_snippet_runs_as_written(model, tmp_path, monkeypatch
 
 def test_the_api_takes_paths_pil_images_and_arrays_alike(model, tmp_path):
     from saliency import SaliencyDetector
-    from saliency.errors import UserError
+    from saliency.core.errors import UserError
 
     detector = SaliencyDetector.load(str(model), device="cpu")
     pixels = np.random.default_rng(2).integers(0, 255, (70, 100, 3), dtype=np.uint8)

@@ -17,7 +17,7 @@ import torch
 
 from conftest import SHARED_TFLITE as TFLITE
 from conftest import assert_one_line_error, run_cli
-from saliency.errors import UserError
+from saliency.core.errors import UserError
 
 SHARED = TFLITE.parents[1]
 ECSSD = SHARED / "datasets" / "ECSSD"
@@ -43,7 +43,8 @@ def mobilenet(converted):
 
 
 def _imagenet_input(image) -> torch.Tensor:
-    from saliency.classifiers import IMAGENET_MEAN, IMAGENET_STD, resize_center_crop
+    from saliency.classifiers import resize_center_crop
+    from saliency.core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
     x = resize_center_crop(image, 256, 224)
     return (x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)

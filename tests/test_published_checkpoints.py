@@ -14,7 +14,7 @@ from conftest import assert_one_line_error, run_cli
 from directions.generators import build_generator
 from published_layouts import (biggan_pytorch_state, proggan_state, sngan_generator_state, stylegan2_checkpoint,
                                write_reference_run, write_sngan_run_folder)
-from saliency.errors import UserError
+from saliency.core.errors import UserError
 
 
 def _render(generator, n=2):

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from saliency.errors import UserError
-from saliency.fetch import download
+from saliency.core.errors import UserError
+from saliency.core.download import download
 
 UNPICKLERS = {"pickle", "marshal", "dill", "shelve", "joblib", "cloudpickle"}
 # Only to name the exception torch's weights-only loader raises: nothing is unpickled with it.
-PICKLE_IMPORT_ALLOWED = {"directions/generators/weights.py"}
+PICKLE_IMPORT_ALLOWED = {"saliency/core/weights.py"}
 # Findings the tests make on purpose, each with its reason.
 DELIBERATE = {
     ("tests/test_bad_inputs.py", "import pickle"): "crafts pickles that would run code, to show they are refused",
@@ -153,7 +153,7 @@ def test_no_code_runs_from_data_files_and_no_shell_anywhere_in_the_project():
         assert used == {"UnpicklingError"}
     # The one torch.load of the project: third-party weights, weights only.
     loads = [path for path in _project_sources() if "torch.load(" in path.read_text(encoding="utf-8")]
-    assert [str(p.relative_to(REPO)) for p in loads] == ["directions/generators/weights.py"]
+    assert [str(p.relative_to(REPO)) for p in loads] == ["saliency/core/weights.py"]
 
 
 class _CutShortHandler(http.server.BaseHTTPRequestHandler):

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from directions.generators import Generator, build_generator
-from pipelines import train_sngan
-from pipelines.mnist_quality import GATE, load_classifier, quality_gate, quality_gate_over_seeds
-from saliency.errors import UserError
+from pipelines.shipped import train_sngan
+from pipelines.shipped.mnist_quality import GATE, load_classifier, quality_gate, quality_gate_over_seeds
+from saliency.core.errors import UserError
 from makers import effects_by_hand
 
 REPO = Path(__file__).resolve().parents[1]

@@ -33,7 +33,7 @@ def _sweep(out, *extra, seeds="0"):
 def test_a_killed_sweep_resumes_without_redoing_finished_cells(tmp_path):
     out = tmp_path / "grid"
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    process = subprocess.Popen([sys.executable, "-m", "saliency.cli", *_sweep(out, seeds="0,1")], cwd=REPO, env=env,
+    process = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *_sweep(out, seeds="0,1")], cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = out / "cells" / "directions=4,seed=0"
     second = out / "cells" / "directions=4,seed=1"
@@ -140,8 +140,9 @@ def test_cells_are_dealt_out_to_torchrun_processes(tmp_path, monkeypatch):
     """Under torchrun each process runs its own share of the cells, alone; the process that
     finishes the last cell writes the table."""
     from pipelines import sweep
+    from pipelines.cli import discover
 
-    plan = sweep.plan_sweep(tmp_path / "d", ["directions=4,6"], [0, 1], TINY, "scenes")
+    plan = sweep.plan_sweep(tmp_path / "d", ["directions=4,6"], [0, 1], TINY, "scenes", discover)
     ran = {}
     for rank in (0, 1):
         monkeypatch.setenv("RANK", str(rank))

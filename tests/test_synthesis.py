@@ -12,7 +12,7 @@ from safetensors.numpy import load_file
 
 from conftest import run_cli
 from makers import synthesize_pairs
-from saliency.errors import UserError
+from saliency.core.errors import UserError
 from saliency.shards import (SyntheticPairs, load_manifest, pack_masks, read_shard, unpack_masks, verify_shards,
                              write_shard)
 from saliency.synthesis import (AREA_ABOVE, AREA_BELOW, KEPT, NOT_BIMODAL, MaskRule, judge, keep_large_components,

@@ -108,7 +108,7 @@ def tiny_pairs(tmp_path_factory):
     """300 synthetic pairs at 32 px made with the true whiteness direction."""
     from directions.generators.scenes import ScenesGenerator
     from directions.ground_truth import whiteness_direction
-    from pipelines.discover import write_known_direction_run
+    from directions.run_folder import write_known_direction_run
     from pipelines.synthesize import SynthesizeConfig, run_synthesize
 
     root = tmp_path_factory.mktemp("pairs")

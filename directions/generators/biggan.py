@@ -19,8 +19,8 @@ from torch import Tensor
 
 from directions.generators.base import Generator
 from directions.generators.registry import register_generator
-from directions.generators.weights import load_state_dict_strict, load_torch_weights
-from saliency.errors import UserError
+from saliency.core.weights import load_state_dict_strict, load_torch_weights
+from saliency.core.errors import UserError
 
 HUB_REPO = "osanseviero/BigGAN-deep-128"
 CONFIG_NAME = "config.json"
@@ -101,8 +101,8 @@ def _read_digest_record() -> dict | None:
 
 
 def _check_digests(config: Path, model: Path, record: dict | None) -> None:
-    from saliency.artifacts import write_json
-    from saliency.fetch import sha256_file
+    from saliency.core.artifacts import write_json
+    from saliency.core.artifacts import sha256_file
 
     found = {CONFIG_NAME: sha256_file(config), WEIGHTS_NAME: sha256_file(model)}
     path = hub_repo_folder() / DIGESTS_NAME

@@ -25,8 +25,8 @@ from torch import Tensor, nn
 
 from directions.generators.base import Generator
 from directions.generators.registry import register_generator
-from directions.generators.weights import load_state_dict_strict, load_torch_weights
-from saliency.errors import UserError
+from saliency.core.weights import load_state_dict_strict, load_torch_weights
+from saliency.core.errors import UserError
 
 SN_EPS = 1e-6  # generator_config.json: SN_eps
 BN_EPS = 1e-5

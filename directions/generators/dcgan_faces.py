@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 from directions.generators.base import Generator
 from directions.generators.registry import register_generator
-from directions.generators.weights import load_state_dict_strict, load_torch_weights
-from saliency.errors import UserError
+from saliency.core.weights import load_state_dict_strict, load_torch_weights
+from saliency.core.errors import UserError
 
 PACKAGE = "gan_face_generate"
 INSTALL_HINT = "pip install --no-deps gan-face-generate==1.1.1"

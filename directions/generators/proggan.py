@@ -22,8 +22,8 @@ from torch import Tensor, nn
 
 from directions.generators.base import Generator
 from directions.generators.registry import register_generator
-from directions.generators.weights import load_state_dict_strict, load_torch_weights
-from saliency.errors import UserError
+from saliency.core.weights import load_state_dict_strict, load_torch_weights
+from saliency.core.errors import UserError
 
 PAPER_WIDTHS = (512, 512, 512, 512, 512, 256, 128, 64, 32, 16)  # 4, 8, ..., 1024 px
 

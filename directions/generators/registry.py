@@ -14,8 +14,8 @@ from typing import Callable
 import torch
 
 from directions.generators.base import Generator
-from saliency.device import resolve_device
-from saliency.errors import UserError
+from saliency.core.device import resolve_device
+from saliency.core.errors import UserError
 
 GeneratorFactory = Callable[..., Generator]
 

@@ -26,8 +26,8 @@ from torch import Tensor, nn
 
 from directions.generators.base import Generator
 from directions.generators.registry import register_generator
-from directions.generators.weights import load_state_dict_strict, load_torch_weights
-from saliency.errors import UserError
+from saliency.core.weights import load_state_dict_strict, load_torch_weights
+from saliency.core.errors import UserError
 
 BLUR = (1.0, 3.0, 3.0, 1.0)
 LR_MLP = 0.01  # the port's default learning-rate multiplier of the mapping network

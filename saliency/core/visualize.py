@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from saliency.artifacts import atomic_path
+from saliency.core.artifacts import atomic_path
 
 
 def grid_image(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> Image.Image:

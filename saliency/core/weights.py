@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from saliency.errors import UserError
+from saliency.core.errors import UserError
 
 
 def load_torch_weights(path: str | Path, what: str) -> dict:

@@ -1,14 +1,12 @@
 """Ceilings on every command-line option that sizes an allocation (memory, disk, processes).
 
-click checks them while parsing, before any model loads, and shows each range in ``--help``
+The CLI (``pipelines/options.py``) checks them while parsing, before any model loads, and shows each range in ``--help``
 (``[1<=x<=4096]``): an absurd value is one line, not a traceback from the allocator, a kill by
 the kernel or an ETA of years. Each ceiling is well above any real use (the paper's settings in
 brackets) and below what a 24 GB machine could hold; the arithmetic is float32, 4 bytes a value.
 """
 
 from __future__ import annotations
-
-import click
 
 # Inference's shorter side (predict, eval). At 2,048 an image's input and the U-Net's
 # full-resolution decoder map (16 channels) are 76 bytes a pixel: about 0.3 GB for a square
@@ -48,8 +46,3 @@ MAX_VAL_COUNT = 100_000
 MAX_WORKERS = 64
 # Latent size of an imported deformator without weights. [128-512]
 MAX_LATENT_DIM = 4096
-
-
-def at_most(maximum: int, minimum: int = 1) -> click.IntRange:
-    """An integer option in [minimum, maximum]; click shows the range in --help."""
-    return click.IntRange(min=minimum, max=maximum)

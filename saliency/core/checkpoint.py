@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
-from saliency.artifacts import METADATA_KEY, write_safetensors
-from saliency.errors import UserError
+from saliency.core.artifacts import METADATA_KEY, write_safetensors
+from saliency.core.errors import UserError
 
 _TENSOR = "__tensor__"
 _TUPLE = "__tuple__"

@@ -11,9 +11,9 @@ from pathlib import Path
 import click
 
 from saliency import __version__
-from saliency import limits as L
-from saliency.errors import UserError
-from saliency.limits import at_most
+from saliency.core import limits as L
+from saliency.core.errors import UserError
+from pipelines.options import at_most
 
 DEVICE_HELP = "Torch device: auto (default: the best available), cpu, cuda, cuda:N or mps."
 PRECISION_HELP = ("auto (bf16 autocast on a CUDA GPU; U-Net training also on CPUs with native bf16; "
@@ -247,10 +247,10 @@ def synthesize(run_dir, count, out, data_root, dataset, classes, classifier, cla
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 def vote(dataset, split, classifier, classifier_weights, out, data_root, top_k, class_fraction, device) -> None:
     """The class vote of stage 2 on its own: which classes a long synthesis would draw."""
-    from saliency.artifacts import refuse_output_in_inputs, write_json
+    from saliency.core.artifacts import refuse_output_in_inputs, write_json
     from saliency.classifiers import CLASSIFIERS, build_classifier
     from saliency.datasets import get_spec, open_dataset, resolve_data_root
-    from saliency.device import resolve_device
+    from saliency.core.device import resolve_device
     from saliency.ensure import classifier_weights as weights_of, dataset_need, ensure, weights_need
     from saliency.voting import run_vote
 
@@ -454,7 +454,7 @@ def predict(inputs, model, out, save, threshold, size, batch_size, workers, over
     the photo's size); files above 250 megapixels are refused unread as decompression bombs.
     """
     from pipelines.predict import PredictConfig, run_predict
-    from saliency.progress import close_progress_bars
+    from saliency.core.progress import close_progress_bars
 
     def warn(line: str) -> None:
         close_progress_bars()
@@ -558,7 +558,7 @@ def sweep(ctx, generator_name, out, vary, seeds, device, plan_only) -> None:
         seed_list = [int(part) for part in seeds.replace(" ", "").split(",") if part]
     except ValueError as exc:
         raise UserError(f"--seeds takes a comma-separated list of integers, got {seeds!r}") from exc
-    plan = plan_sweep(out, list(vary), seed_list, list(ctx.args), generator_name)
+    plan = plan_sweep(out, list(vary), seed_list, list(ctx.args), generator_name, discover)
     if plan_only:
         for cell in plan.cells:
             click.echo(f"{cell_state(cell):12s} {cell.folder}")
@@ -607,7 +607,7 @@ def generators() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn user errors into one line and exit code 2."""
-    from saliency.runtime import tune_cpu_allocator
+    from saliency.core.runtime import tune_cpu_allocator
 
     tune_cpu_allocator()
     try:
@@ -633,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fail(message: str, code: int, prefix: str = "saliency: error: ") -> int:
     if "tqdm" in sys.modules:  # a bar left open by the failed stage would glue itself to the message
-        from saliency.progress import close_progress_bars
+        from saliency.core.progress import close_progress_bars
 
         close_progress_bars()
     click.echo(f"{prefix}{message}", err=True)
@@ -641,7 +641,7 @@ def _fail(message: str, code: int, prefix: str = "saliency: error: ") -> int:
 
 
 def _describe_os_error(exc: OSError) -> str:
-    from saliency.artifacts import DISK_FULL_ERRNOS
+    from saliency.core.artifacts import DISK_FULL_ERRNOS
 
     where = f" ({exc.filename})" if exc.filename else ""
     if exc.errno in DISK_FULL_ERRNOS:

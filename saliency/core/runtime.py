@@ -84,7 +84,7 @@ def resolve_precision(spec: str, device: "torch.device", cpu_bf16: bool = False)
     """
     import torch
 
-    from saliency.errors import UserError
+    from saliency.core.errors import UserError
 
     if spec not in PRECISIONS:
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {spec!r}")

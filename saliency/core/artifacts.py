@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from saliency.errors import UserError
+from saliency.core.errors import UserError
 
 TEMP_SUFFIX = ".tmp"
 # A write that fails for want of room: a full disk, a quota, or a file-size limit (ulimit -f).
@@ -202,3 +203,11 @@ def trim_step_log(path: Path, last_step: int) -> None:
             continue
     with atomic_path(path) as tmp:
         tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

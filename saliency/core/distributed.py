@@ -2,7 +2,7 @@
 
 Nothing to configure: when torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) is present
 the process group is set up once, on first use; otherwise everything here is a single-process
-no-op, so the same code path serves ``saliency ...`` and ``torchrun ... -m saliency.cli ...``.
+no-op, so the same code path serves ``saliency ...`` and ``torchrun ... -m pipelines.cli ...``.
 Only rank 0 writes logs, pictures and summaries.
 """
 
