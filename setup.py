@@ -49,7 +49,9 @@ setup(
         # its wheels exist for CPython 3.10-3.13 on x86-64 Linux only (elsewhere the test skips).
         # `saliency export` (ONNX) and the test that runs its graph in onnxruntime.
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
-        "test": ["pytest>=7", "onnx>=1.16", "onnxruntime>=1.18",
+        # websocket-client speaks the DevTools protocol to headless Chromium for the report's
+        # browser test (tests/test_pipelines/test_report.py; it skips where Chromium is absent).
+        "test": ["pytest>=7", "onnx>=1.16", "onnxruntime>=1.18", "websocket-client>=1.6",
                  'ai-edge-litert>=2.0; platform_system == "Linux" and platform_machine == "x86_64" '
                  'and python_version < "3.14"'],
     },

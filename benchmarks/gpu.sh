@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check in one call, for the lent GPU machine (no network there): installs the
 # project's own wheels from .whl/ if present (see below), runs the CUDA tests through the real
-# CLI (tests/test_cuda.py), then the benchmark. Everything lands in $OUT (default: .):
+# CLI (tests/gpu/test_cuda.py), then the benchmark. Everything lands in $OUT (default: .):
 #   cuda_tests_sync.log, cuda_tests.log, gpu_bench.json, gpu_bench.log, discover_step.log (at most 8 minutes)
 # Prepare .whl/ on a machine with the package registry (git ignores it; `run` carries it):
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 \
@@ -28,9 +28,9 @@ status=0
 # 1. CUDA correctness through the real CLI, tiny sizes (sample, discover killed and resumed,
 #    synthesize, train-unet eager and --compile, eval, predict, pipeline, two ranks' SyncBatchNorm)
 #    The two-rank SyncBatchNorm check first, with its own limit, so a slow chain cannot crowd it out.
-timeout 100 "$python" -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py -k two_processes 2>&1 \
+timeout 100 "$python" -m pytest -q -p no:cacheprovider -m cuda tests/gpu/test_cuda.py -k two_processes 2>&1 \
   | tee "$out/cuda_tests_sync.log" || status=1
-timeout 220 "$python" -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py -k "not two_processes" \
+timeout 220 "$python" -m pytest -q -p no:cacheprovider -m cuda tests/gpu/test_cuda.py -k "not two_processes" \
   --durations=0 2>&1 | tee "$out/cuda_tests.log" || status=1
 # 2. The paper's settings, timed (random weights: speed does not depend on their values): forward
 #    at batch 32 and 256 in fp32 and bf16, the discovery step, synthesis and its ratio to a bare

@@ -46,7 +46,7 @@ from saliency.unet import build_unet
 
 from loader_timing import loader_samples_per_s  # benchmarks/, beside this script
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 # A random BigGAN in the hub's format, a pickle: a test fixture, since the project writes none.
 from published_layouts import save_random_biggan  # noqa: E402
 

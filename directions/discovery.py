@@ -200,6 +200,38 @@ def rca_during_training(generator: Generator, deformator: Deformator, reconstruc
         reconstructor.train()
 
 
+def _resume(checkpoint_path: Path, identity: dict, run_dir: Path, deformator: Deformator,
+            reconstructor: Reconstructor, optimizers: dict, rng: torch.Generator, settings: TrainSettings,
+            ctx) -> tuple[int, float, list[list], dict | None]:
+    """Load a checkpoint of the same run into A, R, their optimizers and the sample stream;
+    returns (step, seconds so far, the RCA history, the early stop if the rule still holds)."""
+    state = load_checkpoint(checkpoint_path)
+    check_identity(state.get("identity", {}), identity, run_dir)
+    try:
+        deformator.load_state_dict(state["deformator"])
+        reconstructor.load_state_dict(state["reconstructor"])
+        for name, optimizer in optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+            _match_parameter_layouts(optimizer)
+            # The command line's learning rate wins over the saved one (e.g. a lower
+            # --lr after the loss diverged).
+            lr = settings.deformator_lr if name == "deformator" and settings.deformator_lr else settings.lr
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        rng.set_state(state["rng"])
+        step, elapsed = int(state["step"]), float(state["seconds"])
+        rca_history = [list(record) for record in state.get("rca_history", [])]
+        # A run stopped by the plateau rule stays stopped while the rule (as given now) holds.
+        stopped_early = None
+        if plateaued(rca_history, settings.plateau_window, settings.plateau_change):
+            stopped_early = state.get("stopped_early")
+        if ctx.rank > 0:  # the checkpoint holds rank 0's stream; the others start fresh ones
+            rng.manual_seed(_process_seed(settings.seed, ctx.rank, step))
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise UserError(f"checkpoint {checkpoint_path} does not fit this run ({type(exc).__name__})") from exc
+    return step, elapsed, rca_history, stopped_early
+
+
 def train(
     generator: Generator,
     deformator: Deformator,
@@ -236,35 +268,12 @@ def train(
     checkpoint_path = run_dir / CHECKPOINT_NAME
     metrics_path = run_dir / METRICS_NAME
 
-    step, elapsed = 0, 0.0
-    rca_history: list[list] = []  # [step, rca] of every periodic measurement
-    stopped_early: dict | None = None
+    step, elapsed, rca_history, stopped_early = 0, 0.0, [], None  # rca_history: [step, rca] of each measurement
     if checkpoint_path.exists():
         if not resume:
             raise UserError(f"{run_dir} already holds a discovery run: pass --resume to continue it, or another --out")
-        state = load_checkpoint(checkpoint_path)
-        check_identity(state.get("identity", {}), identity, run_dir)
-        try:
-            deformator.load_state_dict(state["deformator"])
-            reconstructor.load_state_dict(state["reconstructor"])
-            for name, optimizer in optimizers.items():
-                optimizer.load_state_dict(state["optimizers"][name])
-                _match_parameter_layouts(optimizer)
-                # The command line's learning rate wins over the saved one (e.g. a lower
-                # --lr after the loss diverged).
-                lr = settings.deformator_lr if name == "deformator" and settings.deformator_lr else settings.lr
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-            rng.set_state(state["rng"])
-            step, elapsed = int(state["step"]), float(state["seconds"])
-            rca_history = [list(record) for record in state.get("rca_history", [])]
-            # A run stopped by the plateau rule stays stopped while the rule (as given now) holds.
-            if plateaued(rca_history, settings.plateau_window, settings.plateau_change):
-                stopped_early = state.get("stopped_early")
-            if ctx.rank > 0:  # the checkpoint holds rank 0's stream; the others start fresh ones
-                rng.manual_seed(_process_seed(settings.seed, ctx.rank, step))
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise UserError(f"checkpoint {checkpoint_path} does not fit this run ({type(exc).__name__})") from exc
+        step, elapsed, rca_history, stopped_early = _resume(checkpoint_path, identity, run_dir, deformator,
+                                                            reconstructor, optimizers, rng, settings, ctx)
         if ctx.is_main:
             trim_step_log(metrics_path, step)
     elif metrics_path.exists() and ctx.is_main:

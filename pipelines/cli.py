@@ -13,11 +13,9 @@ import click
 from saliency import __version__
 from saliency.core import limits as L
 from saliency.core.errors import UserError
-from pipelines.options import at_most
+from pipelines.options import (DEVICE_HELP, at_most, data_root_option, device_option, generator_option,
+                               precision_option)
 
-DEVICE_HELP = "Torch device: auto (default: the best available), cpu, cuda, cuda:N or mps."
-PRECISION_HELP = ("auto (bf16 autocast on a CUDA GPU; U-Net training also on CPUs with native bf16; "
-                  "else fp32), fp32 or bf16.")
 
 # Ranges checked by click while parsing: a wrong number is refused before any library loads.
 POSITIVE_INT = click.IntRange(min=1)
@@ -50,15 +48,14 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--generator", "generator_name", default="scenes", show_default=True,
-              help="Generator name (see `saliency generators`) or package.module:factory.")
+@generator_option
 @click.option("--n", "count", type=at_most(L.MAX_GRID_IMAGES), default=16, show_default=True, help="Number of images.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="PNG file to write the grid to.")
 @click.option("--classes", default=None,
               help="Comma-separated class indices, cycled over the images (conditional generators).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latents and classes.")
-@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@device_option
 @click.option("--nrow", type=at_most(L.MAX_GRID_IMAGES), default=None, help="Images per grid row (default: about square).")
 @click.option("--resolution", type=at_most(L.MAX_RESOLUTION, L.MIN_RESOLUTION), default=None,
               help="Image size, for generators that take one (scenes).")
@@ -89,8 +86,7 @@ def sample(generator_name, count, out, classes, seed, device, nrow, resolution, 
 
 
 @cli.command()
-@click.option("--generator", "generator_name", default="scenes", show_default=True,
-              help="Generator name (see `saliency generators`) or package.module:factory.")
+@generator_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Run folder (created; holds checkpoints, charts, directions.json).")
 @click.option("--deformator", type=click.Choice(["ortho", "unit", "random", "identity"]), default=None,
@@ -105,7 +101,7 @@ def sample(generator_name, count, out, classes, seed, device, nrow, resolution, 
 @click.option("--shift-loss-weight", type=click.FloatRange(min=0), default=0.25, show_default=True,
               help="lambda: loss = CE + lambda * L1(shift) (the paper's Table 5 varies it).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@device_option
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--checkpoint-every", type=POSITIVE_INT, default=250, show_default=True, help="Steps between checkpoints.")
 @click.option("--refine-bg/--no-refine-bg", default=True, show_default=True,
@@ -137,8 +133,7 @@ def sample(generator_name, count, out, classes, seed, device, nrow, resolution, 
 @click.option("--truncation", type=float, default=None, help="Truncation (biggan-deep-128, biggan-128).")
 @click.option("--latent-space", type=click.Choice(["w", "z"]), default=None,
               help="stylegan2: discover directions in W (default, as the paper's code) or in Z.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help=PRECISION_HELP)
+@precision_option
 @click.option("--compile", "compile_game", is_flag=True,
               help="torch.compile G and R for the game (pays off on long runs; costs a compile per process).")
 def discover(**params) -> None:
@@ -171,7 +166,6 @@ def discover(**params) -> None:
     click.echo(f"wrote {Path(params['out']) / 'directions.json'}")
 
 
-DATA_ROOT_HELP = "Folder holding datasets by name (ROOT/ECSSD/...); default $SALIENCY_DATA, else ./data."
 
 
 @cli.command()
@@ -181,7 +175,7 @@ DATA_ROOT_HELP = "Folder holding datasets by name (ROOT/ECSSD/...); default $SAL
               help="Number of (image, mask) pairs to keep. Under torchrun: --count.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder: shards, manifest.json, preview.png. Rerun the same command to resume.")
-@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None, help=DATA_ROOT_HELP)
+@data_root_option
 @click.option("--dataset", default="ecssd", show_default=True, help="Dataset whose train images vote for classes.")
 @click.option("--classes", default=None, help="Comma-separated class indices to use instead of voting.")
 @click.option("--classifier", default=None,
@@ -202,11 +196,10 @@ DATA_ROOT_HELP = "Folder holding datasets by name (ROOT/ECSSD/...); default $SAL
 @click.option("--batch", "batch_size", type=at_most(L.MAX_GAME_BATCH), default=None, help="Latents per batch (default 256; BigGAN 32).")
 @click.option("--shard-size", type=at_most(L.MAX_SHARD_SIZE), default=1024, show_default=True, help="Pairs per shard file.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@device_option
 @click.option("--ground-truth/--no-ground-truth", default=True, show_default=True,
               help="Score kept masks against the generator's exact masks, where it has them (scenes).")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help=PRECISION_HELP)
+@precision_option
 def synthesize(run_dir, count, out, data_root, dataset, classes, classifier, classifier_weights, top_k, class_fraction,
                threshold, magnitude, min_area, max_area, component_fraction, bimodal_filter, batch_size, shard_size,
                seed, device, ground_truth, precision) -> None:
@@ -240,11 +233,11 @@ def synthesize(run_dir, count, out, data_root, dataset, classes, classifier, cla
 @click.option("--classifier", required=True, help="resnet18-imagenet, mobilenet-v2-imagenet or scenes-shapes.")
 @click.option("--classifier-weights", default=None, help="Classifier weights file/folder instead of the default.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="classes.json to write.")
-@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None, help=DATA_ROOT_HELP)
+@data_root_option
 @click.option("--top-k", type=at_most(L.MAX_TOP_K), default=5, show_default=True, help="Classes each image votes for.")
 @click.option("--class-fraction", type=UNIT_INTERVAL, default=0.25, show_default=True,
               help="Fraction of all classes kept, the most voted first.")
-@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@device_option
 def vote(dataset, split, classifier, classifier_weights, out, data_root, top_k, class_fraction, device) -> None:
     """The class vote of stage 2 on its own: which classes a long synthesis would draw."""
     from saliency.core.artifacts import refuse_output_in_inputs, write_json
@@ -318,7 +311,7 @@ def fetch_weights(names, source, url, force) -> None:
 
 @cli.command("fetch-data")
 @click.argument("dataset")
-@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None, help=DATA_ROOT_HELP)
+@data_root_option
 @click.option("--mirror", default=None,
               help="Base URL that serves the same archive names (default: $SALIENCY_DATA_MIRROR, else the official site).")
 @click.option("--from", "source", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -369,10 +362,9 @@ def fetch_data(dataset, data_root, mirror, source, force, verify) -> None:
 @click.option("--scale-min", type=float, default=None, help="Random resized crop: smallest kept area (1 = off).")
 @click.option("--color-jitter", type=UNIT_INTERVAL, default=None, help="Colour jitter probability (0 = off).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@device_option
 @click.option("--resume", is_flag=True, help="Continue the training in --out from its last checkpoint.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help=PRECISION_HELP)
+@precision_option
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the U-Net (worth it on long GPU runs).")
 def train_unet(data, out, profile, encoder, encoder_weights, freeze_encoder, steps, batch_size, lr, lr_step, lr_gamma, temperature,
                val_count, val_every, checkpoint_every, workers, hflip, scale_min, color_jitter, seed, device,
@@ -401,16 +393,15 @@ def train_unet(data, out, profile, encoder, encoder_weights, freeze_encoder, ste
               help="A model folder from `saliency train-unet`.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder: metrics.json, metrics.md, predictions.png.")
-@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None, help=DATA_ROOT_HELP)
+@data_root_option
 @click.option("--size", type=at_most(L.MAX_INFERENCE_SIDE, 16), default=None, help="Shorter side at inference (default 128; scenes: its resolution).")
 @click.option("--protocol", type=click.Choice(["standard", "paper"]), default="standard", show_default=True,
               help="paper: also report the reference code's variant (argmax mask at size x size).")
 @click.option("--save-maps", is_flag=True, help="Write every predicted map as PNG into OUT/maps.")
 @click.option("--images", "scenes_count", type=at_most(L.MAX_RENDERED_IMAGES), default=500, show_default=True,
               help="Number of rendered images (--dataset scenes).")
-@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help=PRECISION_HELP)
+@device_option
+@precision_option
 def eval_command(dataset, model_dir, out, data_root, size, protocol, save_maps, scenes_count, device, precision) -> None:
     """Stage 4: score a trained U-Net on a saliency benchmark (test split and all images)."""
     from pipelines.evaluate import EvalConfig, run_eval
@@ -442,9 +433,8 @@ MODEL_HELP = ("A model folder from `saliency train-unet` (or a pipeline's OUT/un
 @click.option("--workers", type=at_most(L.MAX_WORKERS, 0), default=None,
               help="Processes that decode images while the model runs (default: 1 per 4 cores, at most 4; 0 decodes in the main process).")
 @click.option("--overwrite", is_flag=True, help="Redo images whose outputs already exist (default: skip them).")
-@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help=PRECISION_HELP)
+@device_option
+@precision_option
 def predict(inputs, model, out, save, threshold, size, batch_size, workers, overwrite, device, precision) -> None:
     """Saliency maps for your own images: files, folders (recursive) and globs.
 
@@ -491,7 +481,7 @@ def export(model, out, opset) -> None:
 @cli.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("checkpoints/pipeline"),
               show_default=True, help="Folder for all stages' outputs.")
-@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None, help=DATA_ROOT_HELP)
+@data_root_option
 @click.option("--profile", type=click.Choice(["embedded", "biggan"]), default="embedded", show_default=True,
               help="embedded: the scenes generator on a CPU in minutes; biggan: the paper's settings (GPU).")
 @click.option("--weights", default=None, help="Generator weights (biggan profile: a folder; default: hub cache).")
@@ -513,9 +503,8 @@ def export(model, out, opset) -> None:
 @click.option("--bg-direction", default=None, metavar="INDEX[:MAGNITUDE]",
               help="Stage 1: use this direction as h_bg instead of the search's choice (after looking at the "
                    "charts, as the paper did); on a finished discovery, training is not repeated (h_bg, scores and charts are).")
-@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help=PRECISION_HELP)
+@device_option
+@precision_option
 def pipeline(out, data_root, profile, weights, pairs, unet_steps, discover_steps, classes, classifier,
              classifier_weights, min_area, max_area, encoder, encoder_weights, freeze_encoder, bg_direction, device,
              precision) -> None:
@@ -533,6 +522,8 @@ def pipeline(out, data_root, profile, weights, pairs, unet_steps, discover_steps
     for name, table in result["tables"].items():
         click.echo(f"\n{name}:\n{table.rstrip()}")
     click.echo(f"\nwrote {Path(out) / 'pipeline.json'}")
+    if result.get("report"):
+        click.echo(f"wrote {result['report']} (open it in a browser)")
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -592,6 +583,23 @@ def import_run_command(source, out, bg_direction, generator_name, step, weights,
                f"{summary['imported_from']['step']}); h_bg: direction {bg['index']}, sign {bg['sign']:+d}, "
                f"magnitude {bg['magnitude']:g} ({bg['extra']['chosen_by']})")
     click.echo(f"wrote {Path(out) / 'directions.json'}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The page to write (default: RUN_DIR/report.html).")
+def report(run_dir, out) -> None:
+    """One HTML page of a run folder of any stage, or of a whole pipeline folder: numbers,
+    curves, pictures and a slider along every direction. Opens from the file system; nothing
+    to install, no network."""
+    import time
+
+    from pipelines.report import write_report
+
+    started = time.perf_counter()
+    path = write_report(run_dir, out)
+    click.echo(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB, {time.perf_counter() - started:.1f} s)")
 
 
 @cli.command()

@@ -261,12 +261,58 @@ def choose_background(generator: Generator, directions: torch.Tensor, config: Di
     return summary, h_bg, {"z": held_z, "classes": held_c}
 
 
+@dataclass
+class Game:
+    """Stage 1's players, built and made cheap: the frozen generator (and the one the game
+    renders with, when it trains at another resolution), A, R, and the run's identity."""
+
+    generator: Generator
+    game_generator: Generator
+    deformator: torch.nn.Module
+    reconstructor: torch.nn.Module
+    profile: Profile
+    settings: TrainSettings
+    options: dict
+    train_options: dict
+    identity: dict
+
+
 def run_discover(config: DiscoverConfig) -> dict:
     """Run stage 1 into ``config.out``; returns the summary written to directions.json."""
     config.validate()
     refuse_output_in_inputs(config.out, {"--weights": config.generator_options.get("weights")})
     out = ensure_writable_dir(config.out)
     started = time.perf_counter()
+    saved = _check_run_folder(config, out)
+    ctx = distributed.context()
+    distributed.barrier()  # every process has checked the folder before any of them writes in it
+    game = _build_game(config, distributed.device_for(config.device, ctx), ctx.world)
+    if saved is not None:
+        check_identity(saved, game.identity, out)  # before anything in the run folder changes
+    if not (out / CHECKPOINT_NAME).exists() and ctx.is_main:
+        write_json(out / CONFIG_NAME, {"identity": game.identity, "profile": asdict(game.profile),
+                                       "settings": asdict(game.settings),
+                                       "command": asdict(config) | {"out": str(config.out)}})
+    if config.bg_direction is not None and parse_bg_direction(config.bg_direction)[0] >= game.profile.num_directions:
+        raise UserError(f"--bg-direction {config.bg_direction}: the run has directions "
+                        f"0..{game.profile.num_directions - 1}")
+
+    # The summary marks a finished run: a resumed run is unfinished until it writes a new one
+    # (removed only once the checkpoint has loaded: a refused resume leaves the run as it was).
+    def unfinish() -> None:
+        if ctx.is_main:
+            (out / SUMMARY_NAME).unlink(missing_ok=True)
+
+    history = train(game.game_generator, game.deformator, game.reconstructor, game.settings, out, game.identity,
+                    resume=config.resume, progress=config.progress, on_ready=unfinish)
+    if not ctx.is_main:  # under torchrun, rank 0 alone scores, charts and writes the run
+        return {"part": True, "rank": ctx.rank}
+    return _finish(config, out, game, history, started)
+
+
+def _check_run_folder(config: DiscoverConfig, out: Path) -> dict | None:
+    """A new run needs a folder without one; --resume needs one of the same generator. Returns
+    the saved run's identity when resuming."""
     checkpoint = out / CHECKPOINT_NAME
     if config.resume and not checkpoint.exists():
         raise UserError(f"--resume: {out} holds no discovery checkpoint ({CHECKPOINT_NAME})")
@@ -274,15 +320,16 @@ def run_discover(config: DiscoverConfig) -> dict:
         raise UserError(f"{out} holds a finished run without its checkpoint; choose another --out")
     if checkpoint.exists() and not config.resume:
         raise UserError(f"{out} already holds a discovery run: pass --resume to continue it, or another --out")
-    saved = None
-    if config.resume:
-        saved = load_checkpoint(checkpoint).get("identity", {})
-        if saved.get("generator") != config.generator:
-            raise UserError(f"cannot resume {out}: it is a run of generator {saved.get('generator')!r}, "
-                            f"not {config.generator!r}")
-    ctx = distributed.context()
-    distributed.barrier()  # every process has checked the folder before any of them writes in it
-    device = distributed.device_for(config.device, ctx)
+    if not config.resume:
+        return None
+    saved = load_checkpoint(checkpoint).get("identity", {})
+    if saved.get("generator") != config.generator:
+        raise UserError(f"cannot resume {out}: it is a run of generator {saved.get('generator')!r}, "
+                        f"not {config.generator!r}")
+    return saved
+
+
+def _build_game(config: DiscoverConfig, device, world: int) -> Game:
     generator = build_generator(config.generator, device=device, **config.generator_options)
     configure_device(generator.device)
     profile, settings = _resolved(config, generator)
@@ -303,11 +350,8 @@ def run_discover(config: DiscoverConfig) -> dict:
         "reconstructor": profile.reconstructor, "batch_size": profile.batch_size, "seed": config.seed,
         "shift_loss_weight": settings.shift_loss_weight,
     }
-
-    if saved is not None:
-        check_identity(saved, identity, out)  # before anything in the run folder changes
-    if profile.batch_size // ctx.world < 2:
-        raise UserError(f"--batch {profile.batch_size} leaves {profile.batch_size // ctx.world} sample per process; "
+    if profile.batch_size // world < 2:
+        raise UserError(f"--batch {profile.batch_size} leaves {profile.batch_size // world} sample per process; "
                         "R's batch norm needs at least 2")
     if profile.reconstructor == "lenet5" and game_generator.resolution < 32:
         raise UserError(f"--reconstructor lenet5 needs images of 32 px or more, the game renders "
@@ -324,25 +368,18 @@ def run_discover(config: DiscoverConfig) -> dict:
     if config.compile:
         game_generator.synthesize = torch.compile(game_generator.synthesize)
         reconstructor.forward = torch.compile(reconstructor.forward)
-    if not checkpoint.exists() and ctx.is_main:
-        write_json(out / CONFIG_NAME, {"identity": identity, "profile": asdict(profile), "settings": asdict(settings),
-                                       "command": asdict(config) | {"out": str(config.out)}})
+    return Game(generator, game_generator, deformator, reconstructor, profile, settings, options, train_options,
+                identity)
 
-    if config.bg_direction is not None and parse_bg_direction(config.bg_direction)[0] >= profile.num_directions:
-        raise UserError(f"--bg-direction {config.bg_direction}: the run has directions 0..{profile.num_directions - 1}")
-    # The summary marks a finished run: a resumed run is unfinished until it writes a new one
-    # (removed only once the checkpoint has loaded: a refused resume leaves the run as it was).
-    def unfinish() -> None:
-        if ctx.is_main:
-            (out / SUMMARY_NAME).unlink(missing_ok=True)
 
-    history = train(game_generator, deformator, reconstructor, settings, out, identity,
-                    resume=config.resume, progress=config.progress, on_ready=unfinish)
-    if not ctx.is_main:  # under torchrun, rank 0 alone scores, charts and writes the run
-        return {"part": True, "rank": ctx.rank}
-    deformator.eval()
-    directions = deformator.directions().detach()
-    rca = reconstructor_accuracy(game_generator, deformator, reconstructor, settings, samples=config.rca_samples)
+def _finish(config: DiscoverConfig, out: Path, game: Game, history: dict, started: float) -> dict:
+    """After training: RCA, image-space effects, charts, h_bg; then the tensors, the report
+    and, last, the summary that marks the run finished."""
+    generator, profile, settings = game.generator, game.profile, game.settings
+    game.deformator.eval()
+    directions = game.deformator.directions().detach()
+    rca = reconstructor_accuracy(game.game_generator, game.deformator, game.reconstructor, settings,
+                                 samples=config.rca_samples)
 
     effects = direction_effects(generator, directions, shift=settings.shift_scale) if config.effects else None
     charts = {}
@@ -365,7 +402,7 @@ def run_discover(config: DiscoverConfig) -> dict:
                        **({"bg_magnitude": float(bg_summary["magnitude"])} if bg_summary else {})})
     summary = {
         "generator": config.generator,
-        "generator_options": options,
+        "generator_options": game.options,
         "latent_dim": generator.latent_dim,
         "num_directions": profile.num_directions,
         "deformator": profile.deformator,
@@ -373,7 +410,7 @@ def run_discover(config: DiscoverConfig) -> dict:
         "batch_size": profile.batch_size,
         "lr": profile.lr,
         "shift_loss_weight": settings.shift_loss_weight,
-        "train_options": train_options,
+        "train_options": game.train_options,
         "steps": history["steps"],
         "train_seconds": history["seconds"],
         "batch_norm": history["batch_norm"],

@@ -6,13 +6,17 @@ An evaluation folder holds::
                       reference maps, timing, and the paper-protocol variant if asked
     metrics.md        the same as a table
     predictions.png   image / prediction / ground truth for the first test images (Figure 11)
+    gallery.png       the same for the best and the worst images by MAE (rows), so failures
+    gallery.json      are seen; which images they are, with their MAE
     maps/             every predicted map as PNG (with --save-maps)
 """
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -24,7 +28,7 @@ from saliency.datasets import get_spec, open_dataset, resolve_data_root, split_s
 from saliency.ensure import dataset_need, ensure
 from saliency.core.errors import UserError
 from saliency.detector import SaliencyDetector
-from saliency.evaluate import folder_samples, scenes_samples, score_samples
+from saliency.evaluate import SampleScores, folder_samples, scenes_samples, score_samples
 from saliency import reference_rows
 from saliency.model_card import record_evaluation
 from saliency.core.png import encode_png
@@ -34,6 +38,7 @@ from saliency.core.visualize import save_grid
 
 METRICS_NAME = "metrics.json"
 GRID_IMAGES = 8
+GALLERY_IMAGES = 4  # best and worst each
 
 
 @dataclass
@@ -58,7 +63,98 @@ def _grid_tile(array: np.ndarray, side: int = 96) -> torch.Tensor:
     return torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255
 
 
+class Gallery:
+    """The ``size`` best and ``size`` worst images by MAE, kept as small tiles while the
+    images stream past (memory does not grow with the test set)."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.count = size, 0
+        self.best: list = []  # heaps of (key, order, stem, mae, tiles): the worst of the best on top
+        self.worst: list = []
+
+    def add(self, sample, prediction: np.ndarray) -> None:
+        mae = float(np.abs(prediction.astype(np.float64) / 255 - sample.mask).mean())
+        self.count += 1
+        for heap, key in ((self.best, -mae), (self.worst, mae)):
+            if len(heap) < self.size or key > heap[0][0]:
+                tiles = [_grid_tile(sample.image), _grid_tile(prediction),
+                         _grid_tile(sample.mask.astype(np.uint8) * 255)]
+                entry = (key, -self.count, sample.stem, mae, tiles)
+                (heapq.heappush if len(heap) < self.size else heapq.heapreplace)(heap, entry)
+
+    def save(self, out: Path) -> None:
+        if not self.best:
+            return
+        best = sorted(self.best, key=lambda e: e[3])
+        worst = sorted(self.worst, key=lambda e: -e[3])
+        rows = best + worst
+        save_grid(torch.stack([t for entry in rows for t in entry[4]]), out / "gallery.png", nrow=3)
+        write_json(out / "gallery.json", {
+            "columns": ["image", "prediction", "ground truth"], "metric": "MAE", "images_ranked": self.count,
+            "best": [{"stem": e[2], "mae": round(e[3], 5)} for e in best],
+            "worst": [{"stem": e[2], "mae": round(e[3], 5)} for e in worst]})
+
+
+@dataclass
+class EvalSet:
+    """What is scored and how: the samples, the split each belongs to, the inference size."""
+
+    samples: Iterable
+    total: int
+    splits_of: Callable[[str], tuple[str, ...]]
+    split_names: list[str]  # scored splits, then "all" (their union) for a benchmark folder
+    size: int
+    source: dict
+    reference_key: str | None = None  # benchmark folders only: see saliency.reference_rows
+    cached_references: dict | None = None
+
+
 def run_eval(config: EvalConfig) -> dict:
+    """Score ``config.model`` on ``config.dataset``; write metrics.json, metrics.md, the
+    predictions grid (and maps); returns the summary."""
+    _check(config)
+    detector = SaliencyDetector.load(config.model, config.device, config.precision)
+    test_set = _test_set(config, detector.meta.get("data") or {})
+    if config.protocol == "paper" and test_set.size % detector.stride:
+        raise UserError(f"--protocol paper needs --size divisible by {detector.stride}, got {test_set.size}")
+    out = ensure_writable_dir(config.out)
+    remove_stale_temporaries(out)
+    (out / METRICS_NAME).unlink(missing_ok=True)
+    maps_dir = out / "maps"
+    if config.save_maps:
+        maps_dir.mkdir(exist_ok=True)
+
+    tiles: list[list[torch.Tensor]] = [[], [], []]
+    gallery = Gallery(GALLERY_IMAGES)
+
+    def keep(sample, prediction: np.ndarray, names: tuple[str, ...]) -> None:
+        """Outputs of each scored image: its map file, the first test images' grid tiles, and
+        its place among the best and worst by MAE."""
+        if config.save_maps:
+            write_bytes_atomic(maps_dir / f"{sample.stem}.png", encode_png(prediction), durable=False)
+        if names[0] in ("test", "rendered") and len(tiles[0]) < GRID_IMAGES:
+            tiles[0].append(_grid_tile(sample.image))
+            tiles[1].append(_grid_tile(prediction))
+            tiles[2].append(_grid_tile(sample.mask.astype(np.uint8) * 255))
+        if names[0] in ("test", "rendered"):
+            gallery.add(sample, prediction)
+
+    detector.size = test_set.size
+    scored = [name for name in test_set.split_names if name != "all"]
+    with progress_bar(test_set.total, f"eval {config.dataset}", enabled=config.progress, unit="img") as bar:
+        result = score_samples(detector, test_set.samples, test_set.size, test_set.splits_of, scored,
+                               references=config.references and test_set.cached_references is None,
+                               paper_protocol=config.protocol == "paper", on_map=keep, tick=lambda: bar.update(1))
+    summary = _summary(config, test_set, result, detector)
+    _write_outputs(config, out, test_set, summary, tiles)
+    gallery.save(out)
+    if detector.folder is not None and detector.folder.resolve() == Path(config.model).resolve():
+        record_evaluation(detector.folder, config.dataset, summary, str(out / METRICS_NAME))  # a local model only
+    return summary
+
+
+def _check(config: EvalConfig) -> None:
+    """Everything that can be refused before the model loads."""
     if config.protocol not in ("standard", "paper"):
         raise UserError(f"--protocol must be standard or paper, got {config.protocol!r}")
     if config.size is not None and config.size < 16:
@@ -70,118 +166,93 @@ def run_eval(config: EvalConfig) -> dict:
         spec = get_spec(config.dataset)  # an unknown name fails before the model loads
         inputs["--data-root"] = resolve_data_root(config.data_root) / spec.folder
     refuse_output_in_inputs(config.out, inputs)
-    detector = SaliencyDetector.load(config.model, config.device, config.precision)
-    meta, device, precision = detector.meta, detector.device, detector.precision
-    stride = detector.stride
-    data_meta = meta.get("data") or {}
 
-    reference_key, cached_references = None, None  # benchmark folders only: see saliency.reference_rows
+
+def _test_set(config: EvalConfig, data_meta: dict) -> EvalSet:
     if config.dataset == "scenes":
         trained_on_scenes = data_meta.get("generator") == "scenes"
         # A model trained on scenes is tested on its own classes and size; any other on all ten shapes at 64 px.
         resolution = int((data_meta.get("resolution") or [64])[0]) if trained_on_scenes else 64
         classes = data_meta.get("classes") if trained_on_scenes else None
-        size = config.size or resolution
-        samples = scenes_samples(config.scenes_count, config.scenes_seed, resolution, classes)
-        total, splits_of = config.scenes_count, (lambda stem: ("rendered",))
-        split_names = ["rendered"]
-        source = {"generator": "scenes", "resolution": resolution, "classes": classes,
-                  "seed": config.scenes_seed}
-    else:
-        spec = get_spec(config.dataset)
-        ensure([dataset_need(spec.name, config.data_root, progress=config.progress)])  # fetched once if missing
-        folder = open_dataset(spec.name, config.data_root, "all")
-        size = config.size or 128
-        test = set(split_stems([s.stem for s in folder.samples], "test"))
-        if not test:
-            raise UserError(f"dataset {spec.name}: the test split is empty ({len(folder)} image(s) in {folder.folder})")
-        samples = folder_samples(folder)
-        total = len(folder)
-        # train: for choosing settings (the only use of its masks); the tables show test and all.
-        # Each image is scored once, in its split; "all" is their union, merged at the end.
-        splits_of = lambda stem: ("test",) if stem in test else ("train",)  # noqa: E731
-        split_names = ["test", "train", "all"]
-        source = {"folder": str(folder.folder), "split_rule": "sorted stems; odd positions (2nd, 4th, ...) are test"}
-        if config.references:
-            try:
-                reference_key = reference_rows.fingerprint(
-                    [(s.stem, splits_of(s.stem)[0], s.mask_path) for s in folder.samples])
-            except OSError:  # a mask that cannot be read: the loop below names it
-                reference_key = None
-            cached_references = reference_rows.load(reference_key) if reference_key else None
-    if config.protocol == "paper" and size % stride:
-        raise UserError(f"--protocol paper needs --size divisible by {stride}, got {size}")
+        return EvalSet(samples=scenes_samples(config.scenes_count, config.scenes_seed, resolution, classes),
+                       total=config.scenes_count, splits_of=lambda stem: ("rendered",), split_names=["rendered"],
+                       size=config.size or resolution,
+                       source={"generator": "scenes", "resolution": resolution, "classes": classes,
+                               "seed": config.scenes_seed})
+    spec = get_spec(config.dataset)
+    ensure([dataset_need(spec.name, config.data_root, progress=config.progress)])  # fetched once if missing
+    folder = open_dataset(spec.name, config.data_root, "all")
+    test = set(split_stems([s.stem for s in folder.samples], "test"))
+    if not test:
+        raise UserError(f"dataset {spec.name}: the test split is empty ({len(folder)} image(s) in {folder.folder})")
+    # train: for choosing settings (the only use of its masks); the tables show test and all.
+    # Each image is scored once, in its split; "all" is their union, merged at the end.
+    test_set = EvalSet(samples=folder_samples(folder), total=len(folder),
+                       splits_of=lambda stem: ("test",) if stem in test else ("train",),
+                       split_names=["test", "train", "all"], size=config.size or 128,
+                       source={"folder": str(folder.folder),
+                               "split_rule": "sorted stems; odd positions (2nd, 4th, ...) are test"})
+    if config.references:
+        try:
+            test_set.reference_key = reference_rows.fingerprint(
+                [(s.stem, test_set.splits_of(s.stem)[0], s.mask_path) for s in folder.samples])
+        except OSError:  # a mask that cannot be read: the scoring loop names it
+            test_set.reference_key = None
+        if test_set.reference_key:
+            test_set.cached_references = reference_rows.load(test_set.reference_key)
+    return test_set
 
-    out = ensure_writable_dir(config.out)
-    remove_stale_temporaries(out)
-    (out / METRICS_NAME).unlink(missing_ok=True)
-    maps_dir = out / "maps"
-    if config.save_maps:
-        maps_dir.mkdir(exist_ok=True)
 
-    scored = [name for name in split_names if name != "all"]
-    tiles: list[list[torch.Tensor]] = [[], [], []]
-
-    def keep(sample, prediction: np.ndarray, names: tuple[str, ...]) -> None:
-        """Outputs of each scored image: its map file, and the first test images' grid tiles."""
-        if config.save_maps:
-            write_bytes_atomic(maps_dir / f"{sample.stem}.png", encode_png(prediction), durable=False)
-        if names[0] in ("test", "rendered") and len(tiles[0]) < GRID_IMAGES:
-            tiles[0].append(_grid_tile(sample.image))
-            tiles[1].append(_grid_tile(prediction))
-            tiles[2].append(_grid_tile(sample.mask.astype(np.uint8) * 255))
-
-    detector.size = size
-    with progress_bar(total, f"eval {config.dataset}", enabled=config.progress, unit="img") as bar:
-        result = score_samples(detector, samples, size, splits_of, scored,
-                               references=config.references and cached_references is None,
-                               paper_protocol=config.protocol == "paper", on_map=keep, tick=lambda: bar.update(1))
+def _summary(config: EvalConfig, test_set: EvalSet, result: SampleScores, detector: SaliencyDetector) -> dict:
+    """metrics.json's content: the primary split's scores at the top, then every split, the
+    reference maps, the paper's protocol, timing, and where the numbers came from."""
     scores, refs, paper = result.scores, result.references, result.paper
-    seconds, predict_seconds = result.seconds, result.predict_seconds
-
-    if "all" in split_names:
+    scored = [name for name in test_set.split_names if name != "all"]
+    if "all" in test_set.split_names:
         for per_split in [scores, *refs.values(), *([paper] if paper is not None else [])]:
             per_split["all"] = SaliencyMetrics.merged([per_split[name] for name in scored])
-    primary = split_names[0]
+    primary = test_set.split_names[0]
     results = {name: metric.results() for name, metric in scores.items()}
+    total, seconds = test_set.total, result.seconds
     summary = {
         "dataset": config.dataset,
         "split": primary,
         **{k: round(v, 6) if isinstance(v, float) else v for k, v in results[primary].items()},
         "seconds": round(seconds, 2),
         "images_per_second": round(total / seconds, 2),
-        "predict_images_per_second": round(total / max(predict_seconds, 1e-9), 2),
+        "predict_images_per_second": round(total / max(result.predict_seconds, 1e-9), 2),
         "splits": results,
-        "references": (cached_references if cached_references is not None else
+        "references": (test_set.cached_references if test_set.cached_references is not None else
                        {ref: {name: m.results() for name, m in per.items()} for ref, per in refs.items()}),
         "paper_protocol": ({name: m.results() for name, m in paper.items()} if paper is not None else None),
-        "protocol": {"size": size, "resize": "shorter side to size, pad to stride, map resized back to the "
-                     "ground truth's size", "stride": stride, "metrics": "PySODMetrics (MAE, max F beta^2=0.3, "
+        "protocol": {"size": test_set.size, "resize": "shorter side to size, pad to stride, map resized back to the "
+                     "ground truth's size", "stride": detector.stride, "metrics": "PySODMetrics (MAE, max F beta^2=0.3, "
                      "S alpha=0.5, max E); IoU and accuracy at 0.5"},
-        "source": source,
+        "source": test_set.source,
         "model": str(config.model),
-        "model_data": data_meta,
-        "device": str(device),
-        "precision": precision,
+        "model_data": detector.meta.get("data") or {},
+        "device": str(detector.device),
+        "precision": detector.precision,
     }
-    if refs and reference_key:
-        reference_rows.save(reference_key, summary["references"], str(source.get("folder")))
-    shown = [name for name in split_names if name != "train"]
+    if refs and test_set.reference_key:
+        reference_rows.save(test_set.reference_key, summary["references"], str(test_set.source.get("folder")))
+    shown = [name for name in test_set.split_names if name != "train"]
     rows = [(f"U-Net ({name})", results[name]) for name in shown]
     for ref, per in summary["references"].items():
         rows += [(f"{ref} ({name})", per[name]) for name in shown]
     if paper is not None:
         rows += [(f"U-Net, paper protocol ({name})", summary["paper_protocol"][name]) for name in shown]
-    table = markdown_table(rows)
-    summary["table"] = table
+    summary["table"] = markdown_table(rows)
+    return summary
+
+
+def _write_outputs(config: EvalConfig, out: Path, test_set: EvalSet, summary: dict,
+                   tiles: list[list[torch.Tensor]]) -> None:
     with atomic_path(out / "metrics.md") as tmp:
-        tmp.write_text(f"# {config.dataset}: {Path(config.model).name}\n\n{table}", encoding="utf-8")
+        tmp.write_text(f"# {config.dataset}: {Path(config.model).name}\n\n{summary['table']}", encoding="utf-8")
     if tiles[0]:
         save_grid(torch.stack(tiles[0] + tiles[1] + tiles[2]), out / "predictions.png", nrow=len(tiles[0]))
     write_json(out / METRICS_NAME, {k: v for k, v in summary.items() if k != "table"})
-    if detector.folder is not None and detector.folder.resolve() == Path(config.model).resolve():
-        record_evaluation(detector.folder, config.dataset, summary, str(out / METRICS_NAME))  # a local model only
-    return summary
 
 
 def is_complete(out: Path) -> bool:

@@ -139,6 +139,7 @@ def run_pipeline(config: PipelineConfig) -> dict:
         action()
         record["stages"][name] = {"seconds": round(time.perf_counter() - started, 1), "skipped_last_run": False}
         write_json(record_path, record)
+        _write_report(out, config.log)  # after each stage, so a long run can be watched
 
     generator_options = {"weights": config.weights} if config.weights else {}
     discover_dir, unet_dir = paths["discover"], paths["unet"]
@@ -171,12 +172,25 @@ def run_pipeline(config: PipelineConfig) -> dict:
             dataset="scenes", model=unet_dir, out=paths["eval-scenes"], device=config.device,
             progress=config.progress, precision=config.precision)))
     write_json(record_path, record)
+    report = _write_report(out, config.log)
     tables = {}
     for name in ("eval-ecssd", "eval-scenes"):
         metrics = paths[name] / "metrics.md"
         if metrics.is_file():
             tables[name] = metrics.read_text(encoding="utf-8")
-    return {"record": record, "tables": tables, "paths": {k: str(v) for k, v in paths.items()}}
+    return {"record": record, "tables": tables, "paths": {k: str(v) for k, v in paths.items()},
+            "report": str(report) if report else None}
+
+
+def _write_report(out: Path, log: Callable[[str], None]) -> Path | None:
+    """OUT/report.html as it stands; a page that cannot be written is a warning, not a failed run."""
+    from pipelines.report import write_report
+
+    try:
+        return write_report(out)
+    except (UserError, OSError) as exc:
+        log(f"warning: report.html not written ({exc})")
+        return None
 
 
 def requested_pairs(config: PipelineConfig, profile: PipelineProfile) -> int:

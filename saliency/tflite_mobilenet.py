@@ -163,7 +163,7 @@ def pad_like_tensorflow(model: torch.nn.Module) -> torch.nn.Module:
     does (the extra row and column at the bottom and right), the image border in the first
     convolution with the grey that TFLite's zero input means. The weights are untouched (forward
     pre-hooks), so the state dict keeps torchvision's layout. Measured on ECSSD against LiteRT
-    (tests/test_pretrained.py): top-1 agreement rises from about 70 % to 96 %.
+    (tests/test_saliency/test_pretrained.py): top-1 agreement rises from about 70 % to 96 %.
     """
     mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
     grey = ((0.5 - mean) / std).view(1, 3, 1, 1)  # TF input 0 = pixel 127.5

@@ -160,6 +160,25 @@ def save_loss_curve(metrics_path: Path, out: Path) -> Path | None:
     return out
 
 
+def _resume(checkpoint_path: Path, identity: dict, net: torch.nn.Module, optimizer, schedule,
+            settings: UNetTrainSettings) -> tuple[int, float]:
+    """Load a checkpoint of the same run (settings and data) into the model, the optimizer and
+    the schedule; returns (its step, its training seconds)."""
+    state = load_checkpoint(checkpoint_path)
+    if json.loads(json.dumps(state.get("identity"))) != json.loads(json.dumps(identity)):
+        raise UserError(f"{checkpoint_path} was trained with other settings or data; use another --out")
+    try:
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        start = int(state["step"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise UserError(f"checkpoint {checkpoint_path} does not fit this run ({type(exc).__name__})") from exc
+    if start > settings.steps:
+        raise UserError(f"{checkpoint_path} is at step {start}, past --steps {settings.steps}")
+    return start, float(state.get("seconds", 0.0))
+
+
 def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrainSettings, device: torch.device,
                resume: bool = False, progress: bool = True, record: dict | None = None) -> dict:
     """Train into ``out``; returns a summary (steps, seconds, final validation metrics).
@@ -192,22 +211,11 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
                 "data_pairs": len(pairs), "data_manifest_sha": _manifest_digest(data)}
     if not settings.freeze_encoder:  # the identity checkpoints had before the setting existed
         identity["settings"].pop("freeze_encoder")
-    start = 0
+    start, seconds_before = 0, 0.0
     checkpoint_path = out / CHECKPOINT_NAME
     metrics_path = out / METRICS_NAME
     if resume:
-        state = load_checkpoint(checkpoint_path)
-        if json.loads(json.dumps(state.get("identity"))) != json.loads(json.dumps(identity)):
-            raise UserError(f"{checkpoint_path} was trained with other settings or data; use another --out")
-        try:
-            net.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            schedule.load_state_dict(state["schedule"])
-            start = int(state["step"])
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise UserError(f"checkpoint {checkpoint_path} does not fit this run ({type(exc).__name__})") from exc
-        if start > settings.steps:
-            raise UserError(f"{checkpoint_path} is at step {start}, past --steps {settings.steps}")
+        start, seconds_before = _resume(checkpoint_path, identity, net, optimizer, schedule, settings)
         if ctx.is_main:
             trim_step_log(metrics_path, start)
     elif metrics_path.exists() and ctx.is_main:
@@ -228,7 +236,6 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
     )
     set_training_mode(net, settings.freeze_encoder)
     started = time.perf_counter()
-    seconds_before = float(state.get("seconds", 0.0)) if resume else 0.0
     step = start
     running = None
     last_val: dict = {}

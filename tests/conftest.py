@@ -16,6 +16,9 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"  # the offline copies beside the clone (ECSSD, weights), where present
+# The tests live in folders that mirror the code; what several of them import lives in support/.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 PROGRESS_LINE = re.compile(r"^[^:]+: +\d+%\|")  # a tqdm bar: "desc: 42%|###  | 5/12 ..."
 
 
@@ -26,7 +29,7 @@ def _few_threads():
     yield
 
 
-SHARED_TFLITE = REPO.parent / "shared" / "weights" / "mobilenet_v2_1.0_224_quant.tflite"
+SHARED_TFLITE = SHARED / "weights" / "mobilenet_v2_1.0_224_quant.tflite"
 
 # Tests never touch the network, and never the user's mirrors: every fetch a command would make
 # goes to a loopback port that refuses connections (a socket bound, never listening), unless a
@@ -143,7 +146,7 @@ _FORK_SERVER_LOCK = threading.Lock()  # the tests' default environment -> its Fo
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300):
     """Run ``saliency ARGS`` as a user would: a separate process, its own exit code, stdout and
     stderr. In the tests' default environment (no ``env``) the process is forked from a server
-    that has imported torch and the project once (tests/cli_forkserver.py): start-up was most
+    that has imported torch and the project once (tests/support/cli_forkserver.py): start-up was most
     of the time of the many short commands. The server runs no tensor work itself, so the
     child's OpenMP threads start fresh, as in a new process. Any other environment (``env``, or
     os.environ changed by a test): a new interpreter."""

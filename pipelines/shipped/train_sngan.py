@@ -170,6 +170,19 @@ def _lr_factor(step: int, total: int) -> float:
     return max(0.0, 1.0 - step / total)
 
 
+def _resume(checkpoint: Path, identity: dict, out: Path, parts: dict, rng: torch.Generator) -> tuple[int, float]:
+    """Load a checkpoint of the same settings into the networks, their optimizers and both
+    random streams; returns (its step, its training seconds)."""
+    state = load_checkpoint(checkpoint)
+    if state.get("identity") != identity:
+        raise UserError(f"cannot resume {out}: it was made with other settings ({state.get('identity')})")
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
+    rng.set_state(state["rng"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"]), float(state["seconds"])
+
+
 def train(out: Path, settings: SNGANSettings, mnist: str | Path | None = None, resume: bool = False,
           progress: bool = True, stop_after: int | None = None, standing_batches: int = STANDING_BATCHES,
           init_from: Path | None = None) -> dict:
@@ -212,17 +225,8 @@ def train(out: Path, settings: SNGANSettings, mnist: str | Path | None = None, r
     if checkpoint.exists():
         if not resume:
             raise UserError(f"{out} already holds a training run: pass --resume, or another --out")
-        state = load_checkpoint(checkpoint)
-        if state.get("identity") != identity:
-            raise UserError(f"cannot resume {out}: it was made with other settings ({state.get('identity')})")
-        generator.load_state_dict(state["generator"])
-        average.load_state_dict(state["average"])
-        discriminator.load_state_dict(state["discriminator"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        rng.set_state(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
-        step, seconds = int(state["step"]), float(state["seconds"])
+        step, seconds = _resume(checkpoint, identity, out, {"generator": generator, "average": average,
+                                "discriminator": discriminator, "opt_g": opt_g, "opt_d": opt_d}, rng)
     elif resume:
         raise UserError(f"--resume: {out} holds no {CHECKPOINT_NAME}")
 

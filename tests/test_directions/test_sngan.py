@@ -15,8 +15,8 @@ from pipelines.shipped import train_sngan
 from pipelines.shipped.mnist_quality import GATE, load_classifier, quality_gate, quality_gate_over_seeds
 from saliency.core.errors import UserError
 from makers import effects_by_hand
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

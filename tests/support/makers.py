@@ -112,7 +112,7 @@ def random_model(folder: Path, seed: int = 0, encoder: str = "resnet18") -> Path
 def real_ecssd_root(root: Path, count: int) -> Path:
     """ROOT/ECSSD with the first ``count`` real ECSSD images and masks, as links into ../shared
     (never copies)."""
-    shared = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ECSSD"
+    shared = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "ECSSD"  # beside the clone
     images, masks = root / "ECSSD" / "images", root / "ECSSD" / "ground_truth_mask"
     images.mkdir(parents=True)
     masks.mkdir(parents=True)

@@ -2,7 +2,7 @@
 
 Skipped without a CUDA GPU (CI never has one); ``benchmarks/gpu.sh`` runs it on the lent GPU
 machine. The same chain runs on the CPU with ``SALIENCY_TEST_DEVICE=cpu python -m pytest -m
-cuda tests/test_cuda.py`` (a narrow BigGAN, no --compile): that is how it is prepared without a
+cuda tests/gpu/test_cuda.py`` (a narrow BigGAN, no --compile): that is how it is prepared without a
 GPU. The tests run in file order and each stage reads the one before it.
 
 Each command is a fresh interpreter (never forked from a process that may have touched CUDA).
@@ -193,7 +193,7 @@ def test_two_processes_on_one_gpu_synchronise_batch_norm(known_run, tmp_path):
     ranks on one device): R's and the U-Net's batch norms run as SyncBatchNorm, and say so.
     Self-contained, so benchmarks/gpu.sh can run it first."""
     if not ON_GPU:
-        pytest.skip("on a CPU the per-process statistics are tested in tests/test_distributed.py")
+        pytest.skip("on a CPU the per-process statistics are tested in tests/test_pipelines/test_distributed.py")
     env = child_env(SALIENCY_DIST_BACKEND="gloo", OMP_NUM_THREADS="1")
 
     def torchrun(*args):

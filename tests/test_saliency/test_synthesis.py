@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from conftest import run_cli
+from conftest import SHARED, run_cli
 from makers import synthesize_pairs
 from saliency.core.errors import UserError
 from saliency.shards import (SyntheticPairs, load_manifest, pack_masks, read_shard, unpack_masks, verify_shards,
@@ -19,7 +19,7 @@ from saliency.synthesis import (AREA_ABOVE, AREA_BELOW, KEPT, NOT_BIMODAL, MaskR
                                 masks_from_shifted, otsu_separability)
 from saliency.voting import choose_classes, count_votes
 
-SHARED_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+SHARED_ROOT = SHARED / "datasets"
 
 
 # ------------------------------------------------------------------ rules on hand-made images

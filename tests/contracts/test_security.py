@@ -24,8 +24,8 @@ UNPICKLERS = {"pickle", "marshal", "dill", "shelve", "joblib", "cloudpickle"}
 PICKLE_IMPORT_ALLOWED = {"saliency/core/weights.py"}
 # Findings the tests make on purpose, each with its reason.
 DELIBERATE = {
-    ("tests/test_bad_inputs.py", "import pickle"): "crafts pickles that would run code, to show they are refused",
-    ("tests/test_predict.py", "exec()"): "runs the README's Python snippet as written",
+    ("tests/contracts/test_bad_inputs.py", "import pickle"): "crafts pickles that would run code, to show they are refused",
+    ("tests/test_saliency/test_predict.py", "exec()"): "runs the README's Python snippet as written",
 }
 PICKLE_WRITERS = {"torch.save", "pickle.dump", "pickle.dumps", "joblib.dump", "dill.dump", "cloudpickle.dump"}
 

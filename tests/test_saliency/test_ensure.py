@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLOSED_URL, SERVED_REQUESTS, SHARED_TFLITE, assert_one_line_error, run_cli
+from conftest import CLOSED_URL, SERVED_REQUESTS, SHARED, SHARED_TFLITE, assert_one_line_error, run_cli
 from makers import constant_model, zip_folder
 from pipelines import pipeline as pipeline_module
 from pipelines.pipeline import PipelineConfig, run_pipeline
 from saliency.core.errors import UserError
 from saliency.pretrained import installed_path
 
-SHARED_ECSSD = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ECSSD"
+SHARED_ECSSD = SHARED / "datasets" / "ECSSD"
 needs_shared = pytest.mark.skipif(not (SHARED_ECSSD.is_dir() and SHARED_TFLITE.is_file()),
                                   reason="needs ../shared/datasets/ECSSD and ../shared/weights")
 

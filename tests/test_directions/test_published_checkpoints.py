@@ -1,5 +1,5 @@
 """The published checkpoints drop in: each loader reads random weights written in the original
-layout (tests/published_layouts.py), strictly, and renders finite images in [0, 1]; code in a
+layout (tests/support/published_layouts.py), strictly, and renders finite images in [0, 1]; code in a
 pickle is refused; a reference run imports as a discovery run that synthesis can use."""
 
 from __future__ import annotations

@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from conftest import run_cli
+from conftest import SHARED, run_cli
 from makers import constant_model, fixture_dataset
 from saliency.augment import AugmentedPairs, AugmentSettings, StepBatchSampler, build_augmentation
 from saliency.training import UNetTrainSettings, make_schedule, tempered_loss
 
-SHARED_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+SHARED_ROOT = SHARED / "datasets"
 TINY_UNET = ["--encoder", "resnet18", "--batch", "4", "--val-count", "16", "--workers", "0", "--device", "cpu"]
 
 

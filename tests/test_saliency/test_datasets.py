@@ -12,8 +12,9 @@ from makers import make_dataset
 from saliency.datasets import (DATA_ROOT_ENV, SaliencyFolder, get_spec, load_image, load_mask, open_dataset,
                                resolve_data_root, split_stems)
 from saliency.core.errors import UserError
+from conftest import SHARED
 
-SHARED_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+SHARED_ROOT = SHARED / "datasets"
 
 
 def test_pairs_by_stem_and_binarises_above_128(tmp_path):

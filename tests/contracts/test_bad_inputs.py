@@ -4,7 +4,7 @@ Every case must end with one stderr line that names the problem (and the file), 
 exit, no traceback, nothing in its output folder that a later run would trust, and every
 prepared input byte-for-byte as it was. The processes run a few at a time (each case's
 thread only waits on its own process), forked from a server that imported torch and the
-project once (tests/cli_forkserver.py): the imports were most of the matrix's time.
+project once (tests/support/cli_forkserver.py): the imports were most of the matrix's time.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class Case:
     command: str  # after `saliency`; {name} is a prepared input, {out} this case's own output path
     needles: tuple[str, ...] = ()
     file_limit: int | None = None  # bytes any one file may reach (ulimit -f): a disk that fills up
+    page: bool = False  # the command must not fail: it writes {out}.html, whose text holds the needles
 
 
 CASES = [
@@ -233,6 +234,16 @@ CASES = [
     Case("import-run/unknown-gan-type", "import-run {ref_run} --out {out} --bg-direction 1", ("gan_type",)),
     Case("import-run/weights-for-a-generator-without-any", "import-run {ref_run} --out {out} --bg-direction 1 --generator scenes "
          "--weights {file}", ("does not take --weights",)),
+    # ---------------------------------------------------------------------------- report
+    Case("report/empty-folder", "report {empty}", ("{empty}", "holds no run")),
+    Case("report/a-file", "report {file}", ("{file}", "is a file")),
+    Case("report/missing-folder", "report {empty}/nothing", ("{empty}/nothing", "does not exist")),
+    Case("report/out-is-a-folder", "report {pairs} --out {empty}", ("{empty}", "is a directory")),
+    # a run missing parts is a page that says so, not an error
+    Case("report/damaged-json", "report {model_torn_json} --out {out}.html", ("U-Net: model.json is damaged",),
+         page=True),
+    Case("report/pictures-deleted", "report {pairs} --out {out}.html", ("pairs preview: preview.png is missing",),
+         page=True),
     # --------------------------------------------------------------------------- pipeline
     Case("pipeline/dataset-missing", "pipeline --out {out} --data-root {empty}", ("ECSSD",)),
     Case("pipeline/unknown-profile", "pipeline --out {out} --data-root {root} --profile nope", ("nope",)),
@@ -491,6 +502,11 @@ def test_bad_input_is_one_line_and_leaves_nothing_to_trust(case, matrix):
         pytest.skip("no folder here refuses writes to this user")
     result = matrix["results"][case.id]
     paths = {k: str(v) for k, v in matrix["paths"].items()}
+    if case.page:
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        html = matrix["outs"][case.id].with_suffix(".html").read_text(encoding="utf-8")
+        assert all(needle.format(**paths) in html for needle in case.needles), case.needles
+        return
     assert_one_line_error(result, *(needle.format(**paths) for needle in case.needles))
     _assert_nothing_to_trust(matrix["outs"][case.id])
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from conftest import SHARED, assert_one_line_error, run_cli
 from makers import zip_folder
 from saliency.core.errors import UserError
 from saliency.core.download import download, safe_extract_zip
 
-SHARED_ECSSD = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ECSSD"
+SHARED_ECSSD = SHARED / "datasets" / "ECSSD"
 
 
 def test_download_verifies_the_checksum_before_keeping_anything(server, tmp_path):
