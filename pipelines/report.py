@@ -249,6 +249,8 @@ def discover_section(folder: Path, page: Page) -> None:
     series = {}
     if accuracy:
         series["R's training accuracy"] = accuracy
+    if not curve and isinstance(rca, (int, float)) and summary.get("steps"):
+        curve = [(float(summary["steps"]), float(rca))]  # measured once, at the end
     if curve:
         series["RCA (fresh samples)"] = curve
     references = {"chance": 1 / k} if k else {}
@@ -408,7 +410,7 @@ def eval_section(folder: Path, page: Page) -> None:
     gallery = folder / "gallery.json"
     if gallery.is_file():
         record = _json(gallery, page, "gallery")
-        uri = _thumbnail(folder / "gallery.png", page, "gallery picture", max_side=360)
+        uri = _thumbnail(folder / "gallery.png", page, "gallery picture", max_side=640)
         if record is not None and uri is not None:
             names = [f"best {e['stem']} (MAE {e['mae']:.3f})" for e in record.get("best", [])]
             names += [f"worst {e['stem']} (MAE {e['mae']:.3f})" for e in record.get("worst", [])]

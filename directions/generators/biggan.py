@@ -23,6 +23,10 @@ from saliency.core.weights import load_state_dict_strict, load_torch_weights
 from saliency.core.errors import UserError
 
 HUB_REPO = "osanseviero/BigGAN-deep-128"
+# The repository commit a first download takes (its config.json and pytorch_model.bin are
+# those of the repository's "Add initial model" and "Rename file" commits of August 2021, the
+# files every later commit keeps), so a change pushed to the repository is never taken silently.
+HUB_REVISION = "8298f9813ae8188fa7404299d4d8edcd00bbd728"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "pytorch_model.bin"
 TRUNCATION_BOUND = 2.0  # latents are drawn from N(0, 1) truncated to [-2, 2], then scaled
@@ -59,7 +63,7 @@ def resolve_weight_files(weights: str | os.PathLike | None) -> tuple[Path, Path]
         "cache_dir": os.environ.get("HF_HUB_CACHE") or None,
         "endpoint": os.environ.get("HF_ENDPOINT") or None,
         "local_files_only": _hub_offline(),
-        "revision": record["revision"] if record else None,  # pinned at the first download
+        "revision": record["revision"] if record else HUB_REVISION,  # what the first download recorded
     }
     try:
         config = hf_hub_download(HUB_REPO, CONFIG_NAME, **options)
@@ -74,9 +78,9 @@ def resolve_weight_files(weights: str | os.PathLike | None) -> tuple[Path, Path]
     return Path(config), Path(model)
 
 
-# The hub repository publishes no digests that could be pinned here, offline. So the first
-# download records the revision it got and both files' SHA-256 (trust on first use), in the
-# hub cache beside the files; every later use loads that revision and checks the digests.
+# The repository publishes no file digests, so the first download of the pinned revision
+# records both files' SHA-256 (trust on first use) in the hub cache beside them; every later
+# use loads that revision and checks the digests.
 DIGESTS_NAME = "gan-saliency-digests.json"
 
 

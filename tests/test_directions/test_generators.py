@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from directions.generators import Generator, available_generators, build_generator
-from directions.generators.biggan import CONFIG_NAME, WEIGHTS_NAME
+from directions.generators.biggan import CONFIG_NAME, HUB_REVISION, WEIGHTS_NAME
 from published_layouts import save_random_biggan
 from directions.generators.dcgan_faces import CHECKPOINT_KEY, DCGANFaces
 from saliency.core.device import resolve_device
@@ -175,6 +175,7 @@ def test_biggan_truncation_out_of_range(biggan_folder):
 
 class _HubHandler(HubHandler):
     repo = "osanseviero/BigGAN-deep-128"
+    commit = HUB_REVISION  # the commit the code pins: the only one a download may ask for
     files: dict[str, bytes] = {}
     requests: list[str] = []
 
@@ -228,7 +229,10 @@ def test_fetch_weights_biggan_records_revision_and_digests_then_checks_them(bigg
         assert first.returncode == 0, first.stderr
         record_path = cache / "models--osanseviero--BigGAN-deep-128" / DIGESTS_NAME
         record = json.loads(record_path.read_text())
-        assert record["revision"] == _HubHandler.commit
+        assert record["revision"] == HUB_REVISION
+        # the pinned commit from the first request on: never whatever "main" points at now
+        assert not any("/resolve/main/" in r for r in _HubHandler.requests), _HubHandler.requests
+        assert any(f"/resolve/{HUB_REVISION}/{WEIGHTS_NAME}" in r for r in _HubHandler.requests)
         assert record["files"][WEIGHTS_NAME] == hashlib.sha256(_HubHandler.files[WEIGHTS_NAME]).hexdigest()
         _HubHandler.requests = []
         again = run_cli("fetch-weights", "biggan-deep-128", env=env)
