@@ -232,6 +232,42 @@ def _resume(checkpoint_path: Path, identity: dict, run_dir: Path, deformator: De
     return step, elapsed, rca_history, stopped_early
 
 
+class _StepLog:
+    """metrics.jsonl during the game: the mean of each window of steps, the periodic RCA lines,
+    and the running loss and accuracy the progress bar shows."""
+
+    def __init__(self, log, started: float) -> None:
+        self.log, self.started = log, started
+        self.window = {"loss": 0.0, "ce": 0.0, "shift_l1": 0.0, "accuracy": 0.0}
+        self.count = 0
+        self.first_loss: float | None = None
+        self.running_loss: float | None = None
+        self.running_acc: float | None = None
+
+    def add(self, step: int, values: dict[str, float]) -> None:
+        if not math.isfinite(values["loss"]):
+            raise UserError(f"the loss became {values['loss']} at step {step}: lower --lr")
+        self.first_loss = values["loss"] if self.first_loss is None else self.first_loss
+        for key, value in values.items():
+            self.window[key] += value
+        self.count += 1
+        acc, loss = values["accuracy"], values["loss"]
+        self.running_acc = acc if self.running_acc is None else 0.98 * self.running_acc + 0.02 * acc
+        self.running_loss = loss if self.running_loss is None else 0.98 * self.running_loss + 0.02 * loss
+
+    def flush(self, step: int) -> None:
+        """One line: the window's means, then a new window."""
+        n = self.count
+        self.write({"step": step, **{k: round(v / n, 5) for k, v in self.window.items()},
+                    "seconds": round(time.perf_counter() - self.started, 2)})
+        self.window = dict.fromkeys(self.window, 0.0)
+        self.count = 0
+
+    def write(self, record: dict) -> None:
+        self.log.write(json.dumps(record) + "\n")
+        self.log.flush()
+
+
 def train(
     generator: Generator,
     deformator: Deformator,
@@ -300,50 +336,34 @@ def train(
             tqdm.write(line, file=sys.stderr)
 
     bar = progress_bar(settings.steps, "discover", enabled=progress and ctx.is_main, initial=step, unit="step")
-    running_acc, running_loss = None, None
-    window = {"loss": 0.0, "ce": 0.0, "shift_l1": 0.0, "accuracy": 0.0, "n": 0}
     started = time.perf_counter() - elapsed
-    first_loss = None
     # Under torchrun on GPUs, R's batch norms see the whole global batch, as in one process.
     sync_norms = distributed.batch_norm_is_synchronised(device, ctx)
     with distributed.synchronised_batch_norm(reconstructor, sync_norms), \
             open(metrics_path if ctx.is_main else os.devnull, "a", encoding="utf-8") as log:
+        steps = _StepLog(log, started)
         while step < settings.steps and stopped_early is None:
             # Data parallel: every process applies the mean gradient.
             loss, ce, shift_l1, accuracy = play_step(generator, deformator, reconstructor, optimizers, rng,
                                                      per_process, settings, parameters if ctx.distributed else None)
             step += 1
-
-            values = {"loss": loss.item(), "ce": ce.item(), "shift_l1": shift_l1.item(), "accuracy": accuracy.item()}
-            if not math.isfinite(values["loss"]):
-                raise UserError(f"the loss became {values['loss']} at step {step}: lower --lr")
-            first_loss = values["loss"] if first_loss is None else first_loss
-            for key, value in values.items():
-                window[key] += value
-            window["n"] += 1
-            running_acc = values["accuracy"] if running_acc is None else 0.98 * running_acc + 0.02 * values["accuracy"]
-            running_loss = values["loss"] if running_loss is None else 0.98 * running_loss + 0.02 * values["loss"]
+            steps.add(step, {"loss": loss.item(), "ce": ce.item(), "shift_l1": shift_l1.item(),
+                             "accuracy": accuracy.item()})
             bar.update(1)
             if step % 10 == 0 or step == settings.steps:
-                bar.set_postfix(loss=f"{running_loss:.3f}", acc=f"{running_acc:.3f}", refresh=False)
+                bar.set_postfix(loss=f"{steps.running_loss:.3f}", acc=f"{steps.running_acc:.3f}", refresh=False)
             if settings.rca_every and step % settings.rca_every == 0:
                 rca = round(rca_during_training(generator, deformator, reconstructor, settings), 4)
                 rca_history.append([step, rca])
-                log.write(json.dumps({"step": step, "rca": rca, "rca_samples": settings.rca_samples,
-                                      "seconds": round(time.perf_counter() - started, 2)}) + "\n")
-                log.flush()
+                steps.write({"step": step, "rca": rca, "rca_samples": settings.rca_samples,
+                             "seconds": round(time.perf_counter() - started, 2)})
                 note(f"step {step}: RCA {rca:.4f} on {settings.rca_samples} fresh samples")
                 if plateaued(rca_history, settings.plateau_window, settings.plateau_change):
                     stopped_early = {"step": step, "rule": f"RCA moved by less than {settings.plateau_change:g} "
                                                            f"over the last {settings.plateau_window} steps"}
                     note(f"stopping early at step {step}: {stopped_early['rule']}")
             if step % settings.log_every == 0 or step == settings.steps or stopped_early is not None:
-                n = window.pop("n")
-                record = {"step": step, **{k: round(v / n, 5) for k, v in window.items()},
-                          "seconds": round(time.perf_counter() - started, 2)}
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                window = {"loss": 0.0, "ce": 0.0, "shift_l1": 0.0, "accuracy": 0.0, "n": 0}
+                steps.flush(step)
             if ctx.is_main and (step % settings.checkpoint_every == 0 or step == settings.steps
                                 or stopped_early is not None):
                 save(step, time.perf_counter() - started)
@@ -351,7 +371,8 @@ def train(
     distributed.barrier()
     return {"steps": step, "seconds": round(time.perf_counter() - started, 2),
             "rca_curve": rca_history, "stopped_early": stopped_early,
-            "first_loss": first_loss, "final_running_loss": running_loss, "final_running_accuracy": running_acc,
+            "first_loss": steps.first_loss, "final_running_loss": steps.running_loss,
+            "final_running_accuracy": steps.running_acc,
             "batch_norm": distributed.batch_norm_report(device, ctx, settings.batch_size)}
 
 
