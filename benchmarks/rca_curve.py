@@ -1,11 +1,12 @@
 """RCA against training steps for discovery runs made with ``--rca-every``: one line per run.
 
     python benchmarks/rca_curve.py RUN [RUN ...] --out docs/images/mnist-paper-budget-rca.png \
-        [--paper learned=0.88,random=0.46,coordinate=0.48]
+        [--paper learned=0.88,random=0.46,coordinate=0.48] [--points "LABEL=STEP:RCA/STEP:RCA/..."]
 
 Each RUN is a ``saliency discover`` folder (finished or not): its ``metrics.jsonl`` holds the
 periodic RCA records, its ``config.json`` the deformator that names the line. Prints a
 markdown table (run, deformator, steps done, hours of training so far, last RCA, early stop).
+``--points`` adds a line measured by a run whose folder is gone (dashed; say where it came from).
 """
 
 from __future__ import annotations
@@ -41,12 +42,24 @@ def read_run(folder: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("runs", nargs="*", type=Path)
     parser.add_argument("--out", type=Path, required=True, help="The PNG to write.")
     parser.add_argument("--paper", default=None, help="The paper's values as LABEL=RCA,..., drawn as dotted lines.")
     parser.add_argument("--title", default="RCA during training")
+    parser.add_argument("--points", action="append", default=[],
+                        help="LABEL=STEP:RCA/STEP:RCA/...: RCA recorded by a run whose folder is gone (dashed).")
     args = parser.parse_args(argv)
     runs = [read_run(folder) for folder in args.runs]
+    recorded = []
+    for item in args.points:
+        label, _, text = item.partition("=")
+        try:
+            points = [(int(a), float(b)) for a, _, b in (pair.partition(":") for pair in text.split("/"))]
+        except ValueError:
+            raise SystemExit(f"rca_curve: --points takes LABEL=STEP:RCA/STEP:RCA/..., got {item!r}")
+        recorded.append((label, points))
+    if not runs and not recorded:
+        raise SystemExit("rca_curve: give run folders or --points")
 
     import matplotlib
 
@@ -58,6 +71,9 @@ def main(argv: list[str] | None = None) -> None:
         if run["curve"]:
             steps, rca = zip(*run["curve"])
             axes.plot(steps, rca, marker="o", markersize=3, label=f"{LABELS.get(run['deformator'], run['deformator'])}")
+    for label, points in recorded:
+        steps, rca = zip(*points)
+        axes.plot(steps, rca, marker="o", markersize=3, linestyle="--", label=label)
     if args.paper:
         for item in args.paper.split(","):
             label, _, value = item.partition("=")

@@ -67,6 +67,13 @@ def test_rca_curve_draws_the_periodic_records_of_a_run(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     row = next(line for line in result.stdout.splitlines() if line.startswith(f"| {run} "))
     assert f"| {curve[-1][1]:.4f} |" in row and "| 6 |" in row and "| ortho |" in row
+    # a curve recorded by a run whose folder is gone, drawn beside it; a malformed one is refused
+    again = subprocess.run([sys.executable, "benchmarks/rca_curve.py", str(run), "--out", str(out), "--points",
+                            "earlier=5000:0.3/10000:0.5"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    bad = subprocess.run([sys.executable, "benchmarks/rca_curve.py", "--out", str(out), "--points", "earlier=5000"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "--points takes LABEL=STEP:RCA" in bad.stderr
 
 
 def test_predict_memory_benchmark_runs_on_a_few_images(tmp_path):
