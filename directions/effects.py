@@ -78,6 +78,8 @@ def direction_effects(generator: Generator, directions: Tensor, samples: int = 3
         "change_min": round(float(change_t.min()), 4),
         "still_fraction": round(float((change_t < still_below).float().mean()), 4),
         "samples": samples, "shift": shift,
+        # each direction's own numbers, for the report's cards (what this one changes, how much)
+        "per_direction": {"change": [round(v, 4) for v in change], "diversity": [round(v, 4) for v in diversity]},
     }
 
 

@@ -270,7 +270,13 @@ def discover_section(folder: Path, page: Page) -> None:
     truth = summary.get("ground_truth") or {}
     factors = {int(r["direction"]): str(r.get("factor")) for r in truth.get("factors") or []
                if isinstance(r, dict) and isinstance(r.get("direction"), int)}
-    _direction_viewer(folder, summary, page, factors)
+    change = ((effects or {}).get("per_direction") or {}).get("change") or []
+    captions = {}
+    for index in range(max(k, len(change))):
+        parts = [factors.get(index), f"change {change[index]:.2f}" if index < len(change) else None]
+        if any(parts):
+            captions[index] = ", ".join(part for part in parts if part)
+    _direction_viewer(folder, summary, page, captions)
     if truth.get("factors"):
         rows = [[r.get("direction"), escape(str(r.get("factor"))), r.get("cos"), r.get("purity")]
                 for r in truth["factors"]]

@@ -81,6 +81,11 @@ def test_a_discovery_page_has_a_slider_per_direction_and_the_rca_curve(runs, tmp
     summary = json.loads((runs["discover"] / "directions.json").read_text())
     assert [step for step, _ in summary["rca_curve"]] == [10, 20] and "RCA (fresh samples)" in html
     assert f"<b>{summary['rca']:.3f}</b>" in html and "chance (1/K)" in html
+    # each card says how far its direction moves an image (and, on scenes, which factor it moves)
+    change = summary["effects"]["per_direction"]["change"]
+    factors = {row["direction"]: row["factor"] for row in summary["ground_truth"]["factors"]}
+    for k in range(4):
+        assert f"direction {k} ({factors[k]}, change {change[k]:.2f})" in html
     assert "h_bg: the background direction" in html and 'class="chosen"' in html
 
 
