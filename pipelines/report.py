@@ -285,7 +285,8 @@ def discover_section(folder: Path, page: Page) -> None:
     _background(folder, summary, page)
 
 
-def _direction_viewer(folder: Path, summary: dict, page: Page, factors: dict[int, str]) -> None:
+def _direction_viewer(folder: Path, summary: dict, page: Page, captions: dict[int, str]) -> None:
+    """A card per direction chart: the frame at one shift, a slider, and ``captions[k]``."""
     charts = summary.get("charts") or {}
     shifts = [float(s) for s in charts.get("shifts") or []]
     strips = sorted((folder / "charts").glob("direction_*.png")) if (folder / "charts").is_dir() else []
@@ -304,13 +305,13 @@ def _direction_viewer(folder: Path, summary: dict, page: Page, factors: dict[int
             continue
         index = int(path.stem.split("_")[-1]) if path.stem.split("_")[-1].isdigit() else path.stem
         shown = DISPLAY_SCALE * width  # the thumbnail's 40 px tiles, drawn larger
-        factor = f" ({escape(factors[index])})" if index in factors else ""
+        caption = f" ({escape(captions[index])})" if index in captions else ""
         cards.append(
             f'<figure class="direction"><div class="frame" style="width:{shown / columns:.0f}px">'
             f'<img src="{uri}" alt="direction {index}" class="strip" data-columns="{columns}" '
             f'style="width:{shown:.0f}px;transform:translateX(-{100 * middle / columns:.4f}%)"></div>'
             f'<input type="range" min="0" max="{columns - 1}" value="{middle}" class="shift" '
-            f'aria-label="shift along direction {index}"><figcaption>direction {index}{factor}<br>shift '
+            f'aria-label="shift along direction {index}"><figcaption>direction {index}{caption}<br>shift '
             f'<span class="value">{shifts[middle]:+g}</span></figcaption></figure>')
     page.add(f'<h3>Every direction, along its shift</h3><p>Each picture shows samples (rows) at one shift; '
              f'the slider moves along the direction ({", ".join(f"{s:+g}" for s in shifts)}). '
