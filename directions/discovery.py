@@ -13,7 +13,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -30,7 +30,9 @@ from saliency.core.artifacts import ensure_writable_dir, remove_stale_temporarie
 from saliency.core.progress import progress_bar
 from saliency.core.runtime import autocast
 from saliency.core.checkpoint import load_checkpoint, save_checkpoint
-from saliency.core.errors import UserError
+from saliency.core import limits
+from saliency.core.errors import ConfigError, UserError
+from saliency.core.fields import bounded, check_ranges
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 METRICS_NAME = "metrics.jsonl"
@@ -40,43 +42,32 @@ METRICS_NAME = "metrics.jsonl"
 class TrainSettings:
     """The loop's settings; the paper's values unless a generator's profile says otherwise."""
 
-    steps: int = 100_000
-    batch_size: int = 32
-    lr: float = 1e-4  # Adam, for A and for R
-    deformator_lr: float | None = None  # None: same as lr
-    shift_scale: float = 6.0  # eps ~ shift_scale * U(-1, 1) ...
-    min_shift: float = 0.5  # ... with |eps| snapped up to this
-    shift_loss_weight: float = 0.25  # loss = CE + weight * L1
-    log_every: int = 50
-    checkpoint_every: int = 500
+    steps: int = bounded(limits.STEPS, 100_000)
+    batch_size: int = bounded(limits.GAME_BATCH, 32)
+    lr: float = bounded(limits.POSITIVE, 1e-4)  # Adam, for A and for R
+    deformator_lr: float | None = bounded(limits.POSITIVE)  # None: same as lr
+    shift_scale: float = bounded(limits.POSITIVE, 6.0)  # eps ~ shift_scale * U(-1, 1) ...
+    min_shift: float = bounded(limits.NON_NEGATIVE, 0.5)  # ... with |eps| snapped up to this
+    shift_loss_weight: float = bounded(limits.NON_NEGATIVE, 0.25)  # loss = CE + weight * L1
+    log_every: int = bounded(limits.COUNT, 50)
+    checkpoint_every: int = bounded(limits.COUNT, 500)
     seed: int = 0
     precision: str = "fp32"  # "bf16": autocast G and R (the loss and Adam stay fp32)
     # RCA during the run: every ``rca_every`` steps (0: only at the end) on ``rca_samples``
     # fresh samples, into metrics.jsonl, so a long run shows its curve and a stopped one says
     # where it got. With ``plateau_change`` > 0 the run stops once the RCA has moved by less
     # than that over the last ``plateau_window`` steps (the rule of a run at the paper's budget).
-    rca_every: int = 0
-    rca_samples: int = 2048
-    plateau_change: float = 0.0
-    plateau_window: int = 20_000
+    rca_every: int = bounded(limits.NON_NEGATIVE_COUNT, 0)
+    rca_samples: int = bounded(limits.RCA_SAMPLES, 2048)
+    plateau_change: float = bounded(limits.NON_NEGATIVE, 0.0)
+    plateau_window: int = bounded(limits.COUNT, 20_000)
 
     def validate(self) -> None:
-        if self.steps <= 0:
-            raise UserError(f"--steps must be positive, got {self.steps}")
-        if self.batch_size <= 0:
-            raise UserError(f"--batch must be positive, got {self.batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UserError(f"--lr must be positive, got {self.lr}")
-        if self.shift_scale <= 0 or not 0 <= self.min_shift < self.shift_scale:
-            raise UserError("need shift_scale > 0 and 0 <= min_shift < shift_scale")
-        if self.checkpoint_every <= 0 or self.log_every <= 0:
-            raise UserError("--checkpoint-every and log interval must be positive")
-        if self.rca_every < 0 or self.rca_samples < 8:
-            raise UserError("--rca-every must be >= 0 and --rca-samples at least 8")
-        if self.plateau_change < 0 or not math.isfinite(self.plateau_change):
-            raise UserError(f"--stop-rca-change must be >= 0, got {self.plateau_change}")
+        check_ranges(self)
+        if self.min_shift >= self.shift_scale:
+            raise ConfigError(f"`min_shift` must be below `shift_scale`, got {self.min_shift} >= {self.shift_scale}")
         if self.plateau_change > 0 and not (self.rca_every > 0 and self.plateau_window >= self.rca_every):
-            raise UserError("--stop-rca-change needs --rca-every, and a --stop-rca-window of at least one --rca-every")
+            raise ConfigError("`plateau_change` needs `rca_every`, and a `plateau_window` of at least one `rca_every`")
 
 
 def sample_shifts(
@@ -246,7 +237,7 @@ class _StepLog:
 
     def add(self, step: int, values: dict[str, float]) -> None:
         if not math.isfinite(values["loss"]):
-            raise UserError(f"the loss became {values['loss']} at step {step}: lower --lr")
+            raise ConfigError(f"the loss became {values['loss']} at step {step}: lower `lr`")
         self.first_loss = values["loss"] if self.first_loss is None else self.first_loss
         for key, value in values.items():
             self.window[key] += value
@@ -268,6 +259,73 @@ class _StepLog:
         self.log.flush()
 
 
+@dataclass
+class _GameState:
+    """What a checkpoint holds besides A and R: the optimizers, the sample stream, how far the
+    game got and its RCA record."""
+
+    optimizers: dict
+    rng: torch.Generator
+    step: int = 0
+    elapsed: float = 0.0  # seconds played before this process started
+    rca_history: list = field(default_factory=list)  # [step, rca] of each measurement
+    stopped_early: dict | None = None
+
+
+def _start_game(run_dir: Path, device: torch.device, deformator: Deformator, reconstructor: Reconstructor,
+                settings: TrainSettings, identity: dict, resume: bool, ctx) -> _GameState:
+    """A fresh game, or the run's checkpoint loaded (with ``resume``); the step log trimmed to match."""
+    deformator.to(device).train()
+    reconstructor.to(device).train()
+    optimizers = _optimizers(deformator, reconstructor, settings)
+    # On a GPU the game is drawn there: nothing crosses devices inside the loop. (A GPU's
+    # stream differs from the CPU's, so the same seed gives other samples there.)
+    rng = torch.Generator(device=device if device.type == "cuda" else "cpu")
+    rng.manual_seed(_process_seed(settings.seed, ctx.rank, 0))
+    state = _GameState(optimizers, rng)
+    checkpoint_path, metrics_path = run_dir / CHECKPOINT_NAME, run_dir / METRICS_NAME
+    if checkpoint_path.exists():
+        if not resume:
+            raise ConfigError(f"{run_dir} already holds a discovery run: pass `resume` to continue it, or another `out`")
+        state.step, state.elapsed, state.rca_history, state.stopped_early = _resume(
+            checkpoint_path, identity, run_dir, deformator, reconstructor, state.optimizers, rng, settings, ctx)
+        if ctx.is_main:
+            trim_step_log(metrics_path, state.step)
+    elif metrics_path.exists() and ctx.is_main:
+        metrics_path.unlink()  # a log with no checkpoint behind it: start afresh
+    return state
+
+
+def _save_game(path: Path, state: _GameState, identity: dict, settings: TrainSettings, deformator: Deformator,
+               reconstructor: Reconstructor, seconds: float) -> None:
+    save_checkpoint(path, {
+        "identity": identity,
+        "settings": asdict(settings),
+        "step": state.step,
+        "seconds": seconds,
+        "deformator": deformator.state_dict(),
+        "reconstructor": reconstructor.state_dict(),
+        "optimizers": {name: opt.state_dict() for name, opt in state.optimizers.items()},
+        "rng": state.rng.get_state(),
+        "rca_history": state.rca_history,
+        "stopped_early": state.stopped_early,
+    })
+
+
+def _measure_rca(state: _GameState, generator: Generator, deformator: Deformator, reconstructor: Reconstructor,
+                 settings: TrainSettings, log: "_StepLog", note: Callable[[str], None]) -> None:
+    """The periodic RCA into the log and the record; the plateau rule may stop the game here."""
+    rca = round(rca_during_training(generator, deformator, reconstructor, settings), 4)
+    state.rca_history.append([state.step, rca])
+    log.write({"step": state.step, "rca": rca, "rca_samples": settings.rca_samples,
+               "seconds": round(time.perf_counter() - log.started, 2)})
+    note(f"step {state.step}: RCA {rca:.4f} on {settings.rca_samples} fresh samples")
+    if plateaued(state.rca_history, settings.plateau_window, settings.plateau_change):
+        state.stopped_early = {"step": state.step, "rule": f"RCA moved by less than {settings.plateau_change:g} "
+                                                           f"over the last {settings.plateau_window} steps"}
+        note(f"stopping early at step {state.step}: {state.stopped_early['rule']}")
+
+
 def train(
     generator: Generator,
     deformator: Deformator,
@@ -287,93 +345,53 @@ def train(
     settings.validate()
     ctx = distributed.context()
     if settings.batch_size % ctx.world:
-        raise UserError(f"--batch {settings.batch_size} does not split evenly over {ctx.world} processes")
+        raise ConfigError(f"`batch_size` {settings.batch_size} does not split evenly over {ctx.world} processes")
     per_process = settings.batch_size // ctx.world  # the global batch stays the paper's
     run_dir = ensure_writable_dir(run_dir)
     if ctx.is_main:
         remove_stale_temporaries(run_dir)  # left by a run killed mid-write
-    device = generator.device
-    deformator.to(device).train()
-    reconstructor.to(device).train()
-    optimizers = _optimizers(deformator, reconstructor, settings)
-    # On a GPU the game is drawn there: nothing crosses devices inside the loop. (A GPU's
-    # stream differs from the CPU's, so the same seed gives other samples there.)
-    rng = torch.Generator(device=device if device.type == "cuda" else "cpu")
-    rng.manual_seed(_process_seed(settings.seed, ctx.rank, 0))
-    parameters = [p for p in list(deformator.parameters()) + list(reconstructor.parameters()) if p.requires_grad]
-    checkpoint_path = run_dir / CHECKPOINT_NAME
-    metrics_path = run_dir / METRICS_NAME
-
-    step, elapsed, rca_history, stopped_early = 0, 0.0, [], None  # rca_history: [step, rca] of each measurement
-    if checkpoint_path.exists():
-        if not resume:
-            raise UserError(f"{run_dir} already holds a discovery run: pass --resume to continue it, or another --out")
-        step, elapsed, rca_history, stopped_early = _resume(checkpoint_path, identity, run_dir, deformator,
-                                                            reconstructor, optimizers, rng, settings, ctx)
-        if ctx.is_main:
-            trim_step_log(metrics_path, step)
-    elif metrics_path.exists() and ctx.is_main:
-        metrics_path.unlink()  # a log with no checkpoint behind it: start afresh
+    state = _start_game(run_dir, generator.device, deformator, reconstructor, settings, identity, resume, ctx)
     if on_ready is not None:  # every check passed: the caller may now change the run folder
         on_ready()
-
-    def save(at_step: int, seconds: float) -> None:
-        save_checkpoint(checkpoint_path, {
-            "identity": identity,
-            "settings": asdict(settings),
-            "step": at_step,
-            "seconds": seconds,
-            "deformator": deformator.state_dict(),
-            "reconstructor": reconstructor.state_dict(),
-            "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
-            "rng": rng.get_state(),
-            "rca_history": rca_history,
-            "stopped_early": stopped_early,
-        })
+    parameters = [p for p in list(deformator.parameters()) + list(reconstructor.parameters()) if p.requires_grad]
 
     def note(line: str) -> None:  # a line between the progress bar's redraws
         if ctx.is_main and progress:
             tqdm.write(line, file=sys.stderr)
 
-    bar = progress_bar(settings.steps, "discover", enabled=progress and ctx.is_main, initial=step, unit="step")
-    started = time.perf_counter() - elapsed
+    bar = progress_bar(settings.steps, "discover", enabled=progress and ctx.is_main, initial=state.step, unit="step")
     # Under torchrun on GPUs, R's batch norms see the whole global batch, as in one process.
-    sync_norms = distributed.batch_norm_is_synchronised(device, ctx)
+    sync_norms = distributed.batch_norm_is_synchronised(generator.device, ctx)
     with distributed.synchronised_batch_norm(reconstructor, sync_norms), \
-            open(metrics_path if ctx.is_main else os.devnull, "a", encoding="utf-8") as log:
-        steps = _StepLog(log, started)
-        while step < settings.steps and stopped_early is None:
+            open(run_dir / METRICS_NAME if ctx.is_main else os.devnull, "a", encoding="utf-8") as log_file:
+        log = _StepLog(log_file, time.perf_counter() - state.elapsed)
+        while state.step < settings.steps and state.stopped_early is None:
             # Data parallel: every process applies the mean gradient.
-            loss, ce, shift_l1, accuracy = play_step(generator, deformator, reconstructor, optimizers, rng,
-                                                     per_process, settings, parameters if ctx.distributed else None)
-            step += 1
-            steps.add(step, {"loss": loss.item(), "ce": ce.item(), "shift_l1": shift_l1.item(),
-                             "accuracy": accuracy.item()})
+            loss, ce, shift_l1, accuracy = play_step(generator, deformator, reconstructor, state.optimizers,
+                                                     state.rng, per_process, settings,
+                                                     parameters if ctx.distributed else None)
+            state.step += 1
+            log.add(state.step, {"loss": loss.item(), "ce": ce.item(), "shift_l1": shift_l1.item(),
+                                 "accuracy": accuracy.item()})
             bar.update(1)
-            if step % 10 == 0 or step == settings.steps:
-                bar.set_postfix(loss=f"{steps.running_loss:.3f}", acc=f"{steps.running_acc:.3f}", refresh=False)
-            if settings.rca_every and step % settings.rca_every == 0:
-                rca = round(rca_during_training(generator, deformator, reconstructor, settings), 4)
-                rca_history.append([step, rca])
-                steps.write({"step": step, "rca": rca, "rca_samples": settings.rca_samples,
-                             "seconds": round(time.perf_counter() - started, 2)})
-                note(f"step {step}: RCA {rca:.4f} on {settings.rca_samples} fresh samples")
-                if plateaued(rca_history, settings.plateau_window, settings.plateau_change):
-                    stopped_early = {"step": step, "rule": f"RCA moved by less than {settings.plateau_change:g} "
-                                                           f"over the last {settings.plateau_window} steps"}
-                    note(f"stopping early at step {step}: {stopped_early['rule']}")
-            if step % settings.log_every == 0 or step == settings.steps or stopped_early is not None:
-                steps.flush(step)
-            if ctx.is_main and (step % settings.checkpoint_every == 0 or step == settings.steps
-                                or stopped_early is not None):
-                save(step, time.perf_counter() - started)
+            last = state.step == settings.steps
+            if state.step % 10 == 0 or last:
+                bar.set_postfix(loss=f"{log.running_loss:.3f}", acc=f"{log.running_acc:.3f}", refresh=False)
+            if settings.rca_every and state.step % settings.rca_every == 0:
+                _measure_rca(state, generator, deformator, reconstructor, settings, log, note)
+            ending = last or state.stopped_early is not None
+            if state.step % settings.log_every == 0 or ending:
+                log.flush(state.step)
+            if ctx.is_main and (state.step % settings.checkpoint_every == 0 or ending):
+                _save_game(run_dir / CHECKPOINT_NAME, state, identity, settings, deformator, reconstructor,
+                           time.perf_counter() - log.started)
     bar.close()
     distributed.barrier()
-    return {"steps": step, "seconds": round(time.perf_counter() - started, 2),
-            "rca_curve": rca_history, "stopped_early": stopped_early,
-            "first_loss": steps.first_loss, "final_running_loss": steps.running_loss,
-            "final_running_accuracy": steps.running_acc,
-            "batch_norm": distributed.batch_norm_report(device, ctx, settings.batch_size)}
+    return {"steps": state.step, "seconds": round(time.perf_counter() - log.started, 2),
+            "rca_curve": state.rca_history, "stopped_early": state.stopped_early,
+            "first_loss": log.first_loss, "final_running_loss": log.running_loss,
+            "final_running_accuracy": log.running_acc,
+            "batch_norm": distributed.batch_norm_report(generator.device, ctx, settings.batch_size)}
 
 
 @torch.no_grad()

@@ -12,15 +12,9 @@ import click
 
 from saliency import __version__
 from saliency.core import limits as L
-from saliency.core.errors import UserError
-from pipelines.options import (DEVICE_HELP, at_most, data_root_option, device_option, generator_option,
-                               precision_option)
-
-
-# Ranges checked by click while parsing: a wrong number is refused before any library loads.
-POSITIVE_INT = click.IntRange(min=1)
-POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
-UNIT_INTERVAL = click.FloatRange(0, 1)
+from saliency.core.errors import ConfigError, UserError
+from pipelines.options import (DEVICE_HELP, data_root_option, device_option, flag_names,
+                               generator_option, option_range, precision_option)
 
 
 def parse_int_list(text: str | None) -> list[int] | None:
@@ -49,15 +43,15 @@ def cli() -> None:
 
 @cli.command()
 @generator_option
-@click.option("--n", "count", type=at_most(L.MAX_GRID_IMAGES), default=16, show_default=True, help="Number of images.")
+@click.option("--n", "count", type=option_range(L.GRID_IMAGES), default=16, show_default=True, help="Number of images.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="PNG file to write the grid to.")
 @click.option("--classes", default=None,
               help="Comma-separated class indices, cycled over the images (conditional generators).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latents and classes.")
 @device_option
-@click.option("--nrow", type=at_most(L.MAX_GRID_IMAGES), default=None, help="Images per grid row (default: about square).")
-@click.option("--resolution", type=at_most(L.MAX_RESOLUTION, L.MIN_RESOLUTION), default=None,
+@click.option("--nrow", type=option_range(L.GRID_IMAGES), default=None, help="Images per grid row (default: about square).")
+@click.option("--resolution", type=option_range(L.RESOLUTION), default=None,
               help="Image size, for generators that take one (scenes).")
 @click.option("--weights", default=None,
               help="Weights: a folder (biggan-deep-128) or file (dcgan-faces); default: hub cache / package.")
@@ -92,42 +86,42 @@ def sample(generator_name, count, out, classes, seed, device, nrow, resolution, 
 @click.option("--deformator", type=click.Choice(["ortho", "unit", "random", "identity"]), default=None,
               help="Direction matrix A: learned orthonormal or unit-norm columns, or a frozen "
                    "random / coordinate baseline. Default: the generator's profile.")
-@click.option("--directions", "num_directions", type=at_most(L.MAX_DIRECTIONS), default=None, help="K, the number of directions.")
+@click.option("--directions", "num_directions", type=option_range(L.DIRECTIONS), default=None, help="K, the number of directions.")
 @click.option("--reconstructor", type=click.Choice(["lenet", "lenet5", "resnet18"]), default=None,
               help="Reconstructor R (lenet5: the reference code's for MNIST). Default: the generator's profile.")
-@click.option("--steps", type=at_most(L.MAX_STEPS), default=None, help="Training steps (total, also when resuming).")
-@click.option("--batch", "batch_size", type=at_most(L.MAX_GAME_BATCH), default=None, help="Batch size.")
-@click.option("--lr", type=POSITIVE_FLOAT, default=None, help="Adam learning rate for A and R.")
-@click.option("--shift-loss-weight", type=click.FloatRange(min=0), default=0.25, show_default=True,
+@click.option("--steps", type=option_range(L.STEPS), default=None, help="Training steps (total, also when resuming).")
+@click.option("--batch", "batch_size", type=option_range(L.GAME_BATCH), default=None, help="Batch size.")
+@click.option("--lr", type=option_range(L.POSITIVE), default=None, help="Adam learning rate for A and R.")
+@click.option("--shift-loss-weight", type=option_range(L.NON_NEGATIVE), default=0.25, show_default=True,
               help="lambda: loss = CE + lambda * L1(shift) (the paper's Table 5 varies it).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--checkpoint-every", type=POSITIVE_INT, default=250, show_default=True, help="Steps between checkpoints.")
+@click.option("--checkpoint-every", type=option_range(L.COUNT), default=250, show_default=True, help="Steps between checkpoints.")
 @click.option("--refine-bg/--no-refine-bg", default=True, show_default=True,
               help="Refine the best h_bg candidate on the image criterion; kept only if it scores higher.")
-@click.option("--refine-steps", type=at_most(L.MAX_REFINE_STEPS, 0), default=300, show_default=True, help="Steps of the h_bg refinement.")
+@click.option("--refine-steps", type=option_range(L.REFINE_STEPS), default=300, show_default=True, help="Steps of the h_bg refinement.")
 @click.option("--bg-search/--no-bg-search", default=None,
               help="Search the directions for h_bg. Default: the generator's profile (off for sngan-mnist).")
 @click.option("--bg-direction", default=None, metavar="INDEX[:MAGNITUDE]",
               help="Use this direction as h_bg instead of the automatic choice.")
-@click.option("--bg-samples", type=at_most(L.MAX_BG_SAMPLES, 8), default=128, show_default=True, help="Samples for scoring h_bg candidates.")
-@click.option("--rca-samples", type=at_most(L.MAX_RCA_SAMPLES, 8), default=2048, show_default=True,
+@click.option("--bg-samples", type=option_range(L.BG_SAMPLES), default=128, show_default=True, help="Samples for scoring h_bg candidates.")
+@click.option("--rca-samples", type=option_range(L.RCA_SAMPLES), default=2048, show_default=True,
               help="Fresh samples each RCA is measured on.")
-@click.option("--rca-every", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--rca-every", type=option_range(L.NON_NEGATIVE_COUNT), default=0, show_default=True,
               help="Also measure the RCA every N steps into metrics.jsonl (0: only at the end).")
-@click.option("--stop-rca-change", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--stop-rca-change", type=option_range(L.NON_NEGATIVE), default=0.0, show_default=True,
               help="Stop early once the RCA has moved by less than this over --stop-rca-window steps "
                    "(0: never; needs --rca-every).")
-@click.option("--stop-rca-window", type=POSITIVE_INT, default=20_000, show_default=True,
+@click.option("--stop-rca-window", type=option_range(L.COUNT), default=20_000, show_default=True,
               help="Steps the --stop-rca-change rule looks back over.")
 @click.option("--charts/--no-charts", default=True, show_default=True, help="Write a chart per direction.")
 @click.option("--effects/--no-effects", default=True, show_default=True,
               help="Measure what the directions do in image space (mean |cos|, diversity; directions/effects.py).")
-@click.option("--log-every", type=POSITIVE_INT, default=50, show_default=True, help="Steps between metrics.jsonl lines.")
-@click.option("--resolution", type=at_most(L.MAX_RESOLUTION, L.MIN_RESOLUTION), default=None,
+@click.option("--log-every", type=option_range(L.COUNT), default=50, show_default=True, help="Steps between metrics.jsonl lines.")
+@click.option("--resolution", type=option_range(L.RESOLUTION), default=None,
               help="Image size, for generators that take one (scenes).")
-@click.option("--train-resolution", type=at_most(L.MAX_RESOLUTION, L.MIN_RESOLUTION), default=None,
+@click.option("--train-resolution", type=option_range(L.RESOLUTION), default=None,
               help="Image size for the training game only (scenes default: 32; directions carry over).")
 @click.option("--weights", default=None, help="Generator weights (see `saliency sample --help`).")
 @click.option("--truncation", type=float, default=None, help="Truncation (biggan-deep-128, biggan-128).")
@@ -171,7 +165,7 @@ def discover(**params) -> None:
 @cli.command()
 @click.option("--run", "--run-dir", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="A finished discovery run (holds directions.json with h_bg). Under torchrun: --run-dir.")
-@click.option("--n", "--count", "count", type=at_most(L.MAX_PAIRS), required=True,
+@click.option("--n", "--count", "count", type=option_range(L.PAIRS), required=True,
               help="Number of (image, mask) pairs to keep. Under torchrun: --count.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder: shards, manifest.json, preview.png. Rerun the same command to resume.")
@@ -182,19 +176,19 @@ def discover(**params) -> None:
               help="Voting classifier: resnet18-imagenet, mobilenet-v2-imagenet or scenes-shapes "
                    "(default: the generator's; for BigGAN ResNet-18 when its weights are on disk, else MobileNetV2).")
 @click.option("--classifier-weights", default=None, help="Classifier weights file/folder instead of the default.")
-@click.option("--top-k", type=at_most(L.MAX_TOP_K), default=5, show_default=True, help="Classes each image votes for.")
-@click.option("--class-fraction", type=UNIT_INTERVAL, default=0.25, show_default=True,
+@click.option("--top-k", type=option_range(L.TOP_K), default=5, show_default=True, help="Classes each image votes for.")
+@click.option("--class-fraction", type=option_range(L.POSITIVE_FRACTION), default=0.25, show_default=True,
               help="Fraction of all classes kept, the most voted first.")
-@click.option("--threshold", type=UNIT_INTERVAL, default=None, help="Whiteness threshold (default: the run's, 0.95).")
-@click.option("--shift", "magnitude", type=POSITIVE_FLOAT, default=None, help="Shift along h_bg (default: the run's magnitude).")
-@click.option("--min-area", type=UNIT_INTERVAL, default=0.05, show_default=True, help="Smallest kept mask area (fraction).")
-@click.option("--max-area", type=UNIT_INTERVAL, default=0.5, show_default=True, help="Largest kept mask area (fraction).")
-@click.option("--component-filter", "component_fraction", type=float, default=None,
+@click.option("--threshold", type=option_range(L.POSITIVE_FRACTION), default=None, help="Whiteness threshold (default: the run's, 0.95).")
+@click.option("--shift", "magnitude", type=option_range(L.POSITIVE), default=None, help="Shift along h_bg (default: the run's magnitude).")
+@click.option("--min-area", type=option_range(L.FRACTION), default=0.05, show_default=True, help="Smallest kept mask area (fraction).")
+@click.option("--max-area", type=option_range(L.FRACTION), default=0.5, show_default=True, help="Largest kept mask area (fraction).")
+@click.option("--component-filter", "component_fraction", type=option_range(L.POSITIVE_FRACTION), default=None,
               help="Drop mask components smaller than this fraction of the largest (follow-up work: 0.2). Off by default.")
 @click.option("--bimodal-filter/--no-bimodal-filter", default=False, show_default=True,
               help="Reject pairs whose shifted image is not bimodal (Otsu separability < 0.8).")
-@click.option("--batch", "batch_size", type=at_most(L.MAX_GAME_BATCH), default=None, help="Latents per batch (default 256; BigGAN 32).")
-@click.option("--shard-size", type=at_most(L.MAX_SHARD_SIZE), default=1024, show_default=True, help="Pairs per shard file.")
+@click.option("--batch", "batch_size", type=option_range(L.GAME_BATCH), default=None, help="Latents per batch (default 256; BigGAN 32).")
+@click.option("--shard-size", type=option_range(L.SHARD_SIZE), default=1024, show_default=True, help="Pairs per shard file.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option
 @click.option("--ground-truth/--no-ground-truth", default=True, show_default=True,
@@ -234,8 +228,8 @@ def synthesize(run_dir, count, out, data_root, dataset, classes, classifier, cla
 @click.option("--classifier-weights", default=None, help="Classifier weights file/folder instead of the default.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="classes.json to write.")
 @data_root_option
-@click.option("--top-k", type=at_most(L.MAX_TOP_K), default=5, show_default=True, help="Classes each image votes for.")
-@click.option("--class-fraction", type=UNIT_INTERVAL, default=0.25, show_default=True,
+@click.option("--top-k", type=option_range(L.TOP_K), default=5, show_default=True, help="Classes each image votes for.")
+@click.option("--class-fraction", type=option_range(L.FRACTION), default=0.25, show_default=True,
               help="Fraction of all classes kept, the most voted first.")
 @device_option
 def vote(dataset, split, classifier, classifier_weights, out, data_root, top_k, class_fraction, device) -> None:
@@ -348,19 +342,19 @@ def fetch_data(dataset, data_root, mirror, source, force, verify) -> None:
                    "`saliency fetch-weights mobilenet-v2-imagenet`) or none. Default: the profile's.")
 @click.option("--freeze-encoder/--train-encoder", default=None,
               help="Train the decoder only (the encoder's batch-norm statistics frozen too). Default: the profile's.")
-@click.option("--steps", type=at_most(L.MAX_STEPS), default=None, help="Training steps (total, also when resuming).")
-@click.option("--batch", "batch_size", type=at_most(L.MAX_TRAIN_BATCH), default=None, help="Batch size (paper: 128).")
-@click.option("--lr", type=POSITIVE_FLOAT, default=None, help="Adam learning rate (paper: 0.005).")
-@click.option("--lr-step", type=POSITIVE_INT, default=None, help="Multiply the rate by --lr-gamma every this many steps.")
-@click.option("--lr-gamma", type=POSITIVE_FLOAT, default=None, help="Learning-rate factor (paper: 0.2).")
-@click.option("--temperature", type=POSITIVE_FLOAT, default=None, help="Logits are divided by this in the loss (paper: 10).")
-@click.option("--val-count", type=at_most(L.MAX_VAL_COUNT, 0), default=None, help="Pairs held out for validation (the last ones).")
-@click.option("--val-every", type=POSITIVE_INT, default=None, help="Steps between validations.")
-@click.option("--checkpoint-every", type=POSITIVE_INT, default=None, help="Steps between checkpoints.")
-@click.option("--workers", type=at_most(L.MAX_WORKERS, 0), default=None, help="DataLoader worker processes.")
-@click.option("--hflip", type=UNIT_INTERVAL, default=None, help="Horizontal flip probability (default 0.5).")
-@click.option("--scale-min", type=float, default=None, help="Random resized crop: smallest kept area (1 = off).")
-@click.option("--color-jitter", type=UNIT_INTERVAL, default=None, help="Colour jitter probability (0 = off).")
+@click.option("--steps", type=option_range(L.STEPS), default=None, help="Training steps (total, also when resuming).")
+@click.option("--batch", "batch_size", type=option_range(L.TRAIN_BATCH), default=None, help="Batch size (paper: 128).")
+@click.option("--lr", type=option_range(L.POSITIVE), default=None, help="Adam learning rate (paper: 0.005).")
+@click.option("--lr-step", type=option_range(L.COUNT), default=None, help="Multiply the rate by --lr-gamma every this many steps.")
+@click.option("--lr-gamma", type=option_range(L.POSITIVE_FRACTION), default=None, help="Learning-rate factor (paper: 0.2).")
+@click.option("--temperature", type=option_range(L.POSITIVE), default=None, help="Logits are divided by this in the loss (paper: 10).")
+@click.option("--val-count", type=option_range(L.VAL_COUNT), default=None, help="Pairs held out for validation (the last ones).")
+@click.option("--val-every", type=option_range(L.COUNT), default=None, help="Steps between validations.")
+@click.option("--checkpoint-every", type=option_range(L.COUNT), default=None, help="Steps between checkpoints.")
+@click.option("--workers", type=option_range(L.WORKERS), default=None, help="DataLoader worker processes.")
+@click.option("--hflip", type=option_range(L.FRACTION), default=None, help="Horizontal flip probability (default 0.5).")
+@click.option("--scale-min", type=option_range(L.POSITIVE_FRACTION), default=None, help="Random resized crop: smallest kept area (1 = off).")
+@click.option("--color-jitter", type=option_range(L.FRACTION), default=None, help="Colour jitter probability (0 = off).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option
 @click.option("--resume", is_flag=True, help="Continue the training in --out from its last checkpoint.")
@@ -394,11 +388,11 @@ def train_unet(data, out, profile, encoder, encoder_weights, freeze_encoder, ste
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder: metrics.json, metrics.md, predictions.png.")
 @data_root_option
-@click.option("--size", type=at_most(L.MAX_INFERENCE_SIDE, 16), default=None, help="Shorter side at inference (default 128; scenes: its resolution).")
+@click.option("--size", type=option_range(L.INFERENCE_SIDE), default=None, help="Shorter side at inference (default 128; scenes: its resolution).")
 @click.option("--protocol", type=click.Choice(["standard", "paper"]), default="standard", show_default=True,
               help="paper: also report the reference code's variant (argmax mask at size x size).")
 @click.option("--save-maps", is_flag=True, help="Write every predicted map as PNG into OUT/maps.")
-@click.option("--images", "scenes_count", type=at_most(L.MAX_RENDERED_IMAGES), default=500, show_default=True,
+@click.option("--images", "scenes_count", type=option_range(L.RENDERED_IMAGES), default=500, show_default=True,
               help="Number of rendered images (--dataset scenes).")
 @device_option
 @precision_option
@@ -425,12 +419,12 @@ MODEL_HELP = ("A model folder from `saliency train-unet` (or a pipeline's OUT/un
 @click.option("--save", default="map", show_default=True,
               help="Comma-separated kinds: map (8-bit soft map), mask (binary at --threshold), cutout (RGBA, "
                    "background transparent), overlay (the map over the image).")
-@click.option("--threshold", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True), default=0.5,
+@click.option("--threshold", type=option_range(L.OPEN_FRACTION), default=0.5,
               show_default=True, help="Where a map becomes a mask.")
-@click.option("--size", type=at_most(L.MAX_INFERENCE_SIDE, 16), default=None, help="Shorter side at inference (default 128, as eval).")
-@click.option("--batch", "batch_size", type=at_most(L.MAX_PREDICT_BATCH), default=8, show_default=True,
+@click.option("--size", type=option_range(L.INFERENCE_SIDE), default=None, help="Shorter side at inference (default 128, as eval).")
+@click.option("--batch", "batch_size", type=option_range(L.PREDICT_BATCH), default=8, show_default=True,
               help="Images a forward pass (batched by padded size).")
-@click.option("--workers", type=at_most(L.MAX_WORKERS, 0), default=None,
+@click.option("--workers", type=option_range(L.WORKERS), default=None,
               help="Processes that decode images while the model runs (default: 1 per 4 cores, at most 4; 0 decodes in the main process).")
 @click.option("--overwrite", is_flag=True, help="Redo images whose outputs already exist (default: skip them).")
 @device_option
@@ -485,17 +479,17 @@ def export(model, out, opset) -> None:
 @click.option("--profile", type=click.Choice(["embedded", "biggan"]), default="embedded", show_default=True,
               help="embedded: the scenes generator on a CPU in minutes; biggan: the paper's settings (GPU).")
 @click.option("--weights", default=None, help="Generator weights (biggan profile: a folder; default: hub cache).")
-@click.option("--pairs", type=at_most(L.MAX_PAIRS), default=None, help="Synthetic pairs (default: embedded 10,000, biggan 100,000).")
-@click.option("--unet-steps", type=at_most(L.MAX_STEPS), default=None, help="U-Net steps (default: the profile's).")
-@click.option("--discover-steps", type=at_most(L.MAX_STEPS), default=None,
+@click.option("--pairs", type=option_range(L.PAIRS), default=None, help="Synthetic pairs (default: embedded 10,000, biggan 100,000).")
+@click.option("--unet-steps", type=option_range(L.STEPS), default=None, help="U-Net steps (default: the profile's).")
+@click.option("--discover-steps", type=option_range(L.STEPS), default=None,
               help="Discovery steps (default: embedded 1,200; otherwise the generator's profile).")
 @click.option("--classes", default=None, help="Stage 2: comma-separated class indices instead of the vote.")
 @click.option("--classifier", default=None,
               help="Stage 2's voting classifier (default: the generator's; for BigGAN ResNet-18 when its weights "
                    "are on disk, else MobileNetV2).")
 @click.option("--classifier-weights", default=None, help="Stage 2: the classifier's weights file instead of the default.")
-@click.option("--min-area", type=UNIT_INTERVAL, default=None, help="Stage 2: smallest kept mask area (default 0.05).")
-@click.option("--max-area", type=UNIT_INTERVAL, default=None, help="Stage 2: largest kept mask area (default 0.5).")
+@click.option("--min-area", type=option_range(L.FRACTION), default=None, help="Stage 2: smallest kept mask area (default 0.05).")
+@click.option("--max-area", type=option_range(L.FRACTION), default=None, help="Stage 2: largest kept mask area (default 0.5).")
 @click.option("--encoder", default=None, help="Stage 3: the U-Net encoder (default: the profile's).")
 @click.option("--encoder-weights", type=click.Choice(["imagenet", "none"]), default=None,
               help="Stage 3: the encoder's starting weights (default: the profile's; none trains it from scratch).")
@@ -569,9 +563,9 @@ def sweep(ctx, generator_name, out, vary, seeds, device, plan_only) -> None:
                    "Default: the direction human_annotation.txt names as background removal.")
 @click.option("--generator", "generator_name", default=None,
               help="Our generator for the run (default: from its gan_type: BigGAN -> biggan-128, ...).")
-@click.option("--step", type=click.IntRange(min=0), default=None, help="Which models/deformator_STEP.pt (default: the last).")
+@click.option("--step", type=option_range(L.NON_NEGATIVE_COUNT), default=None, help="Which models/deformator_STEP.pt (default: the last).")
 @click.option("--weights", default=None, help="The generator's weights: recorded for later stages, and the latent size checked.")
-@click.option("--latent-dim", type=at_most(L.MAX_LATENT_DIM), default=None, help="Latent size, for an id deformator without --weights.")
+@click.option("--latent-dim", type=option_range(L.LATENT_DIM), default=None, help="Latent size, for an id deformator without --weights.")
 def import_run_command(source, out, bg_direction, generator_name, step, weights, latent_dim) -> None:
     """Convert a run of the paper's reference code (args.json, models/deformator_N.pt) into a discovery run."""
     from pipelines.import_run import import_run
@@ -618,8 +612,13 @@ def main(argv: list[str] | None = None) -> int:
     from saliency.core.runtime import tune_cpu_allocator
 
     tune_cpu_allocator()
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         cli.main(args=argv, prog_name="saliency", standalone_mode=False)
+    except ConfigError as exc:  # named by its config field: say the flag the user typed instead
+        command = next((cli.commands[arg] for arg in argv if arg in cli.commands), None)
+        forwarded = cli.commands["discover"] if command is cli.commands["sweep"] else None  # a sweep's cells
+        return _fail(exc.naming(flag_names(forwarded, command)), exc.exit_code)
     except UserError as exc:
         return _fail(str(exc), exc.exit_code)
     except click.exceptions.Abort:

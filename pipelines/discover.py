@@ -37,7 +37,9 @@ from directions.speed import prepare_frozen_generator, prepare_reconstructor
 from saliency.core import distributed
 from saliency.core.artifacts import ensure_writable_dir, refuse_output_in_inputs, write_json, write_safetensors
 from saliency.core.checkpoint import load_checkpoint
-from saliency.core.errors import UserError
+from saliency.core import limits
+from saliency.core.errors import ConfigError, UserError
+from saliency.core.fields import bounded, check_ranges
 from saliency.core.progress import progress_bar
 from saliency.core.runtime import configure_device, resolve_precision
 from saliency.core.visualize import save_grid
@@ -93,53 +95,41 @@ class DiscoverConfig:
     generator: str = "scenes"
     out: Path = Path("checkpoints/discover")
     deformator: str | None = None
-    num_directions: int | None = None
+    num_directions: int | None = bounded(limits.DIRECTIONS)
     reconstructor: str | None = None
-    steps: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    shift_loss_weight: float = 0.25  # the paper's lambda
+    steps: int | None = bounded(limits.STEPS)
+    batch_size: int | None = bounded(limits.GAME_BATCH)
+    lr: float | None = bounded(limits.POSITIVE)
+    shift_loss_weight: float = bounded(limits.NON_NEGATIVE, 0.25)  # the paper's lambda
     seed: int = 0
     device: str = "auto"
     resume: bool = False
-    checkpoint_every: int = 250
+    checkpoint_every: int = bounded(limits.COUNT, 250)
     refine_bg: bool = True
     bg_search: bool | None = None  # None: the profile's choice
     bg_direction: str | None = None  # "INDEX" or "INDEX:MAGNITUDE"
-    bg_samples: int = 128
-    refine_steps: int = 300
-    rca_samples: int = 2048
-    rca_every: int = 0  # RCA every N steps into metrics.jsonl (0: only at the end)
-    stop_rca_change: float = 0.0  # > 0: stop once the RCA moved by less than this ...
-    stop_rca_window: int = 20_000  # ... over this many steps
+    bg_samples: int = bounded(limits.BG_SAMPLES, 128)
+    refine_steps: int = bounded(limits.REFINE_STEPS, 300)
+    rca_samples: int = bounded(limits.RCA_SAMPLES, 2048)
+    # RCA every N steps into metrics.jsonl (0: only at the end)
+    rca_every: int = bounded(limits.NON_NEGATIVE_COUNT, 0)
+    # > 0: stop once the RCA moved by less than this over stop_rca_window steps
+    stop_rca_change: float = bounded(limits.NON_NEGATIVE, 0.0)
+    stop_rca_window: int = bounded(limits.COUNT, 20_000)
     precision: str = "auto"
-    train_resolution: int | None = None
+    train_resolution: int | None = bounded(limits.RESOLUTION)
     charts: bool = True
     effects: bool = True
-    log_every: int = 50
+    log_every: int = bounded(limits.COUNT, 50)
     compile: bool = False  # torch.compile G and R for the game
     progress: bool = True
     generator_options: dict = field(default_factory=dict)
 
     def validate(self) -> None:
-        for name in ("steps", "batch_size", "num_directions"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                flag = {"batch_size": "--batch", "num_directions": "--directions"}.get(name, f"--{name}")
-                raise UserError(f"{flag} must be positive, got {value}")
-        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UserError(f"--lr must be positive, got {self.lr}")
-        if not (self.shift_loss_weight >= 0 and math.isfinite(self.shift_loss_weight)):
-            raise UserError(f"--shift-loss-weight must be >= 0, got {self.shift_loss_weight}")
-        if self.bg_samples < 8 or self.rca_samples < 8:
-            raise UserError("--bg-samples and --rca-samples must be at least 8")
+        check_ranges(self)
         resolution = self.generator_options.get("resolution")
-        if resolution is not None and not 16 <= resolution <= 1024:
-            raise UserError(f"--resolution must lie in [16, 1024], got {resolution}")
-        if self.train_resolution is not None and not 16 <= self.train_resolution <= 1024:
-            raise UserError(f"--train-resolution must lie in [16, 1024], got {self.train_resolution}")
-        if self.refine_steps < 0:
-            raise UserError("--refine-steps must be >= 0")
+        if resolution is not None and not limits.RESOLUTION.admits(resolution):
+            raise ConfigError(f"`resolution` must be {limits.RESOLUTION.describe()}, got {resolution}")
         if self.bg_direction is not None:
             parse_bg_direction(self.bg_direction)
 
@@ -170,9 +160,9 @@ def parse_bg_direction(text: str) -> tuple[int, float | None]:
         index = int(index_text)
         magnitude = float(magnitude_text) if magnitude_text else None
     except ValueError as exc:
-        raise UserError(f"--bg-direction takes INDEX or INDEX:MAGNITUDE, got {text!r}") from exc
+        raise ConfigError(f"`bg_direction` takes INDEX or INDEX:MAGNITUDE, got {text!r}") from exc
     if index < 0 or (magnitude is not None and not (magnitude > 0 and math.isfinite(magnitude))):
-        raise UserError(f"--bg-direction needs an index >= 0 and a magnitude > 0, got {text!r}")
+        raise ConfigError(f"`bg_direction` needs an index >= 0 and a magnitude > 0, got {text!r}")
     return index, magnitude
 
 
@@ -220,7 +210,7 @@ def choose_background(generator: Generator, directions: torch.Tensor, config: Di
     if config.bg_direction is not None:
         index, magnitude = parse_bg_direction(config.bg_direction)
         if index >= directions.shape[1]:
-            raise UserError(f"--bg-direction {index}: the run has directions 0..{directions.shape[1] - 1}")
+            raise ConfigError(f"`bg_direction` {index}: the run has directions 0..{directions.shape[1] - 1}")
         scored = bg.score_direction(generator, vectors[index], bg.DEFAULT_MAGNITUDES if magnitude is None else (magnitude,),
                                     held_z, held_c, criterion)
         sign, magnitude, terms = max(scored, key=lambda item: item[2]["score"])
@@ -294,7 +284,7 @@ def run_discover(config: DiscoverConfig) -> dict:
                                        "settings": asdict(game.settings),
                                        "command": asdict(config) | {"out": str(config.out)}})
     if config.bg_direction is not None and parse_bg_direction(config.bg_direction)[0] >= game.profile.num_directions:
-        raise UserError(f"--bg-direction {config.bg_direction}: the run has directions "
+        raise ConfigError(f"`bg_direction` {config.bg_direction}: the run has directions "
                         f"0..{game.profile.num_directions - 1}")
 
     # The summary marks a finished run: a resumed run is unfinished until it writes a new one
@@ -315,11 +305,11 @@ def _check_run_folder(config: DiscoverConfig, out: Path) -> dict | None:
     the saved run's identity when resuming."""
     checkpoint = out / CHECKPOINT_NAME
     if config.resume and not checkpoint.exists():
-        raise UserError(f"--resume: {out} holds no discovery checkpoint ({CHECKPOINT_NAME})")
+        raise ConfigError(f"`resume`: {out} holds no discovery checkpoint ({CHECKPOINT_NAME})")
     if not checkpoint.exists() and (out / SUMMARY_NAME).exists():
-        raise UserError(f"{out} holds a finished run without its checkpoint; choose another --out")
+        raise ConfigError(f"{out} holds a finished run without its checkpoint; choose another `out`")
     if checkpoint.exists() and not config.resume:
-        raise UserError(f"{out} already holds a discovery run: pass --resume to continue it, or another --out")
+        raise ConfigError(f"{out} already holds a discovery run: pass `resume` to continue it, or another `out`")
     if not config.resume:
         return None
     saved = load_checkpoint(checkpoint).get("identity", {})
@@ -351,10 +341,10 @@ def _build_game(config: DiscoverConfig, device, world: int) -> Game:
         "shift_loss_weight": settings.shift_loss_weight,
     }
     if profile.batch_size // world < 2:
-        raise UserError(f"--batch {profile.batch_size} leaves {profile.batch_size // world} sample per process; "
+        raise ConfigError(f"`batch_size` {profile.batch_size} leaves {profile.batch_size // world} sample per process; "
                         "R's batch norm needs at least 2")
     if profile.reconstructor == "lenet5" and game_generator.resolution < 32:
-        raise UserError(f"--reconstructor lenet5 needs images of 32 px or more, the game renders "
+        raise ConfigError(f"`reconstructor` lenet5 needs images of 32 px or more, the game renders "
                         f"{game_generator.resolution} px")
     rng = torch.Generator().manual_seed(config.seed)
     deformator = build_deformator(profile.deformator, generator.latent_dim, profile.num_directions, rng)

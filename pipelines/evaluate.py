@@ -26,7 +26,9 @@ from saliency.core.artifacts import (atomic_path, ensure_writable_dir, refuse_ou
                                 write_bytes_atomic, write_json)
 from saliency.datasets import get_spec, open_dataset, resolve_data_root, split_stems
 from saliency.ensure import dataset_need, ensure
-from saliency.core.errors import UserError
+from saliency.core import limits
+from saliency.core.errors import ConfigError, UserError
+from saliency.core.fields import bounded, check_ranges
 from saliency.detector import SaliencyDetector
 from saliency.evaluate import SampleScores, folder_samples, scenes_samples, score_samples
 from saliency import reference_rows
@@ -47,10 +49,10 @@ class EvalConfig:
     model: Path
     out: Path
     data_root: Path | None = None
-    size: int | None = None  # shorter side at inference; default 128 (scenes: its own resolution)
+    size: int | None = bounded(limits.INFERENCE_SIDE)  # shorter side at inference; default 128 (scenes: its own)
     protocol: str = "standard"  # or "paper": also the reference code's argmax-at-128 variant
     save_maps: bool = False
-    scenes_count: int = 500
+    scenes_count: int = bounded(limits.RENDERED_IMAGES, 500)
     scenes_seed: int = 12345
     references: bool = True
     device: str = "auto"
@@ -116,7 +118,7 @@ def run_eval(config: EvalConfig) -> dict:
     detector = SaliencyDetector.load(config.model, config.device, config.precision)
     test_set = _test_set(config, detector.meta.get("data") or {})
     if config.protocol == "paper" and test_set.size % detector.stride:
-        raise UserError(f"--protocol paper needs --size divisible by {detector.stride}, got {test_set.size}")
+        raise ConfigError(f"`protocol` paper needs `size` divisible by {detector.stride}, got {test_set.size}")
     out = ensure_writable_dir(config.out)
     remove_stale_temporaries(out)
     (out / METRICS_NAME).unlink(missing_ok=True)
@@ -156,11 +158,8 @@ def run_eval(config: EvalConfig) -> dict:
 def _check(config: EvalConfig) -> None:
     """Everything that can be refused before the model loads."""
     if config.protocol not in ("standard", "paper"):
-        raise UserError(f"--protocol must be standard or paper, got {config.protocol!r}")
-    if config.size is not None and config.size < 16:
-        raise UserError(f"--size must be at least 16, got {config.size}")
-    if config.scenes_count <= 0:
-        raise UserError(f"--images must be positive, got {config.scenes_count}")
+        raise ConfigError(f"`protocol` must be standard or paper, got {config.protocol!r}")
+    check_ranges(config)
     inputs = {"--model": config.model if Path(str(config.model)).exists() else None}
     if config.dataset != "scenes":
         spec = get_spec(config.dataset)  # an unknown name fails before the model loads

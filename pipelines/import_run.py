@@ -33,7 +33,7 @@ import torch
 from directions.background import BackgroundCriterion
 from saliency.core.weights import load_torch_weights
 from saliency.core.artifacts import ensure_writable_dir, refuse_output_in_inputs, write_json, write_safetensors
-from saliency.core.errors import UserError
+from saliency.core.errors import ConfigError, UserError
 
 REFERENCE_SHIFT = 26.0  # the reference code's shift along h_bg for saliency masks
 GENERATORS = {"BigGAN": "biggan-128", "ProgGAN": "proggan-celebahq", "SN_MNIST": "sngan-mnist",
@@ -142,9 +142,9 @@ def parse_signed_direction(text: str) -> tuple[int, float]:
         index = int(index_text)
         magnitude = float(magnitude_text) if sep else REFERENCE_SHIFT
     except ValueError as exc:
-        raise UserError(f"--bg-direction takes INDEX[:MAGNITUDE], got {text!r}") from exc
+        raise ConfigError(f"`bg_direction` takes INDEX[:MAGNITUDE], got {text!r}") from exc
     if index < 0 or magnitude == 0 or not math.isfinite(magnitude):
-        raise UserError(f"--bg-direction needs an index >= 0 and a non-zero magnitude, got {text!r}")
+        raise ConfigError(f"`bg_direction` needs an index >= 0 and a non-zero magnitude, got {text!r}")
     return index, magnitude
 
 
@@ -159,7 +159,7 @@ def import_run(source: Path, out: Path, bg_direction: str | None = None, generat
     gan_type = str(args.get("gan_type", ""))
     name = generator or next((ours for theirs, ours in GENERATORS.items() if gan_type.startswith(theirs)), None)
     if name is None:
-        raise UserError(f"{source}: gan_type {gan_type!r} has no generator here; pass --generator NAME")
+        raise ConfigError(f"{source}: gan_type {gan_type!r} has no generator here; pass `generator` NAME")
     path, step = deformator_file(source, step)
     state = load_torch_weights(path, "import-run")
     if weights is not None:  # check the latent size against the generator the user will run
@@ -178,17 +178,17 @@ def import_run(source: Path, out: Path, bg_direction: str | None = None, generat
     else:
         annotated = annotated_background(source)
         if annotated is None:
-            raise UserError(f"{source} names no background direction in {ANNOTATION_FILE}: pass --bg-direction INDEX[:MAGNITUDE]")
+            raise ConfigError(f"{source} names no background direction in {ANNOTATION_FILE}: pass `bg_direction` INDEX[:MAGNITUDE]")
         index, magnitude, chosen_by = annotated[0], REFERENCE_SHIFT, f"{ANNOTATION_FILE}: {annotated[1]}"
     if index >= count:
-        raise UserError(f"--bg-direction {index}: the run has directions 0..{count - 1}")
+        raise ConfigError(f"`bg_direction` {index}: the run has directions 0..{count - 1}")
     sign = 1 if magnitude > 0 else -1
     h_bg = sign * directions[:, index]
     scale = float(lengths[index])  # a linear deformator's column length multiplies the shift
     from directions.discovery import CHECKPOINT_NAME
 
     if (Path(out) / SUMMARY_NAME).exists() or (Path(out) / CHECKPOINT_NAME).exists():
-        raise UserError(f"{out} already holds a run; choose another --out")
+        raise ConfigError(f"{out} already holds a run; choose another `out`")
     out = ensure_writable_dir(out)
     write_safetensors(out / TENSORS_NAME, {"directions": directions.contiguous(), "bg_direction": h_bg.contiguous()},
                       {"generator": name, "bg_magnitude": abs(magnitude) * scale})

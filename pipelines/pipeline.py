@@ -33,7 +33,9 @@ from pipelines.train_unet import TrainUNetConfig, run_train_unet
 from pipelines.train_unet import is_complete as unet_complete
 from saliency.core.artifacts import ensure_writable_dir, refuse_output_in_inputs, write_json
 from saliency.datasets import resolve_data_root
+from saliency.core import limits
 from saliency.core.errors import UserError
+from saliency.core.fields import bounded, check_ranges
 from saliency.synthesis import MaskRule
 from saliency.training import CHECKPOINT_NAME as UNET_CHECKPOINT
 from directions.discovery import CHECKPOINT_NAME as DISCOVER_CHECKPOINT
@@ -66,9 +68,9 @@ class PipelineConfig:
     data_root: Path | None = None
     device: str = "auto"
     weights: str | None = None
-    pairs: int | None = None
-    unet_steps: int | None = None
-    discover_steps: int | None = None
+    pairs: int | None = bounded(limits.PAIRS)
+    unet_steps: int | None = bounded(limits.STEPS)
+    discover_steps: int | None = bounded(limits.STEPS)
     classes: list[int] | None = None
     classifier: str | None = None
     classifier_weights: str | None = None
@@ -76,8 +78,8 @@ class PipelineConfig:
     encoder_weights: str | None = None
     freeze_encoder: bool | None = None
     bg_direction: str | None = None  # stage 1: this direction as h_bg ("INDEX" or "INDEX:MAGNITUDE")
-    min_area: float | None = None  # stage 2's mask-area filter (None: synthesize's defaults)
-    max_area: float | None = None
+    min_area: float | None = bounded(limits.FRACTION)  # stage 2's mask-area filter (None: synthesize's defaults)
+    max_area: float | None = bounded(limits.FRACTION)
     precision: str = "auto"
     progress: bool = True
     log: Callable[[str], None] = print
@@ -103,10 +105,7 @@ def _discovery_complete(folder: Path, bg_direction: str | None) -> bool:
 def run_pipeline(config: PipelineConfig) -> dict:
     if config.profile not in PROFILES:
         raise UserError(f"unknown profile {config.profile!r}; choose from {', '.join(PROFILES)}")
-    for flag, value in (("--pairs", config.pairs), ("--unet-steps", config.unet_steps),
-                        ("--discover-steps", config.discover_steps)):
-        if value is not None and value <= 0:  # checked here: a later stage would only see it after hours
-            raise UserError(f"{flag} must be positive, got {value}")
+    check_ranges(config)  # here: a later stage would only see a wrong number after hours
     if config.bg_direction is not None:
         parse_bg_direction(config.bg_direction)
     # Stage 2's area rule, checked before stage 1.

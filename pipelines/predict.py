@@ -33,7 +33,9 @@ from saliency.core.artifacts import refuse_output_in_inputs, remove_stale_tempor
 from saliency.detector import (DEFAULT_BATCH, PreparedImage, SaliencyDetector, as_rgb_array, cutout_pixels,
                                map_to_uint8, overlay_image, prepare_image)
 from saliency.datasets import load_image_for_model
-from saliency.core.errors import UserError
+from saliency.core import limits
+from saliency.core.errors import ConfigError, UserError
+from saliency.core.fields import bounded, check_ranges
 from saliency.core.png import encode_png
 from saliency.core.progress import progress_bar
 
@@ -53,10 +55,10 @@ class PredictConfig:
     inputs: list[str]
     out: Path
     save: tuple[str, ...] = ("map",)
-    threshold: float = 0.5
-    size: int | None = None
-    batch_size: int = DEFAULT_BATCH
-    workers: int | None = None  # decoding processes; default: default_workers()
+    threshold: float = bounded(limits.OPEN_FRACTION, 0.5)
+    size: int | None = bounded(limits.INFERENCE_SIDE)
+    batch_size: int = bounded(limits.PREDICT_BATCH, DEFAULT_BATCH)
+    workers: int | None = bounded(limits.WORKERS)  # decoding processes; default: default_workers()
     overwrite: bool = False
     device: str = "auto"
     precision: str = "auto"
@@ -281,9 +283,8 @@ def _write(item: Item, saliency_map: np.ndarray, threshold: float) -> None:
 def run_predict(config: PredictConfig) -> dict:
     unknown = [kind for kind in config.save if kind not in KINDS]
     if unknown or not config.save:
-        raise UserError(f"--save takes a comma-separated list of {', '.join(KINDS)}; got {','.join(config.save)}")
-    if not 0.0 < config.threshold < 1.0:
-        raise UserError(f"--threshold must be between 0 and 1, got {config.threshold}")
+        raise ConfigError(f"`save` takes a comma-separated list of {', '.join(KINDS)}; got {','.join(config.save)}")
+    check_ranges(config)
     if not config.inputs:
         raise UserError("no inputs: name image files, folders or globs")
     extensions = image_extensions()
@@ -291,13 +292,13 @@ def run_predict(config: PredictConfig) -> dict:
     detector = SaliencyDetector.load(config.model, config.device, config.precision, config.size, config.batch_size)
     out = Path(config.out)
     if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder")
+        raise ConfigError(f"`out` {out} is a file, not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"cannot create --out {out} ({exc.strerror or type(exc).__name__})") from exc
+        raise ConfigError(f"cannot create `out` {out} ({exc.strerror or type(exc).__name__})") from exc
     if not os.access(out, os.W_OK):
-        raise UserError(f"--out {out} is not writable")
+        raise ConfigError(f"`out` {out} is not writable")
 
     workers = default_workers() if config.workers is None else config.workers
     stream = ImageStream(config, detector.size, detector.stride, extensions)

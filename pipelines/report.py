@@ -30,7 +30,7 @@ from typing import Callable
 from PIL import Image
 
 from saliency.core.artifacts import atomic_path
-from saliency.core.errors import UserError
+from saliency.core.errors import ConfigError, UserError
 
 REPORT_NAME = "report.html"
 PAPER_ECSSD_MAE = 0.099  # the paper's section 5.1 (BigGAN, ECSSD test)
@@ -592,7 +592,7 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
     html = render(folder)
     target = Path(out) if out is not None else Path(folder) / REPORT_NAME
     if target.is_dir():
-        raise UserError(f"--out {target} is a folder; give a file name (report.html)")
+        raise ConfigError(f"`out` {target} is a folder; give a file name (report.html)")
     with atomic_path(target) as tmp:
         tmp.write_text(html, encoding="utf-8")
     return target

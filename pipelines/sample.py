@@ -7,32 +7,29 @@ from pathlib import Path
 
 import torch
 
-from saliency.core.errors import UserError
-
-MAX_SAMPLES = 1024
+from saliency.core import limits
+from saliency.core.errors import ConfigError, UserError
+from saliency.core.fields import bounded, check_ranges
 
 
 @dataclass
 class SampleConfig:
     generator: str = "scenes"
-    count: int = 16
+    count: int = bounded(limits.GRID_IMAGES, 16)
     out: Path = Path("checkpoints/sample.png")
     classes: list[int] | None = None
     seed: int = 0
     device: str = "auto"
-    nrow: int | None = None
+    nrow: int | None = bounded(limits.GRID_IMAGES)
     generator_options: dict = field(default_factory=dict)
 
     def validate(self) -> None:
-        if not 1 <= self.count <= MAX_SAMPLES:
-            raise UserError(f"--n must lie in [1, {MAX_SAMPLES}], got {self.count}")
-        if self.nrow is not None and self.nrow < 1:
-            raise UserError(f"--nrow must be positive, got {self.nrow}")
+        check_ranges(self)
         if Path(self.out).suffix.lower() != ".png":
-            raise UserError(f"--out must be a .png file, got {self.out}")
+            raise ConfigError(f"`out` must be a .png file, got {self.out}")
         resolution = self.generator_options.get("resolution")
-        if resolution is not None and not 16 <= resolution <= 1024:
-            raise UserError(f"--resolution must lie in [16, 1024], got {resolution}")
+        if resolution is not None and not limits.RESOLUTION.admits(resolution):
+            raise ConfigError(f"`resolution` must be {limits.RESOLUTION.describe()}, got {resolution}")
 
 
 def run_sample(config: SampleConfig) -> Path:
@@ -53,11 +50,11 @@ def run_sample(config: SampleConfig) -> Path:
         else:
             bad = [c for c in config.classes if not 0 <= c < generator.num_classes]
             if bad:
-                raise UserError(f"--classes {bad} out of range: {config.generator} has classes 0..{generator.num_classes - 1}")
+                raise ConfigError(f"`classes` {bad} out of range: {config.generator} has classes 0..{generator.num_classes - 1}")
             repeats = -(-config.count // len(config.classes))
             classes = torch.tensor((config.classes * repeats)[: config.count])
     elif config.classes is not None:
-        raise UserError(f"{config.generator} is unconditional: --classes does not apply")
+        raise ConfigError(f"{config.generator} is unconditional: `classes` does not apply")
     images = []
     with torch.inference_mode():
         for start in range(0, config.count, 64):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,7 +39,9 @@ from saliency.classifiers import build_classifier, default_classifier
 from saliency.datasets import get_spec, open_dataset, resolve_data_root
 from saliency.ensure import classifier_weights, dataset_need, ensure, weights_need
 from saliency.core.device import resolve_device
-from saliency.core.errors import UserError
+from saliency.core import limits
+from saliency.core.errors import ConfigError, UserError
+from saliency.core.fields import REQUIRED, bounded, check_ranges
 from saliency.core.progress import progress_bar
 from saliency.core.runtime import configure_device, resolve_precision
 from saliency.shards import (DATASET_FORMAT, MANIFEST_NAME, PROGRESS_NAME, PairBuffer, ShardWriter,
@@ -62,7 +63,7 @@ MIN_ACCEPTANCE = 0.001
 @dataclass
 class SynthesizeConfig:
     run: Path
-    count: int
+    count: int = bounded(limits.PAIRS, REQUIRED)
     out: Path
     data_root: Path | None = None
     dataset: str = "ecssd"
@@ -70,16 +71,16 @@ class SynthesizeConfig:
     classes: list[int] | None = None
     classifier: str | None = None
     classifier_weights: str | None = None
-    top_k: int = 5
-    class_fraction: float = 0.25
-    threshold: float | None = None
-    magnitude: float | None = None
-    min_area: float = 0.05
-    max_area: float = 0.5
-    component_fraction: float | None = None
+    top_k: int = bounded(limits.TOP_K, 5)
+    class_fraction: float = bounded(limits.POSITIVE_FRACTION, 0.25)
+    threshold: float | None = bounded(limits.POSITIVE_FRACTION)
+    magnitude: float | None = bounded(limits.POSITIVE)
+    min_area: float = bounded(limits.FRACTION, 0.05)
+    max_area: float = bounded(limits.FRACTION, 0.5)
+    component_fraction: float | None = bounded(limits.POSITIVE_FRACTION)
     bimodal: bool = False
-    batch_size: int | None = None
-    shard_size: int = 1024
+    batch_size: int | None = bounded(limits.GAME_BATCH)
+    shard_size: int = bounded(limits.SHARD_SIZE, 1024)
     seed: int = 0
     device: str = "auto"
     ground_truth: bool = True
@@ -88,18 +89,7 @@ class SynthesizeConfig:
     progress: bool = True
 
     def validate(self) -> None:
-        if self.count <= 0:
-            raise UserError(f"--n must be positive, got {self.count}")
-        if self.batch_size is not None and self.batch_size <= 0:
-            raise UserError(f"--batch must be positive, got {self.batch_size}")
-        if self.shard_size <= 0:
-            raise UserError(f"--shard-size must be positive, got {self.shard_size}")
-        if not 0 < self.class_fraction <= 1:
-            raise UserError(f"--class-fraction must lie in (0, 1], got {self.class_fraction}")
-        if self.top_k <= 0:
-            raise UserError(f"--top-k must be positive, got {self.top_k}")
-        if self.magnitude is not None and not (math.isfinite(self.magnitude) and self.magnitude > 0):
-            raise UserError(f"--shift must be a positive number, got {self.magnitude}")
+        check_ranges(self)
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -219,7 +209,7 @@ def run_synthesize(config: SynthesizeConfig) -> dict:
         if config.classes is not None:
             bad = [c for c in config.classes if not 0 <= c < generator.num_classes]
             if bad:
-                raise UserError(f"--classes {bad[0]} is out of range: {generator_name} has classes 0..{generator.num_classes - 1}")
+                raise ConfigError(f"`classes` {bad[0]} is out of range: {generator_name} has classes 0..{generator.num_classes - 1}")
             classes = sorted(set(config.classes))
         else:
             if ctx.is_main:  # rank 0 votes; the others then read its classes.json
@@ -257,7 +247,7 @@ def run_synthesize(config: SynthesizeConfig) -> dict:
     previous = load_progress(work, part_fingerprint)  # refuses other settings before anything changes
     held = sum(int(e["count"]) for e in previous)
     if held > part_count:
-        raise UserError(f"{work} already holds {held} pairs, more than --n {config.count}; use another --out")
+        raise ConfigError(f"{work} already holds {held} pairs, more than `count` {config.count}; use another `out`")
     distributed.barrier()  # every rank has checked its part before rank 0 removes the old manifest
     if ctx.is_main:
         manifest_path.unlink(missing_ok=True)

@@ -19,7 +19,7 @@ from saliency.core import distributed
 from saliency.core.artifacts import ensure_writable_dir, refuse_output_in_inputs
 from saliency.core.device import resolve_device
 from saliency.ensure import encoder_weights, ensure, weights_need
-from saliency.core.errors import UserError
+from saliency.core.errors import ConfigError, UserError
 from saliency.model_card import training_card
 from saliency.core.runtime import configure_device, resolve_precision
 from saliency.shards import load_manifest
@@ -115,7 +115,7 @@ def resolve(config: TrainUNetConfig, manifest: dict) -> tuple[str, UNetArchitect
         overrides["freeze_encoder"] = False
     settings = replace(profile.settings, seed=config.seed, **overrides)
     if settings.freeze_encoder and arch.encoder_weights is None:
-        raise UserError("--freeze-encoder needs pretrained encoder weights (--encoder-weights imagenet): "
+        raise ConfigError("`freeze_encoder` needs pretrained encoder weights (`encoder_weights` imagenet): "
                         "a frozen random encoder learns nothing")
     augment = {k: v for k, v in {"hflip": config.hflip, "scale_min": config.scale_min,
                                   "color_jitter": config.color_jitter}.items() if v is not None}
@@ -138,15 +138,15 @@ def run_train_unet(config: TrainUNetConfig) -> dict:
     settings = replace(settings, precision=resolve_precision(config.precision, device, cpu_bf16=True),
                        compile=config.compile)
     if settings.batch_size < ctx.world:
-        raise UserError(f"--batch {settings.batch_size} is smaller than the {ctx.world} processes")
+        raise ConfigError(f"`batch_size` {settings.batch_size} is smaller than the {ctx.world} processes")
     if manifest["count"] <= settings.val_count:  # an option checked before anything is fetched
-        raise UserError(f"{config.data} has {manifest['count']} pairs; need more than --val-count {settings.val_count}")
+        raise ConfigError(f"{config.data} has {manifest['count']} pairs; need more than `val_count` {settings.val_count}")
     ensure([weights_need(encoder_weights(arch), progress=config.progress)])  # fetched once if missing
     out = ensure_writable_dir(config.out)
     if config.resume and not (out / CHECKPOINT_NAME).exists():
-        raise UserError(f"--resume: {out} has no {CHECKPOINT_NAME}")
+        raise ConfigError(f"`resume`: {out} has no {CHECKPOINT_NAME}")
     if not config.resume and (out / CHECKPOINT_NAME).exists():
-        raise UserError(f"{out} already holds a training run; pass --resume to continue it, or use another --out")
+        raise ConfigError(f"{out} already holds a training run; pass `resume` to continue it, or use another `out`")
     record = {"profile": name, "architecture": asdict(arch), "settings": asdict(settings),
               "data": str(config.data), "device": str(device), "processes": ctx.world}
     result = train_unet(Path(config.data), out, arch, settings, device, resume=config.resume,

@@ -14,14 +14,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from saliency.core import limits
+from saliency.core.fields import bounded
 from saliency.shards import SyntheticPairs
 
 
 @dataclass(frozen=True)
 class AugmentSettings:
-    hflip: float = 0.5  # probability
-    scale_min: float = 0.6  # RandomResizedCrop keeps this fraction of the area at least (1.0: off)
-    color_jitter: float = 0.5  # probability of brightness/contrast/saturation/hue jitter (0: off)
+    hflip: float = bounded(limits.FRACTION, 0.5)  # probability
+    # RandomResizedCrop keeps this fraction of the area at least (1.0: off)
+    scale_min: float = bounded(limits.POSITIVE_FRACTION, 0.6)
+    # probability of brightness/contrast/saturation/hue jitter (0: off)
+    color_jitter: float = bounded(limits.FRACTION, 0.5)
 
     @property
     def enabled(self) -> bool:

@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from saliency.core.weights import load_state_dict_strict, load_torch_weights
-from saliency.core.errors import UserError
+from saliency.core.errors import ConfigError, UserError
 from saliency.core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,8 +97,8 @@ def load_resnet18_imagenet(weights: str | Path | None = None) -> Classifier:
     if weights is None:
         path = resnet18_weights_path()
         if not path.is_file():
-            raise UserError(f"ResNet-18 ImageNet weights not found: torchvision looks for {path} "
-                            "(`saliency fetch-weights resnet18-imagenet`, or pass --classifier-weights PATH)")
+            raise ConfigError(f"ResNet-18 ImageNet weights not found: torchvision looks for {path} "
+                              "(`saliency fetch-weights resnet18-imagenet`, or pass `classifier_weights` PATH)")
     else:
         path = Path(weights)
     model = resnet18(weights=None)
@@ -118,9 +118,9 @@ def load_mobilenet_v2_imagenet(weights: str | Path | None = None) -> Classifier:
     path = Path(weights) if weights is not None else installed_path("mobilenet-v2-imagenet")
     if not path.is_file():
         if weights is None:
-            raise UserError(f"MobileNetV2 ImageNet weights not found at {path}: run "
-                            "`saliency fetch-weights mobilenet-v2-imagenet` (add --from FILE.tflite offline), "
-                            "or pass --classifier-weights PATH")
+            raise ConfigError(f"MobileNetV2 ImageNet weights not found at {path}: run "
+                              "`saliency fetch-weights mobilenet-v2-imagenet` (add --from FILE.tflite offline), "
+                              "or pass `classifier_weights` PATH")
         raise UserError(f"MobileNetV2 classifier: {path} not found")
     if path.suffix == ".tflite":
         state = convert_mobilenet_v2_tflite(path)
@@ -164,7 +164,7 @@ def default_classifier(generator: str) -> tuple[str, str]:
     """(classifier name, why) for the class vote of ``generator``; one line if none can run."""
     choices = GENERATOR_CLASSIFIERS.get(generator)
     if not choices:
-        raise UserError(f"no classifier knows the classes of {generator}; pass --classes or --classifier")
+        raise ConfigError(f"no classifier knows the classes of {generator}; pass `classes` or `classifier`")
     if choices[0] != "resnet18-imagenet":
         return choices[0], f"the classifier of {generator}'s classes"
     if resnet18_weights_path().is_file():
@@ -174,9 +174,9 @@ def default_classifier(generator: str) -> tuple[str, str]:
     if installed_path("mobilenet-v2-imagenet").is_file():
         return "mobilenet-v2-imagenet", (f"MobileNetV2 (no ResNet-18 weights at {resnet18_weights_path()}; "
                                          "the paper used ResNet-18)")
-    raise UserError(f"no ImageNet classifier for the class vote of {generator}: run `saliency fetch-weights "
-                    "resnet18-imagenet` (the paper's) or `saliency fetch-weights mobilenet-v2-imagenet`, "
-                    "or pass --classes")
+    raise ConfigError(f"no ImageNet classifier for the class vote of {generator}: run `saliency fetch-weights "
+                      "resnet18-imagenet` (the paper's) or `saliency fetch-weights mobilenet-v2-imagenet`, "
+                      "or pass `classes`")
 
 
 def build_classifier(name: str, weights: str | Path | None = None) -> Classifier:

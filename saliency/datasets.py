@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from saliency.core.errors import UserError
+from saliency.core.errors import ConfigError, UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 MASK_EXTENSIONS = (".png", ".bmp", ".jpg")
@@ -127,8 +127,8 @@ class SaliencyFolder:
         self.split = split
         self.folder = Path(root) / spec.folder
         if not self.folder.is_dir():
-            raise UserError(f"dataset {spec.name}: folder {self.folder} not found "
-                            f"(set --data-root or ${DATA_ROOT_ENV}; `saliency fetch-data {spec.name}` downloads it)")
+            raise ConfigError(f"dataset {spec.name}: folder {self.folder} not found "
+                              f"(set `data_root` or ${DATA_ROOT_ENV}; `saliency fetch-data {spec.name}` downloads it)")
         image_dir, mask_dir = self.folder / spec.image_dir, self.folder / spec.mask_dir
         for folder in (image_dir, mask_dir):
             if not folder.is_dir():

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from saliency.core.errors import UserError
+from saliency.core.errors import ConfigError, UserError
 
 DEFAULT_SIZE = 128  # shorter side at inference (paper, section 5.1)
 MAX_ELONGATION = 16  # longer side over shorter side; panoramas pass, strips of pixels do not
@@ -160,7 +160,7 @@ class SaliencyDetector:
         self.batch_size = batch_size
         self.source = source
         if self.size < 16:
-            raise UserError(f"--size must be at least 16, got {self.size}")
+            raise ConfigError(f"`size` must be at least 16, got {self.size}")
         if batch_size < 1:
             raise UserError(f"the batch size must be positive, got {batch_size}")
 

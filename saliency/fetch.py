@@ -21,7 +21,7 @@ from pathlib import Path
 from saliency.core.artifacts import ensure_writable_dir, refuse_output_in_inputs, sha256_file
 from saliency.core.download import download, safe_extract_zip
 from saliency.datasets import DatasetSpec, get_spec
-from saliency.core.errors import UserError
+from saliency.core.errors import ConfigError, UserError
 
 @dataclass(frozen=True)
 class Archive:
@@ -89,23 +89,23 @@ def fetch_dataset(name: str, data_root: Path, mirror: str | None = None, progres
     source_spec = SOURCES[spec.name]
     final = data_root / spec.folder
     if final.exists() and not force:
-        raise UserError(f"{final} already exists; pass --force to download it again")
+        raise ConfigError(f"{final} already exists; pass `force` to download it again")
     mirror = mirror or os.environ.get(DATA_MIRROR_ENV) or None
     if mirror and not mirror.startswith(("http://", "https://")):
-        raise UserError(f"--mirror (or ${DATA_MIRROR_ENV}) must be an http(s) URL, got {mirror!r}")
+        raise ConfigError(f"`mirror` (or ${DATA_MIRROR_ENV}) must be an http(s) URL, got {mirror!r}")
     archive_names = [archive.url.rsplit("/", 1)[-1] for archive in source_spec.archives]
     unpacked = None
     if source is not None:
         source = Path(source)
         if not source.is_dir():
-            raise UserError(f"--from {source}: not a folder (give the folder that holds {' and '.join(archive_names)}, "
+            raise ConfigError(f"`source` {source}: not a folder (give the folder that holds {' and '.join(archive_names)}, "
                             f"or an unpacked {spec.folder})")
         if (source / spec.image_dir).is_dir() and (source / spec.mask_dir).is_dir():
             unpacked = source
         else:
             absent = [n for n in archive_names if not (source / n).is_file()]
             if absent:
-                raise UserError(f"--from {source}: holds neither {spec.image_dir}/ and {spec.mask_dir}/ nor "
+                raise ConfigError(f"`source` {source}: holds neither {spec.image_dir}/ and {spec.mask_dir}/ nor "
                                 f"{', '.join(absent)}")
     if source is not None:  # --force would otherwise replace the very copy it reads
         refuse_output_in_inputs(final, {"--from": source}, flag="--data-root", what="the dataset folder")

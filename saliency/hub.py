@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from saliency.core.errors import UserError
+from saliency.core.errors import ConfigError, UserError
 
 
 def download_model(repo: str, revision: str | None = None) -> Path:
@@ -28,18 +28,18 @@ def download_model(repo: str, revision: str | None = None) -> Path:
         try:
             folders.add(Path(hf_hub_download(repo, name, revision=revision)).parent)
         except LocalEntryNotFoundError as exc:
-            raise UserError(f"--model {where}: not a folder here, and not in huggingface_hub's cache while offline "
+            raise ConfigError(f"`model` {where}: not a folder here, and not in huggingface_hub's cache while offline "
                             "(HF_HUB_OFFLINE=1 or no network); fetch it once with a network") from exc
         except RevisionNotFoundError as exc:
-            raise UserError(f"--model {where}: the Hub repository has no revision {revision!r}") from exc
+            raise ConfigError(f"`model` {where}: the Hub repository has no revision {revision!r}") from exc
         except RepositoryNotFoundError as exc:
-            raise UserError(f"--model {where}: not a folder here, and no such repository on the Hub "
+            raise ConfigError(f"`model` {where}: not a folder here, and no such repository on the Hub "
                             "(or it is private: log in with `hf auth login`)") from exc
         except EntryNotFoundError as exc:
-            raise UserError(f"--model {where}: the repository has no {name}; it is not a model of this tool") from exc
+            raise ConfigError(f"`model` {where}: the repository has no {name}; it is not a model of this tool") from exc
         except (OSError, ValueError) as exc:  # network errors, a full disk, a bad id
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"--model {where}: cannot fetch {name} from the Hub ({first})") from exc
+            raise ConfigError(f"`model` {where}: cannot fetch {name} from the Hub ({first})") from exc
     if len(folders) != 1:
-        raise UserError(f"--model {where}: the repository changed while its files were fetched; run again")
+        raise ConfigError(f"`model` {where}: the repository changed while its files were fetched; run again")
     return folders.pop()

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from saliency.core.artifacts import refuse_output_in_inputs
-from saliency.core.errors import UserError
+from saliency.core.errors import ConfigError, UserError
 
 CHECK_TOLERANCE = 1e-4  # max |onnxruntime - torch| of the probability map accepted at export
 
@@ -58,11 +58,11 @@ def export_onnx(model: str | os.PathLike, out: str | os.PathLike, opset: int = 1
     onnx, onnxruntime = _require_onnx()
     out = Path(out)
     if out.suffix != ".onnx":
-        raise UserError(f"--out must end in .onnx, got {out}")
+        raise ConfigError(f"`out` must end in .onnx, got {out}")
     if out.exists() and out.is_dir():
-        raise UserError(f"--out {out} is a folder")
+        raise ConfigError(f"`out` {out} is a folder")
     if not out.parent.exists():
-        raise UserError(f"--out {out}: the folder {out.parent} does not exist")
+        raise ConfigError(f"`out` {out}: the folder {out.parent} does not exist")
     refuse_output_in_inputs(out, {"--model": model if Path(model).exists() else None})
     from saliency.detector import resolve_model
     from saliency.unet import load_model

@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 
 from saliency.core.artifacts import write_safetensors
-from saliency.core.errors import UserError
+from saliency.core.errors import ConfigError, UserError
 from saliency.core.artifacts import sha256_file
 from saliency.core.download import download
 
@@ -132,7 +132,7 @@ def fetch_weights(name: str, source: str | os.PathLike | None = None, url: str |
         return fetch_biggan()
     weights = spec(name)
     if url is not None and not url.startswith(("http://", "https://")):  # checked before any early return
-        raise UserError(f"{name}: --url must be an http(s) URL, got {url!r}")
+        raise ConfigError(f"{name}: `url` must be an http(s) URL, got {url!r}")
     if source is not None and not Path(source).is_file():
         raise UserError(f"{name}: {source} not found")
     final = installed_path(name)
@@ -159,7 +159,7 @@ def fetch_weights(name: str, source: str | os.PathLike | None = None, url: str |
         else:
             address = url or weights.url
             if not address.startswith(("http://", "https://")):
-                raise UserError(f"{name}: --url must be an http(s) URL, got {address!r}")
+                raise ConfigError(f"{name}: `url` must be an http(s) URL, got {address!r}")
             found = download(address, published, progress=progress, timeout=timeout)
             if not digest_matches(found, weights.sha256):
                 raise UserError(f"{name}: checksum mismatch for {address}: expected sha256 {weights.sha256[:16]}..., "

@@ -33,7 +33,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save
 
 from saliency.core.artifacts import atomic_path, remove_stale_temporaries, tensor_file_metadata, write_json
-from saliency.core.errors import UserError
+from saliency.core.errors import ConfigError, UserError
 from saliency.core.artifacts import sha256_file
 
 DATASET_FORMAT = "gan-saliency-pairs/1"  # manifest.json and progress.json
@@ -151,10 +151,10 @@ def load_progress(out: Path, fingerprint: dict) -> list[dict]:
         progress = json.loads(path.read_text(encoding="utf-8"))
         recorded, shards = progress["fingerprint"], list(progress["shards"])
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise UserError(f"{path} is corrupted ({type(exc).__name__}); remove {out} or use another --out") from exc
+        raise ConfigError(f"{path} is corrupted ({type(exc).__name__}); remove {out} or use another `out`") from exc
     if recorded != fingerprint:
         changed = sorted(k for k in set(recorded) | set(fingerprint) if recorded.get(k) != fingerprint.get(k))
-        raise UserError(f"{out} holds a synthesis with other settings ({', '.join(changed)}); use another --out")
+        raise ConfigError(f"{out} holds a synthesis with other settings ({', '.join(changed)}); use another `out`")
     valid = []
     for entry in shards:  # keep the prefix of shards whose bytes still match
         shard = out / entry["file"]

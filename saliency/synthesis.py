@@ -22,6 +22,9 @@ from scipy import ndimage
 from torch import Tensor
 
 from directions.generators import Generator
+from saliency.core import limits
+from saliency.core.errors import ConfigError
+from saliency.core.fields import bounded, check_ranges
 from saliency.core.runtime import autocast
 
 KEPT, AREA_BELOW, AREA_ABOVE, NOT_BIMODAL = 0, 1, 2, 3
@@ -31,24 +34,17 @@ HISTOGRAM_BINS = 20
 
 @dataclass(frozen=True)
 class MaskRule:
-    threshold: float = 0.95
-    min_area: float = 0.05
-    max_area: float = 0.5
-    component_fraction: float | None = None
+    threshold: float = bounded(limits.POSITIVE_FRACTION, 0.95)
+    min_area: float = bounded(limits.FRACTION, 0.05)
+    max_area: float = bounded(limits.FRACTION, 0.5)
+    component_fraction: float | None = bounded(limits.POSITIVE_FRACTION)
     bimodal: bool = False
-    bimodal_min: float = 0.8
+    bimodal_min: float = bounded(limits.OPEN_FRACTION, 0.8)
 
     def validate(self) -> None:
-        from saliency.core.errors import UserError
-
-        if not 0.0 < self.threshold <= 1.0:
-            raise UserError(f"threshold must lie in (0, 1], got {self.threshold}")
-        if not 0.0 <= self.min_area < self.max_area <= 1.0:
-            raise UserError(f"area bounds must satisfy 0 <= min < max <= 1, got [{self.min_area}, {self.max_area}]")
-        if self.component_fraction is not None and not 0.0 < self.component_fraction <= 1.0:
-            raise UserError(f"component fraction must lie in (0, 1], got {self.component_fraction}")
-        if not 0.0 < self.bimodal_min < 1.0:
-            raise UserError(f"bimodal minimum must lie in (0, 1), got {self.bimodal_min}")
+        check_ranges(self)
+        if not self.min_area < self.max_area:
+            raise ConfigError(f"area bounds must satisfy 0 <= min < max <= 1, got [{self.min_area}, {self.max_area}]")
 
 
 def masks_from_shifted(shifted: Tensor, threshold: float) -> Tensor:

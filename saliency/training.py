@@ -25,7 +25,9 @@ from saliency.core.artifacts import atomic_path, remove_stale_temporaries, trim_
 from saliency.augment import AugmentedPairs, AugmentSettings, StepBatchSampler
 from saliency.core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from saliency.core.checkpoint import load_checkpoint, save_checkpoint
-from saliency.core.errors import UserError
+from saliency.core import limits
+from saliency.core.errors import ConfigError, UserError
+from saliency.core.fields import bounded, check_ranges
 from saliency.core.progress import progress_bar
 from saliency.core.runtime import autocast
 from saliency.shards import SyntheticPairs
@@ -38,38 +40,26 @@ CURVE_NAME = "loss_curve.png"
 
 @dataclass(frozen=True)
 class UNetTrainSettings:
-    steps: int = 15000
-    batch_size: int = 128
-    lr: float = 0.005
-    lr_step: int = 4000
-    lr_gamma: float = 0.2
-    temperature: float = 10.0
-    val_count: int = 512
-    val_every: int = 500
-    checkpoint_every: int = 500
-    log_every: int = 10
+    steps: int = bounded(limits.STEPS, 15000)
+    batch_size: int = bounded(limits.TRAIN_BATCH, 128)
+    lr: float = bounded(limits.POSITIVE, 0.005)
+    lr_step: int = bounded(limits.COUNT, 4000)
+    lr_gamma: float = bounded(limits.POSITIVE_FRACTION, 0.2)
+    temperature: float = bounded(limits.POSITIVE, 10.0)
+    val_count: int = bounded(limits.VAL_COUNT, 512)
+    val_every: int = bounded(limits.COUNT, 500)
+    checkpoint_every: int = bounded(limits.COUNT, 500)
+    log_every: int = bounded(limits.COUNT, 10)
     seed: int = 0
-    workers: int = 1
+    workers: int = bounded(limits.WORKERS, 1)
     precision: str = "fp32"  # "bf16": autocast the U-Net (the loss and Adam stay fp32)
     compile: bool = False  # torch.compile the model
     freeze_encoder: bool = False  # train the decoder only; the encoder's batch-norm statistics stay too
     augment: AugmentSettings = field(default_factory=AugmentSettings)
 
     def validate(self) -> None:
-        for name in ("steps", "batch_size", "lr_step", "val_every", "checkpoint_every", "log_every"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UserError(f"--lr must be positive, got {self.lr}")
-        if not 0 < self.lr_gamma <= 1:
-            raise UserError(f"--lr-gamma must lie in (0, 1], got {self.lr_gamma}")
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise UserError(f"--temperature must be positive, got {self.temperature}")
-        if self.val_count < 0 or self.workers < 0:
-            raise UserError("--val-count and --workers must not be negative")
-        a = self.augment
-        if not (0 <= a.hflip <= 1 and 0 < a.scale_min <= 1 and 0 <= a.color_jitter <= 1):
-            raise UserError("augmentation settings out of range (probabilities in [0, 1], scale-min in (0, 1])")
+        check_ranges(self)
+        check_ranges(self.augment)
 
 
 def to_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -166,7 +156,7 @@ def _resume(checkpoint_path: Path, identity: dict, net: torch.nn.Module, optimiz
     the schedule; returns (its step, its training seconds)."""
     state = load_checkpoint(checkpoint_path)
     if json.loads(json.dumps(state.get("identity"))) != json.loads(json.dumps(identity)):
-        raise UserError(f"{checkpoint_path} was trained with other settings or data; use another --out")
+        raise ConfigError(f"{checkpoint_path} was trained with other settings or data; use another `out`")
     try:
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -175,7 +165,7 @@ def _resume(checkpoint_path: Path, identity: dict, net: torch.nn.Module, optimiz
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         raise UserError(f"checkpoint {checkpoint_path} does not fit this run ({type(exc).__name__})") from exc
     if start > settings.steps:
-        raise UserError(f"{checkpoint_path} is at step {start}, past --steps {settings.steps}")
+        raise ConfigError(f"{checkpoint_path} is at step {start}, past `steps` {settings.steps}")
     return start, float(state.get("seconds", 0.0))
 
 
@@ -188,64 +178,19 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
     """
     settings.validate()
     torch.manual_seed(settings.seed)
-    pairs = SyntheticPairs(data, verify=True)  # a damaged shard is refused before the first step
-    if len(pairs) <= settings.val_count:
-        raise UserError(f"{data} has {len(pairs)} pairs; need more than --val-count {settings.val_count}")
-    side = arch.stride
-    if pairs.height % side or pairs.width % side:
-        raise UserError(f"pairs are {pairs.height}x{pairs.width}; this U-Net needs sides divisible by {side}")
-    train_indices = np.arange(len(pairs) - settings.val_count)
-    val_indices = np.arange(len(pairs) - settings.val_count, len(pairs))
-
+    pairs, train_indices, val_indices = _open_pairs(data, arch, settings)
     ctx = distributed.context()
-    net = build_unet(arch).to(device)  # the module itself; ``model`` may wrap it for data parallelism
-    if device.type == "cuda":
-        net = net.to(memory_format=torch.channels_last)
-    if settings.freeze_encoder:
-        freeze(net)
-    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=settings.lr)
-    schedule = make_schedule(optimizer, settings)
-    # What a resumed run must share with the checkpoint (not steps, workers or compilation).
-    identity = {"architecture": asdict(arch),
-                "settings": {**asdict(settings), "steps": None, "workers": None, "compile": None},
-                "data_pairs": len(pairs), "data_manifest_sha": _manifest_digest(data)}
-    if not settings.freeze_encoder:  # the identity checkpoints had before the setting existed
-        identity["settings"].pop("freeze_encoder")
+    net, optimizer, schedule = _build_training(arch, settings, device)
+    identity = _run_identity(arch, settings, pairs, data)
+    checkpoint_path, metrics_path = out / CHECKPOINT_NAME, out / METRICS_NAME
     start, seconds_before = 0, 0.0
-    checkpoint_path = out / CHECKPOINT_NAME
-    metrics_path = out / METRICS_NAME
     if resume:
         start, seconds_before = _resume(checkpoint_path, identity, net, optimizer, schedule, settings)
-        if ctx.is_main:
-            trim_step_log(metrics_path, start)
-    elif metrics_path.exists() and ctx.is_main:
-        metrics_path.unlink()
-    if ctx.is_main:
-        remove_stale_temporaries(out)
-        (out / MODEL_META).unlink(missing_ok=True)  # the finished model, if any, is being trained further
-        if record is not None:
-            write_json(out / "config.json", record)
-
-    # Every process sees the same global batch of each step and trains on its own slice of it.
-    sampler = StepBatchSampler(train_indices, settings.batch_size, settings.steps, settings.seed, start=start,
-                               rank=ctx.rank, world=ctx.world)
-    loader = torch.utils.data.DataLoader(
-        AugmentedPairs(pairs, settings.augment), batch_sampler=sampler, num_workers=settings.workers,
-        pin_memory=device.type == "cuda", persistent_workers=False,
-        prefetch_factor=4 if settings.workers > 0 else None,
-    )
+    _prepare_run_folder(out, start, resume, record, ctx)
+    loader = _step_loader(pairs, train_indices, settings, start, device, ctx)
     set_training_mode(net, settings.freeze_encoder)
     started = time.perf_counter()
-    step = start
-    running = None
-    last_val: dict = {}
-
-    def checkpoint() -> None:
-        save_checkpoint(checkpoint_path, {
-            "identity": identity, "step": step, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(), "seconds": seconds_before + time.perf_counter() - started,
-        })
-
+    step, running, last_val = start, None, {}
     # Under torchrun on GPUs the batch norms see the whole global batch, as in one process.
     sync_norms = distributed.batch_norm_is_synchronised(device, ctx)
     with distributed.synchronised_batch_norm(net, sync_norms), \
@@ -255,36 +200,26 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
         model = _data_parallel(net, device, ctx)  # ``net`` itself in one process
         forward = torch.compile(model) if settings.compile else model
         for images, masks in loader:
-            x = to_model_input(images, device)
-            y = masks.to(device, non_blocking=True)
-            with autocast(device, settings.precision):
-                logits = forward(x)
-            loss = tempered_loss(logits, y, settings.temperature)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+            value = _train_step(forward, optimizer, schedule, images, masks, device, settings)
             step += 1
-            value = loss.item()
             if not math.isfinite(value):
-                raise UserError(f"the loss became {value} at step {step}; lower --lr")
+                raise ConfigError(f"the loss became {value} at step {step}; lower `lr`")
             running = value if running is None else 0.95 * running + 0.05 * value
             bar.update(1)
-            record = None
-            if step % settings.log_every == 0:
-                record = {"step": step, "loss": value, "lr": schedule.get_last_lr()[0]}
+            validation = None
             if ctx.is_main and (step % settings.val_every == 0 or step == settings.steps):
-                last_val = validate(net, pairs, val_indices, device, settings.temperature,
-                                    freeze_encoder=settings.freeze_encoder)
-                record = {**(record or {"step": step, "loss": value, "lr": schedule.get_last_lr()[0]}), **last_val}
-                bar.set_postfix(loss=f"{running:.3f}", val_mae=f"{last_val['val_mae']:.3f}", refresh=False)
-            else:
-                bar.set_postfix(loss=f"{running:.3f}", refresh=False)
-            if record is not None:
-                log.write(json.dumps(record) + "\n")
+                validation = last_val = validate(net, pairs, val_indices, device, settings.temperature,
+                                                 freeze_encoder=settings.freeze_encoder)
+            postfix = {"loss": f"{running:.3f}"} | ({"val_mae": f"{validation['val_mae']:.3f}"} if validation else {})
+            bar.set_postfix(**postfix, refresh=False)
+            if step % settings.log_every == 0 or validation is not None:
+                log.write(json.dumps({"step": step, "loss": value, "lr": schedule.get_last_lr()[0],
+                                      **(validation or {})}) + "\n")
                 log.flush()
             if ctx.is_main and (step % settings.checkpoint_every == 0 or step == settings.steps):
-                checkpoint()
+                save_checkpoint(checkpoint_path, {
+                    "identity": identity, "step": step, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(), "seconds": seconds_before + time.perf_counter() - started})
     distributed.barrier()
     if ctx.is_main and step == start and not last_val:  # resumed at the end already
         last_val = validate(net, pairs, val_indices, device, settings.temperature)
@@ -293,6 +228,85 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
             "validation": {k: round(v, 5) for k, v in last_val.items()}, "val_pairs": len(val_indices),
             "train_pairs": len(train_indices), "loss_curve": curve.name if curve else None,
             "batch_norm": distributed.batch_norm_report(device, ctx, settings.batch_size)}
+
+
+def _open_pairs(data: Path, arch: UNetArchitecture, settings: UNetTrainSettings):
+    """The pairs (every shard verified: a damaged one is refused before the first step), and
+    the indices of the training pairs and of the held-out last ``val_count``."""
+    pairs = SyntheticPairs(data, verify=True)
+    if len(pairs) <= settings.val_count:
+        raise ConfigError(f"{data} has {len(pairs)} pairs; need more than `val_count` {settings.val_count}")
+    side = arch.stride
+    if pairs.height % side or pairs.width % side:
+        raise UserError(f"pairs are {pairs.height}x{pairs.width}; this U-Net needs sides divisible by {side}")
+    split = len(pairs) - settings.val_count
+    return pairs, np.arange(split), np.arange(split, len(pairs))
+
+
+def _build_training(arch: UNetArchitecture, settings: UNetTrainSettings, device: torch.device):
+    """The U-Net (channels-last on a GPU; its encoder frozen if asked), Adam over what trains,
+    and the step schedule."""
+    net = build_unet(arch).to(device)  # the module itself; ``model`` may wrap it for data parallelism
+    if device.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
+    if settings.freeze_encoder:
+        freeze(net)
+    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=settings.lr)
+    return net, optimizer, make_schedule(optimizer, settings)
+
+
+def _run_identity(arch: UNetArchitecture, settings: UNetTrainSettings, pairs: SyntheticPairs, data: Path) -> dict:
+    """What a resumed run must share with its checkpoint (not steps, workers or compilation)."""
+    identity = {"architecture": asdict(arch),
+                "settings": {**asdict(settings), "steps": None, "workers": None, "compile": None},
+                "data_pairs": len(pairs), "data_manifest_sha": _manifest_digest(data)}
+    if not settings.freeze_encoder:  # the identity checkpoints had before the setting existed
+        identity["settings"].pop("freeze_encoder")
+    return identity
+
+
+def _prepare_run_folder(out: Path, start: int, resume: bool, record: dict | None, ctx) -> None:
+    """Every check has passed: trim the step log to the checkpoint (or start it afresh), drop
+    a finished model that is being trained further, write ``config.json``."""
+    if not ctx.is_main:
+        return
+    metrics_path = out / METRICS_NAME
+    if resume:
+        trim_step_log(metrics_path, start)
+    elif metrics_path.exists():
+        metrics_path.unlink()
+    remove_stale_temporaries(out)
+    (out / MODEL_META).unlink(missing_ok=True)
+    if record is not None:
+        write_json(out / "config.json", record)
+
+
+def _step_loader(pairs: SyntheticPairs, train_indices: np.ndarray, settings: UNetTrainSettings, start: int,
+                 device: torch.device, ctx) -> torch.utils.data.DataLoader:
+    """Augmented batches from step ``start`` on; every process sees the same global batch of
+    each step and trains on its own slice of it."""
+    sampler = StepBatchSampler(train_indices, settings.batch_size, settings.steps, settings.seed, start=start,
+                               rank=ctx.rank, world=ctx.world)
+    return torch.utils.data.DataLoader(
+        AugmentedPairs(pairs, settings.augment), batch_sampler=sampler, num_workers=settings.workers,
+        pin_memory=device.type == "cuda", persistent_workers=False,
+        prefetch_factor=4 if settings.workers > 0 else None,
+    )
+
+
+def _train_step(forward, optimizer, schedule, images: torch.Tensor, masks: torch.Tensor, device: torch.device,
+                settings: UNetTrainSettings) -> float:
+    """One optimiser step on a batch; returns its loss."""
+    x = to_model_input(images, device)
+    y = masks.to(device, non_blocking=True)
+    with autocast(device, settings.precision):
+        logits = forward(x)
+    loss = tempered_loss(logits, y, settings.temperature)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    schedule.step()
+    return loss.item()
 
 
 def _data_parallel(net: torch.nn.Module, device: torch.device, ctx: distributed.Context) -> torch.nn.Module:

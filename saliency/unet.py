@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from saliency.core.artifacts import write_json, write_safetensors
-from saliency.core.errors import UserError
+from saliency.core.errors import ConfigError, UserError
 
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_META = "model.json"
@@ -63,9 +63,9 @@ def converted_encoder_weights(arch: UNetArchitecture) -> Path | None:
 
     path = installed_path("mobilenet-v2-imagenet")
     if not path.is_file():
-        raise UserError(f"no ImageNet weights for the mobilenet_v2 encoder: smp has none in its cache and {path} "
-                        "is missing; run `saliency fetch-weights mobilenet-v2-imagenet` (offline: add --from "
-                        "FILE.tflite), or pass --encoder-weights none")
+        raise ConfigError(f"no ImageNet weights for the mobilenet_v2 encoder: smp has none in its cache and {path} "
+                          "is missing; run `saliency fetch-weights mobilenet-v2-imagenet` (offline: add --from "
+                          "FILE.tflite), or pass `encoder_weights` none")
     return path
 
 
@@ -86,7 +86,7 @@ def build_unet(arch: UNetArchitecture) -> nn.Module:
         try:
             state = load_file(str(converted))
         except (SafetensorError, OSError) as exc:
-            raise UserError(f"{converted} is unreadable ({type(exc).__name__}); fetch it again with --force") from exc
+            raise ConfigError(f"{converted} is unreadable ({type(exc).__name__}); fetch it again with `force`") from exc
         state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
         try:
             model.encoder.load_state_dict(state, strict=True)

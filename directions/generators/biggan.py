@@ -20,7 +20,7 @@ from torch import Tensor
 from directions.generators.base import Generator
 from directions.generators.registry import register_generator
 from saliency.core.weights import load_state_dict_strict, load_torch_weights
-from saliency.core.errors import UserError
+from saliency.core.errors import ConfigError, UserError
 
 HUB_REPO = "osanseviero/BigGAN-deep-128"
 # The repository commit a first download takes (its config.json and pytorch_model.bin are
@@ -69,10 +69,10 @@ def resolve_weight_files(weights: str | os.PathLike | None) -> tuple[Path, Path]
         config = hf_hub_download(HUB_REPO, CONFIG_NAME, **options)
         model = hf_hub_download(HUB_REPO, WEIGHTS_NAME, **options)
     except Exception as exc:  # offline, no network, or not in the cache
-        raise UserError(
+        raise ConfigError(
             f"biggan-deep-128 weights not found ({type(exc).__name__}): put {CONFIG_NAME} and "
             f"{WEIGHTS_NAME} from https://huggingface.co/{HUB_REPO} in a folder and pass "
-            f"--weights DIR, or go online once so huggingface_hub caches them"
+            f"`weights` DIR, or go online once so huggingface_hub caches them"
         ) from exc
     _check_digests(Path(config), Path(model), record)
     return Path(config), Path(model)

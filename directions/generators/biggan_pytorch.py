@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from directions.generators.base import Generator
 from directions.generators.registry import register_generator
 from saliency.core.weights import load_state_dict_strict, load_torch_weights
-from saliency.core.errors import UserError
+from saliency.core.errors import ConfigError, UserError
 
 SN_EPS = 1e-6  # generator_config.json: SN_eps
 BN_EPS = 1e-5
@@ -194,10 +194,10 @@ def architecture_from_state_dict(state: dict) -> dict:
 def load_biggan128(weights: str | os.PathLike | None, truncation: float | None = None) -> BigGAN128:
     what = "biggan-128"
     if weights is None:
-        raise UserError(f"{what} needs --weights FILE: G_ema.pth of BigGAN-PyTorch's 128 px ImageNet model "
+        raise ConfigError(f"{what} needs `weights` FILE: G_ema.pth of BigGAN-PyTorch's 128 px ImageNet model "
                         "(the reference code's pretrained_biggan download, 138k iterations)")
     if truncation is not None and not truncation > 0:
-        raise UserError(f"{what}: --truncation must be positive, got {truncation}")
+        raise ConfigError(f"{what}: `truncation` must be positive, got {truncation}")
     path = Path(weights)
     state = load_torch_weights(path, what)
     try:

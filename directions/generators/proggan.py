@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from directions.generators.base import Generator
 from directions.generators.registry import register_generator
 from saliency.core.weights import load_state_dict_strict, load_torch_weights
-from saliency.core.errors import UserError
+from saliency.core.errors import ConfigError, UserError
 
 PAPER_WIDTHS = (512, 512, 512, 512, 512, 256, 128, 64, 32, 16)  # 4, 8, ..., 1024 px
 
@@ -79,7 +79,7 @@ def widths_from_state_dict(state: dict) -> tuple[tuple[int, ...], int]:
 def load_proggan(weights: str | os.PathLike | None) -> ProgGANGenerator:
     what = "proggan-celebahq"
     if weights is None:
-        raise UserError(f"{what} needs --weights FILE: the ProgGAN CelebA-HQ checkpoint the paper's code loads "
+        raise ConfigError(f"{what} needs `weights` FILE: the ProgGAN CelebA-HQ checkpoint the paper's code loads "
                         "(100_celeb_hq_network-snapshot-010403.pth)")
     path = Path(weights)
     state = load_torch_weights(path, what)

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from directions.generators.base import Generator
 from directions.generators.registry import register_generator
 from saliency.core.weights import load_state_dict_strict, load_torch_weights
-from saliency.core.errors import UserError
+from saliency.core.errors import ConfigError, UserError
 
 REPO = Path(__file__).resolve().parents[2]
 MNIST_WEIGHTS_DIR = REPO / "checkpoints" / "sngan-mnist"
@@ -218,8 +218,8 @@ def build_sngan_mnist(weights: str | None = None) -> SNResNetGenerator:
     """SN-GAN (ResNet) on MNIST digits, 32 px gray: ours (shipped), or the authors' with --weights."""
     generator = load_sngan(weights if weights is not None else MNIST_WEIGHTS_DIR, "sngan-mnist")
     if generator.channels != 1:
-        raise UserError(f"sngan-mnist: {weights} holds a {generator.channels}-channel generator; "
-                        "use --generator sngan-anime for colour images")
+        raise ConfigError(f"sngan-mnist: {weights} holds a {generator.channels}-channel generator; "
+                          "use `generator` sngan-anime for colour images")
     return generator
 
 
@@ -227,6 +227,6 @@ def build_sngan_mnist(weights: str | None = None) -> SNResNetGenerator:
 def build_sngan_anime(weights: str | None = None) -> SNResNetGenerator:
     """SN-GAN (ResNet) on anime faces, 64 px: the authors' SN_Anime weights, --weights DIR (needed)."""
     if weights is None:
-        raise UserError("sngan-anime needs --weights: the authors' SN_Anime folder (args.json + generator.pt) "
+        raise ConfigError("sngan-anime needs `weights`: the authors' SN_Anime folder (args.json + generator.pt) "
                         "from their GANLatentDiscovery download")
     return load_sngan(weights, "sngan-anime")

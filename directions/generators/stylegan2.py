@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from directions.generators.base import Generator
 from directions.generators.registry import register_generator
 from saliency.core.weights import load_state_dict_strict, load_torch_weights
-from saliency.core.errors import UserError
+from saliency.core.errors import ConfigError, UserError
 
 BLUR = (1.0, 3.0, 3.0, 1.0)
 LR_MLP = 0.01  # the port's default learning-rate multiplier of the mapping network
@@ -221,7 +221,7 @@ def architecture_from_state_dict(state: dict) -> dict:
 def load_stylegan2(weights: str | os.PathLike | None, latent_space: str = "w") -> StyleGAN2Generator:
     what = "stylegan2"
     if weights is None:
-        raise UserError(f"{what} needs --weights FILE: a checkpoint of rosinality's stylegan2-pytorch (holding g_ema), "
+        raise ConfigError(f"{what} needs `weights` FILE: a checkpoint of rosinality's stylegan2-pytorch (holding g_ema), "
                         "e.g. the converted FFHQ or LSUN weights the paper's reference code loads")
     path = Path(weights)
     checkpoint = load_torch_weights(path, what)

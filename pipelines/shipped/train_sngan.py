@@ -39,7 +39,9 @@ from directions.generators.sngan import MODEL_FILE, MODEL_JSON, SNResNetGenerato
 from saliency.core.artifacts import (ensure_writable_dir, remove_stale_temporaries, trim_step_log, write_json,
                                 write_safetensors)
 from saliency.core.checkpoint import load_checkpoint, save_checkpoint
-from saliency.core.errors import UserError
+from saliency.core import limits
+from saliency.core.errors import ConfigError, UserError
+from saliency.core.fields import bounded, check_ranges
 from saliency.core.runtime import tune_cpu_allocator
 from saliency.core.progress import progress_bar
 from saliency.core.visualize import save_grid
@@ -119,22 +121,27 @@ def translate(x: Tensor, rng: torch.Generator, pixels: int = 2) -> Tensor:
 # -------------------------------------------------------------------------------- training
 @dataclass
 class SNGANSettings:
-    steps: int = 16_000  # generator updates: the shipped weights' (6,000 read 85 % on the gate, 16,000 90.45 %)
-    batch_size: int = 64
-    lr: float = 2e-4
-    beta1: float = 0.5  # SN-GAN paper, settings B and C (its ResNet setting: 0, with five D steps)
-    beta2: float = 0.999
-    n_dis: int = 2  # discriminator updates per generator update
+    # generator updates: the shipped weights' (6,000 read 85 % on the gate, 16,000 90.45 %)
+    steps: int = bounded(limits.STEPS, 16_000)
+    batch_size: int = bounded(limits.TRAIN_BATCH, 64)
+    lr: float = bounded(limits.POSITIVE, 2e-4)
+    beta1: float = bounded(limits.FRACTION, 0.5)  # SN-GAN paper, settings B and C (ResNet: 0, five D steps)
+    beta2: float = bounded(limits.FRACTION, 0.999)
+    n_dis: int = bounded(limits.COUNT, 2)  # discriminator updates per generator update
     g_widths: tuple[int, ...] = (128, 64, 32, 16)
-    d_width: int = 64
-    translate: int = 2  # pixels of random translation of real and fake digits before D (0: off)
-    ema_decay: float = 0.999  # the saved generator: a moving average of the trained one (0: off)
-    latent_dim: int = 128
+    d_width: int = bounded(limits.COUNT, 64)
+    translate: int = bounded(limits.NON_NEGATIVE_COUNT, 2)  # pixels of random translation before D (0: off)
+    ema_decay: float = bounded(limits.FRACTION, 0.999)  # the saved generator: a moving average of the trained one
+    latent_dim: int = bounded(limits.LATENT_DIM, 128)
     seed: int = 0
-    checkpoint_every: int = 500
-    sample_every: int = 1000
-    log_every: int = 50
-    d_warmup: int = 0  # discriminator-only updates first (a new D against a trained G: --init-from)
+    checkpoint_every: int = bounded(limits.COUNT, 500)
+    sample_every: int = bounded(limits.COUNT, 1000)
+    log_every: int = bounded(limits.COUNT, 50)
+    # discriminator-only updates first (a new D against a trained G: init_from)
+    d_warmup: int = bounded(limits.NON_NEGATIVE_COUNT, 0)
+
+    def validate(self) -> None:
+        check_ranges(self)
 
 
 @torch.no_grad()
@@ -183,18 +190,24 @@ def _resume(checkpoint: Path, identity: dict, out: Path, parts: dict, rng: torch
     return int(state["step"]), float(state["seconds"])
 
 
-def train(out: Path, settings: SNGANSettings, mnist: str | Path | None = None, resume: bool = False,
-          progress: bool = True, stop_after: int | None = None, standing_batches: int = STANDING_BATCHES,
-          init_from: Path | None = None) -> dict:
-    """Train (or resume) into ``out``; ``stop_after`` ends early, with a checkpoint, after that
-    step (an interruption, for tests). ``init_from``: a finished run whose generator both the
-    trained and the averaged generator start from (its discriminator is not kept, so a new one
-    starts, given ``settings.d_warmup`` updates of its own first). Returns model.json's content,
-    or the step reached."""
-    out = ensure_writable_dir(out)
-    remove_stale_temporaries(out)
-    digits, _ = load_mnist(mnist)
-    real = to_generator_range(digits)
+@dataclass
+class _GAN:
+    """The trained generator, its moving average (what ships), the discriminator, their optimizers."""
+
+    generator: SNResNetGenerator
+    average: SNResNetGenerator
+    discriminator: Discriminator
+    opt_g: torch.optim.Adam
+    opt_d: torch.optim.Adam
+
+    def parts(self) -> dict:
+        """What a checkpoint holds, by name."""
+        return {"generator": self.generator, "average": self.average, "discriminator": self.discriminator,
+                "opt_g": self.opt_g, "opt_d": self.opt_d}
+
+
+def _build_gan(settings: SNGANSettings, init_from: Path | None) -> _GAN:
+    """Fresh networks (seeded), or the generator of a finished run with a new discriminator."""
     torch.manual_seed(settings.seed)
     generator = SNResNetGenerator(settings.g_widths, settings.latent_dim, image_channels=1)
     discriminator = Discriminator(settings.d_width, image_channels=1)
@@ -203,32 +216,105 @@ def train(out: Path, settings: SNGANSettings, mnist: str | Path | None = None, r
         from directions.generators.sngan import load_own_generator
         start = load_own_generator(Path(init_from), "--init-from")
         if start.config() != generator.config():
-            raise UserError(f"--init-from {init_from}: its generator ({start.config()}) is not the one these settings make")
+            raise ConfigError(f"`init_from` {init_from}: its generator ({start.config()}) is not the one these "
+                              "settings make")
         generator.load_state_dict(start.state_dict())
     average.load_state_dict(generator.state_dict())
     average.requires_grad_(False).eval()
     for module in (generator, discriminator, average):
         module.to(memory_format=torch.channels_last)  # oneDNN's own layout: a step 16 % faster on 2 CPU cores
     betas = (settings.beta1, settings.beta2)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=settings.lr, betas=betas)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=settings.lr, betas=betas)
-    rng = torch.Generator().manual_seed(settings.seed)
-    checkpoint = out / CHECKPOINT_NAME
-    step, seconds = 0, 0.0
-    # Everything that changes the result; the rate schedule depends on the total steps.
+    return _GAN(generator, average, discriminator,
+                torch.optim.Adam(generator.parameters(), lr=settings.lr, betas=betas),
+                torch.optim.Adam(discriminator.parameters(), lr=settings.lr, betas=betas))
+
+
+def _run_identity(settings: SNGANSettings, init_from: Path | None) -> dict:
+    """Everything that changes the result (the rate schedule depends on the total steps)."""
     identity = {k: v for k, v in asdict(settings).items() if k not in ("checkpoint_every", "sample_every", "log_every")}
     identity["g_widths"] = list(settings.g_widths)
     if init_from is not None:
         from saliency.core.artifacts import sha256_file
         init_file = Path(init_from) / MODEL_FILE if Path(init_from).is_dir() else Path(init_from)
         identity["init_from"] = sha256_file(init_file)
+    return identity
+
+
+def _discriminator_step(gan: _GAN, real: Tensor, rng: torch.Generator, settings: SNGANSettings, augment):
+    """One hinge-loss update of D on a batch of real digits and one of fakes; (loss, D(real), D(fake))."""
+    index = torch.randint(real.shape[0], (settings.batch_size,), generator=rng)
+    z = torch.randn(settings.batch_size, settings.latent_dim, generator=rng)
+    with torch.no_grad():
+        fake = gan.generator.raw(z)
+    d_real = gan.discriminator(augment(real[index]))
+    d_fake = gan.discriminator(augment(fake))
+    d_loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+    gan.opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    gan.opt_d.step()
+    return d_loss, d_real, d_fake
+
+
+def _generator_step(gan: _GAN, rng: torch.Generator, settings: SNGANSettings, augment) -> Tensor:
+    """One update of G against the current D, then the moving average; returns G's loss."""
+    z = torch.randn(settings.batch_size, settings.latent_dim, generator=rng)
+    gan.discriminator.requires_grad_(False)  # its weight gradients here would be thrown away: 5 % of a step
+    g_loss = -gan.discriminator(augment(gan.generator.raw(z))).mean()
+    gan.opt_g.zero_grad(set_to_none=True)
+    g_loss.backward()
+    gan.discriminator.requires_grad_(True)
+    gan.opt_g.step()
+    update_average(gan.average, gan.generator, settings.ema_decay)
+    return g_loss
+
+
+class _LossWindow:
+    """The means of the last ``log_every`` steps' losses, for metrics.jsonl."""
+
+    KEYS = ("d_loss", "g_loss", "d_real", "d_fake")
+
+    def __init__(self) -> None:
+        self.sums, self.n = dict.fromkeys(self.KEYS, 0.0), 0
+
+    def add(self, step: int, d_loss: Tensor, g_loss: Tensor, d_real: Tensor, d_fake: Tensor) -> None:
+        for key, value in zip(self.KEYS, (d_loss, g_loss, d_real.mean(), d_fake.mean())):
+            self.sums[key] += float(value.detach())
+        self.n += 1
+        if not math.isfinite(self.sums["d_loss"] + self.sums["g_loss"]):
+            raise UserError(f"the SN-GAN losses became non-finite at step {step}")
+
+    def take(self, step: int, seconds: float) -> dict:
+        """The window's line; a new window starts."""
+        record = {"step": step, **{k: round(v / self.n, 4) for k, v in self.sums.items()},
+                  "seconds": round(seconds, 1)}
+        self.sums, self.n = dict.fromkeys(self.KEYS, 0.0), 0
+        return record
+
+
+def train(out: Path, settings: SNGANSettings, mnist: str | Path | None = None, resume: bool = False,
+          progress: bool = True, stop_after: int | None = None, standing_batches: int = STANDING_BATCHES,
+          init_from: Path | None = None) -> dict:
+    """Train (or resume) into ``out``; ``stop_after`` ends early, with a checkpoint, after that
+    step (an interruption, for tests). ``init_from``: a finished run whose generator both the
+    trained and the averaged generator start from (its discriminator is not kept, so a new one
+    starts, given ``settings.d_warmup`` updates of its own first). Returns model.json's content,
+    or the step reached."""
+    settings.validate()
+    out = ensure_writable_dir(out)
+    remove_stale_temporaries(out)
+    digits, _ = load_mnist(mnist)
+    real = to_generator_range(digits)
+    gan = _build_gan(settings, init_from)
+    rng = torch.Generator().manual_seed(settings.seed)
+    checkpoint = out / CHECKPOINT_NAME
+    identity = _run_identity(settings, init_from)
+    step, seconds = 0, 0.0
     if checkpoint.exists():
         if not resume:
-            raise UserError(f"{out} already holds a training run: pass --resume, or another --out")
-        step, seconds = _resume(checkpoint, identity, out, {"generator": generator, "average": average,
-                                "discriminator": discriminator, "opt_g": opt_g, "opt_d": opt_d}, rng)
+            raise ConfigError(f"{out} already holds a training run: pass `resume`, or another `out`")
+        step, seconds = _resume(checkpoint, identity, out, gan.parts(), rng)
     elif resume:
-        raise UserError(f"--resume: {out} holds no {CHECKPOINT_NAME}")
+        raise ConfigError(f"`resume`: {out} holds no {CHECKPOINT_NAME}")
 
     def augment(x: Tensor) -> Tensor:
         return translate(x, rng, settings.translate) if settings.translate else x
@@ -238,84 +324,48 @@ def train(out: Path, settings: SNGANSettings, mnist: str | Path | None = None, r
     if step == 0 and log_path.exists():
         log_path.unlink()
     trim_step_log(log_path, step)  # lines logged after the checkpoint a resumed run restarts from
-    generator.train()
-    discriminator.train()
+    gan.generator.train()
+    gan.discriminator.train()
     started = time.perf_counter() - seconds
-    window = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0, "n": 0}
-    if step == 0 and settings.d_warmup:
-        # A new discriminator would first hand a trained generator meaningless gradients.
+    window = _LossWindow()
+    if step == 0:  # a new discriminator would first hand a trained generator meaningless gradients
         for _ in range(settings.d_warmup):
-            index = torch.randint(real.shape[0], (settings.batch_size,), generator=rng)
-            z = torch.randn(settings.batch_size, settings.latent_dim, generator=rng)
-            with torch.no_grad():
-                fake = generator.raw(z)
-            d_loss = F.relu(1 - discriminator(augment(real[index]))).mean() + F.relu(1 + discriminator(augment(fake))).mean()
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
+            _discriminator_step(gan, real, rng, settings, augment)
     with progress_bar(settings.steps, "sngan", enabled=progress, initial=step, unit="step") as bar, \
             open(log_path, "a", encoding="utf-8") as log:
         while step < settings.steps and (stop_after is None or step < stop_after):
-            factor = _lr_factor(step, settings.steps)
-            for optimizer in (opt_g, opt_d):
+            for optimizer in (gan.opt_g, gan.opt_d):
                 for group in optimizer.param_groups:
-                    group["lr"] = settings.lr * factor
+                    group["lr"] = settings.lr * _lr_factor(step, settings.steps)
             for _ in range(settings.n_dis):
-                index = torch.randint(real.shape[0], (settings.batch_size,), generator=rng)
-                z = torch.randn(settings.batch_size, settings.latent_dim, generator=rng)
-                with torch.no_grad():
-                    fake = generator.raw(z)
-                d_real = discriminator(augment(real[index]))
-                d_fake = discriminator(augment(fake))
-                d_loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
-            z = torch.randn(settings.batch_size, settings.latent_dim, generator=rng)
-            discriminator.requires_grad_(False)  # its weight gradients here would be thrown away: 5 % of a step
-            g_loss = -discriminator(augment(generator.raw(z))).mean()
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            discriminator.requires_grad_(True)
-            opt_g.step()
-            update_average(average, generator, settings.ema_decay)
+                d_loss, d_real, d_fake = _discriminator_step(gan, real, rng, settings, augment)
+            g_loss = _generator_step(gan, rng, settings, augment)
             step += 1
             bar.update(1)
-            for key, value in (("d_loss", d_loss), ("g_loss", g_loss), ("d_real", d_real.mean()),
-                               ("d_fake", d_fake.mean())):
-                window[key] += float(value.detach())
-            window["n"] += 1
-            if not math.isfinite(window["d_loss"] + window["g_loss"]):
-                raise UserError(f"the SN-GAN losses became non-finite at step {step}")
+            window.add(step, d_loss, g_loss, d_real, d_fake)
             if step % settings.log_every == 0 or step == settings.steps:
-                n = window.pop("n")
-                record = {"step": step, **{k: round(v / n, 4) for k, v in window.items()},
-                          "seconds": round(time.perf_counter() - started, 1)}
+                record = window.take(step, time.perf_counter() - started)
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 bar.set_postfix(d=f"{record['d_loss']:.3f}", g=f"{record['g_loss']:.3f}", refresh=False)
-                window = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0, "n": 0}
             if step % settings.sample_every == 0 or step == settings.steps:
                 with torch.no_grad():
-                    save_grid(average.synthesize(fixed_z, None), out / "samples.png", nrow=8)
+                    save_grid(gan.average.synthesize(fixed_z, None), out / "samples.png", nrow=8)
             if step % settings.checkpoint_every == 0 or step in (settings.steps, stop_after):
-                save_checkpoint(checkpoint, {
-                    "identity": identity, "step": step, "seconds": time.perf_counter() - started,
-                    "generator": generator.state_dict(), "average": average.state_dict(),
-                    "discriminator": discriminator.state_dict(),
-                    "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": rng.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                })
+                save_checkpoint(checkpoint, {"identity": identity, "step": step,
+                                             "seconds": time.perf_counter() - started,
+                                             **{name: part.state_dict() for name, part in gan.parts().items()},
+                                             "rng": rng.get_state(), "torch_rng": torch.get_rng_state()})
     if step < settings.steps:
         return {"step": step}
     seconds = time.perf_counter() - started
-    standing_statistics(average, settings.seed, settings.latent_dim, standing_batches)
+    standing_statistics(gan.average, settings.seed, settings.latent_dim, standing_batches)
     with torch.no_grad():
-        save_grid(average.synthesize(fixed_z, None), out / "samples.png", nrow=8)
-    return write_model(out, average, {**asdict(settings), "g_widths": list(settings.g_widths),
-                                      "digits": int(real.shape[0]), "seconds": round(seconds, 1),
-                                      **({"init_from": identity["init_from"]} if init_from is not None else {}),
-                                      "made_by": "python -m pipelines.shipped.train_sngan"})
+        save_grid(gan.average.synthesize(fixed_z, None), out / "samples.png", nrow=8)
+    return write_model(out, gan.average, {**asdict(settings), "g_widths": list(settings.g_widths),
+                                          "digits": int(real.shape[0]), "seconds": round(seconds, 1),
+                                          **({"init_from": identity["init_from"]} if init_from is not None else {}),
+                                          "made_by": "python -m pipelines.shipped.train_sngan"})
 
 
 def write_model(out: Path, average: SNResNetGenerator, training: dict) -> dict:
@@ -342,6 +392,12 @@ def export_checkpoint(run: Path, out: Path, standing_batches: int = STANDING_BAT
     return write_model(ensure_writable_dir(out), average,
                        {**identity, "step": int(state["step"]), "exported_from": str(checkpoint),
                         "made_by": "python -m pipelines.shipped.train_sngan --export"})
+
+
+FLAGS = {"batch_size": "--batch", "init_from": "--init-from", "n_dis": "--n-dis", "d_width": "--d-width",
+         "ema_decay": "--ema-decay", "sample_every": "--sample-every", "d_warmup": "--d-warmup", "steps": "--steps",
+         "lr": "--lr", "translate": "--translate", "beta1": "--beta1", "beta2": "--beta2", "resume": "--resume",
+         "out": "--out", "seed": "--seed"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -378,8 +434,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"step {meta['training']['step']} of {meta['training']['steps']}; wrote {args.export / MODEL_FILE}")
             return 0
         widths = tuple(int(w) for w in args.g_widths.split(","))
-        if args.steps <= 0 or args.batch <= 0 or args.n_dis <= 0 or args.d_warmup < 0:
-            raise UserError("--steps, --batch and --n-dis must be positive, --d-warmup not negative")
         settings = SNGANSettings(steps=args.steps, batch_size=args.batch, n_dis=args.n_dis, lr=args.lr,
                                  g_widths=widths, d_width=args.d_width, translate=args.translate,
                                  ema_decay=args.ema_decay,
@@ -388,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
         meta = train(args.out, settings, mnist=args.mnist, resume=args.resume, init_from=args.init_from)
     except ValueError as exc:
         print(f"train_sngan: error: {exc}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:  # named by the settings' fields: say the flags
+        print(f"train_sngan: error: {exc.naming(FLAGS)}", file=sys.stderr)
         return 2
     except UserError as exc:
         print(f"train_sngan: error: {exc}", file=sys.stderr)

@@ -1,4 +1,6 @@
-"""The one exception type that the command line turns into a one-line message."""
+"""The exception types that the command line turns into a one-line message."""
+
+import re
 
 
 class UserError(Exception):
@@ -9,3 +11,29 @@ class UserError(Exception):
     """
 
     exit_code = 2
+
+
+FIELD_NAME = re.compile(r"`(\w+)`")
+
+
+class ConfigError(UserError):
+    """A config value refused, named by its field: ``"`steps` must be positive, got 0"``.
+
+    Field names stand in backticks in the message. Printed as it is, the message names the
+    fields (``steps must be ...``), which is what a Python caller passed; the CLI prints it with
+    each field replaced by its flag (``naming``), which is what the user typed there.
+    """
+
+    def __init__(self, message: str) -> None:
+        self.template = message
+        super().__init__(self.naming({}))
+
+    @property
+    def fields(self) -> list[str]:
+        return FIELD_NAME.findall(self.template)
+
+    def naming(self, names: dict[str, str]) -> str:
+        """The message with each field written as ``names`` calls it (a field not in it keeps its name)."""
+        return FIELD_NAME.sub(lambda match: names.get(match.group(1), match.group(1)), self.template)
+
+

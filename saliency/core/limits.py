@@ -1,12 +1,17 @@
-"""Ceilings on every command-line option that sizes an allocation (memory, disk, processes).
+"""Ceilings on every setting that sizes an allocation (memory, disk, processes), and the named
+ranges the configs declare their fields with.
 
-The CLI (``pipelines/options.py``) checks them while parsing, before any model loads, and shows each range in ``--help``
-(``[1<=x<=4096]``): an absurd value is one line, not a traceback from the allocator, a kill by
-the kernel or an ETA of years. Each ceiling is well above any real use (the paper's settings in
-brackets) and below what a 24 GB machine could hold; the arithmetic is float32, 4 bytes a value.
+A config field says ``bounded(STEPS, ...)``; the CLI builds the option's click type from the same
+range (``pipelines/options.py: option_range``), checks it while parsing, before any model loads,
+and shows it in ``--help`` (``[1<=x<=4096]``): an absurd value is one line, not a traceback from
+the allocator, a kill by the kernel or an ETA of years. Each ceiling is well above any real use
+(the paper's settings in brackets) and below what a 24 GB machine could hold; the arithmetic is
+float32, 4 bytes a value.
 """
 
 from __future__ import annotations
+
+from saliency.core.fields import floats, ints
 
 # Inference's shorter side (predict, eval). At 2,048 an image's input and the U-Net's
 # full-resolution decoder map (16 channels) are 76 bytes a pixel: about 0.3 GB for a square
@@ -46,3 +51,33 @@ MAX_VAL_COUNT = 100_000
 MAX_WORKERS = 64
 # Latent size of an imported deformator without weights. [128-512]
 MAX_LATENT_DIM = 4096
+
+
+# ------------------------------------------------------------------ named ranges
+# Each range a config field allows, named once: the config declares its field with one
+# (``bounded``), the CLI builds the option's click type from the same one (``option_range``).
+COUNT = ints(1)  # a positive number of things (steps between checkpoints, log lines, ...)
+NON_NEGATIVE_COUNT = ints(0)
+POSITIVE = floats(0, low_open=True)  # a learning rate, a temperature, a shift
+NON_NEGATIVE = floats(0)
+FRACTION = floats(0, 1)  # a probability, an area share
+POSITIVE_FRACTION = floats(0, 1, low_open=True)
+RESOLUTION = ints(MIN_RESOLUTION, MAX_RESOLUTION)
+STEPS = ints(1, MAX_STEPS)
+REFINE_STEPS = ints(0, MAX_REFINE_STEPS)
+GAME_BATCH = ints(1, MAX_GAME_BATCH)
+TRAIN_BATCH = ints(1, MAX_TRAIN_BATCH)
+DIRECTIONS = ints(1, MAX_DIRECTIONS)
+BG_SAMPLES = ints(8, MAX_BG_SAMPLES)
+RCA_SAMPLES = ints(8, MAX_RCA_SAMPLES)
+PAIRS = ints(1, MAX_PAIRS)
+SHARD_SIZE = ints(1, MAX_SHARD_SIZE)
+TOP_K = ints(1, MAX_TOP_K)
+VAL_COUNT = ints(0, MAX_VAL_COUNT)
+WORKERS = ints(0, MAX_WORKERS)
+GRID_IMAGES = ints(1, MAX_GRID_IMAGES)
+OPEN_FRACTION = floats(0, 1, low_open=True, high_open=True)  # a cut that must split [0, 1]
+INFERENCE_SIDE = ints(16, MAX_INFERENCE_SIDE)
+PREDICT_BATCH = ints(1, MAX_PREDICT_BATCH)
+RENDERED_IMAGES = ints(1, MAX_RENDERED_IMAGES)
+LATENT_DIM = ints(1, MAX_LATENT_DIM)

@@ -84,10 +84,10 @@ def resolve_precision(spec: str, device: "torch.device", cpu_bf16: bool = False)
     """
     import torch
 
-    from saliency.core.errors import UserError
+    from saliency.core.errors import ConfigError
 
     if spec not in PRECISIONS:
-        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {spec!r}")
+        raise ConfigError(f"`precision` must be one of {', '.join(PRECISIONS)}, got {spec!r}")
     if spec != "auto":
         return spec
     if device.type == "cuda" and torch.cuda.is_bf16_supported():

@@ -483,6 +483,10 @@ def matrix(request, tmp_path_factory):
     with ForkServer(env) as server, ThreadPoolExecutor(max_workers=min(4, max(2, os.cpu_count() or 1))) as pool:
         futures = {case.id: pool.submit(_run, server, case, paths, outs[case.id]) for case in cases}
         results = {name: future.result() for name, future in futures.items()}
+    record = os.environ.get("SALIENCY_RECORD_ERRORS")  # a file: every case's stderr, to diff two versions
+    if record:
+        Path(record).write_text(json.dumps({name: result.stderr.replace(str(base), "<base>")
+                                            for name, result in sorted(results.items())}, indent=1))
     yield {"paths": paths, "results": results, "outs": outs, "before": before, "after": _snapshot(base / "inputs"),
            "unwritable": unwritable}
 

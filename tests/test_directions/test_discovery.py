@@ -109,7 +109,7 @@ def test_a_frozen_deformator_stays_as_it_was(tmp_path):
 def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
     _, a_full, r_full, _, _ = _tiny(tmp_path / "full", steps=40)
     _tiny(tmp_path / "split", steps=20)
-    with pytest.raises(UserError, match="--resume"):
+    with pytest.raises(UserError, match="pass resume to continue"):
         _tiny(tmp_path / "split", steps=40)
     _, a_split, r_split, _, _ = _tiny(tmp_path / "split", steps=40, resume=True)
     assert torch.equal(a_full.directions(), a_split.directions())
@@ -167,9 +167,9 @@ def test_a_run_stops_early_on_the_plateau_and_stays_stopped_on_resume(tmp_path):
 
 
 def test_plateau_rule_without_a_curve_is_refused():
-    with pytest.raises(UserError, match="--rca-every"):
+    with pytest.raises(UserError, match="plateau_change needs rca_every"):
         TrainSettings(plateau_change=0.01).validate()
-    with pytest.raises(UserError, match="--rca-every"):
+    with pytest.raises(UserError, match="plateau_window of at least one rca_every"):
         TrainSettings(plateau_change=0.01, rca_every=100, plateau_window=50).validate()
 
 

@@ -253,7 +253,7 @@ def test_fetch_weights_biggan_records_revision_and_digests_then_checks_them(bigg
 def test_biggan_offline_without_weights_says_what_to_put_where(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(UserError, match="config.json and pytorch_model.bin.*--weights DIR"):
+    with pytest.raises(UserError, match="config.json and pytorch_model.bin.*pass weights DIR"):
         build_generator("biggan-deep-128")
     with pytest.raises(UserError, match="lacks config.json and pytorch_model.bin"):
         build_generator("biggan-deep-128", weights=str(tmp_path))

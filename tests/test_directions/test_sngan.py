@@ -133,7 +133,7 @@ def test_training_resumes_to_the_same_bytes_as_an_uninterrupted_run(tmp_path):
     whole = train_sngan.train(tmp_path / "whole", train_sngan.SNGANSettings(steps=4, **settings), mnist,
                               progress=False, standing_batches=2)
     train_sngan.train(tmp_path / "split", train_sngan.SNGANSettings(steps=2, **settings), mnist, progress=False)
-    with pytest.raises(UserError, match="--resume"):
+    with pytest.raises(UserError, match="pass resume"):
         train_sngan.train(tmp_path / "split", train_sngan.SNGANSettings(steps=4, **settings), mnist, progress=False)
     # the rate schedule depends on the total, so "2 then 4" must be one 4-step schedule: resume with steps=4
     # from a checkpoint made by a 4-step run interrupted after step 2

@@ -186,7 +186,7 @@ def test_synthesis_refuses_other_settings_in_the_same_folder(known_run, tmp_path
     synthesize_pairs(known_run, out, 50)
     with pytest.raises(UserError, match="other settings"):
         synthesize_pairs(known_run, out, 50, threshold=0.9)
-    with pytest.raises(UserError, match="more than --n"):
+    with pytest.raises(UserError, match="more than count 20; use another out"):
         synthesize_pairs(known_run, out, 20)
 
 
