@@ -44,6 +44,7 @@ def _mask(value, work: str):
 
 
 def _tensor_digest(path: Path) -> str:
+    import torch
     from safetensors.torch import load_file
 
     tensors = load_file(str(path))
@@ -51,8 +52,7 @@ def _tensor_digest(path: Path) -> str:
     for name in sorted(tensors):
         tensor = tensors[name].contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.view(-1).view(dtype=__import__("torch").uint8).numpy().tobytes()
-                      if tensor.numel() else b"")
+        digest.update(tensor.view(-1).view(dtype=torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
 
 

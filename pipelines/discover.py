@@ -127,9 +127,7 @@ class DiscoverConfig:
 
     def validate(self) -> None:
         check_ranges(self)
-        resolution = self.generator_options.get("resolution")
-        if resolution is not None and not limits.RESOLUTION.admits(resolution):
-            raise ConfigError(f"`resolution` must be {limits.RESOLUTION.describe()}, got {resolution}")
+        limits.RESOLUTION.check("resolution", self.generator_options.get("resolution"))
         if self.bg_direction is not None:
             parse_bg_direction(self.bg_direction)
 

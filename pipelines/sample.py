@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from saliency.core import limits
-from saliency.core.errors import ConfigError, UserError
+from saliency.core.errors import ConfigError
 from saliency.core.fields import bounded, check_ranges
 
 
@@ -27,9 +27,7 @@ class SampleConfig:
         check_ranges(self)
         if Path(self.out).suffix.lower() != ".png":
             raise ConfigError(f"`out` must be a .png file, got {self.out}")
-        resolution = self.generator_options.get("resolution")
-        if resolution is not None and not limits.RESOLUTION.admits(resolution):
-            raise ConfigError(f"`resolution` must be {limits.RESOLUTION.describe()}, got {resolution}")
+        limits.RESOLUTION.check("resolution", self.generator_options.get("resolution"))
 
 
 def run_sample(config: SampleConfig) -> Path:

@@ -39,6 +39,11 @@ class Range:
             return False
         return self.high is None or (value < self.high if self.high_open else value <= self.high)
 
+    def check(self, name: str, value) -> None:
+        """Refuse ``value`` (None passes: an unset optional setting) naming the field ``name``."""
+        if value is not None and not self.admits(value):
+            raise ConfigError(f"`{name}` must be {self.describe()}, got {value}")
+
     def describe(self) -> str:
         kind = "an integer " if self.integer else ""
         if self.high is None:
@@ -70,7 +75,5 @@ def bounded(allowed: Range, default: Any = None) -> Any:
 def check_ranges(config: Any) -> None:
     """Refuse the first field outside its declared range, naming it (ConfigError)."""
     for field in dataclasses.fields(config):
-        allowed = field.metadata.get(RANGE)
-        value = getattr(config, field.name)
-        if allowed is not None and value is not None and not allowed.admits(value):
-            raise ConfigError(f"`{field.name}` must be {allowed.describe()}, got {value}")
+        if RANGE in field.metadata:
+            field.metadata[RANGE].check(field.name, getattr(config, field.name))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from browser import Browser, find_chromium
-from conftest import assert_one_line_error, run_cli
+from conftest import run_cli
 from makers import fixture_dataset
 
 SCREENSHOTS_ENV = "SALIENCY_REPORT_SCREENSHOTS"  # a folder to keep the browser test's screenshots in
