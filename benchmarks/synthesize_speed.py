@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from directions.generators import build_generator
+from directions.generators.registry import generator_named_in_file
 from directions.ground_truth import whiteness_direction
 from directions.run_folder import load_run, write_known_direction_run
 from pipelines.synthesize import SynthesizeConfig, run_synthesize
@@ -93,7 +94,8 @@ def main() -> None:
             run = write_known_direction_run(Path(tmp) / "run", "scenes", whiteness_direction(gen), magnitude=6.0,
                                             note="true whiteness direction")
         summary = load_run(run)
-        generator = build_generator(summary["generator"], device=args.device, **summary["generator_options"]).eval()
+        name = generator_named_in_file(summary.get("generator"), Path(run) / "directions.json")
+        generator = build_generator(name, device=args.device, **summary["generator_options"]).eval()
         classes = [int(c) for c in args.classes.split(",")] if generator.conditional else None
         # This machine's speed drifts (shared cores), so each round brackets a synthesis run
         # with bare-forward measurements and compares it with their mean.

@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     from safetensors.torch import load_file
 
     from directions.generators import build_generator
+    from directions.generators.registry import generator_named_in_file
     from directions.run_folder import TENSORS_NAME, load_run
     from saliency.core.errors import UserError
 
@@ -100,12 +101,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--shift", type=float, default=6.0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--generator", default=None,
+                        help="Only for runs of your own package.module:factory: the same spec, to trust it.")
     args = parser.parse_args(argv)
     try:
         for run in args.runs:
             summary = load_run(run)
-            generator = build_generator(summary["generator"], device=args.device,
-                                        **summary.get("generator_options", {}))
+            name = generator_named_in_file(summary.get("generator"), f"{run}/directions.json", args.generator)
+            options = summary.get("generator_options") or {}
+            if not isinstance(options, dict):
+                raise UserError(f"{run}/directions.json: generator_options is not an object")
+            generator = build_generator(name, device=args.device, **options)
             directions = load_file(f"{run}/{TENSORS_NAME}")["directions"]
             print(json.dumps({"run": run, **direction_effects(generator, directions, shift=args.shift)}))
     except UserError as exc:

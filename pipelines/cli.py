@@ -194,9 +194,12 @@ def discover(**params) -> None:
 @click.option("--ground-truth/--no-ground-truth", default=True, show_default=True,
               help="Score kept masks against the generator's exact masks, where it has them (scenes).")
 @precision_option
+@click.option("--generator", default=None,
+              help="Only for a run of your own package.module:factory: the same spec, to trust it (a run folder "
+                   "names code to run only by registered name).")
 def synthesize(run_dir, count, out, data_root, dataset, classes, classifier, classifier_weights, top_k, class_fraction,
                threshold, magnitude, min_area, max_area, component_fraction, bimodal_filter, batch_size, shard_size,
-               seed, device, ground_truth, precision) -> None:
+               seed, device, ground_truth, precision, generator) -> None:
     """Stage 2: vote for classes, then write N (image, mask) pairs made with h_bg."""
     from pipelines.synthesize import SynthesizeConfig, run_synthesize
 
@@ -205,7 +208,7 @@ def synthesize(run_dir, count, out, data_root, dataset, classes, classifier, cla
         classifier=classifier, classifier_weights=classifier_weights, top_k=top_k, class_fraction=class_fraction,
         threshold=threshold, magnitude=magnitude, min_area=min_area, max_area=max_area,
         component_fraction=component_fraction, bimodal=bimodal_filter, batch_size=batch_size, shard_size=shard_size,
-        seed=seed, device=device, ground_truth=ground_truth, precision=precision,
+        seed=seed, device=device, ground_truth=ground_truth, precision=precision, generator=generator,
     )
     manifest = run_synthesize(config)
     if manifest.get("part"):  # a torchrun worker other than rank 0: rank 0 reports

@@ -117,7 +117,6 @@ def run_pipeline(config: PipelineConfig) -> dict:
     refuse_output_in_inputs(config.out, {"--data-root": data_root / "ECSSD", "--weights": config.weights,
                                          "--classifier-weights": config.classifier_weights})
     out = ensure_writable_dir(config.out)
-    check_inputs(config, profile, data_root, config.log)
     paths = {"discover": out / "discover", "synthesize": out / "synthesize", "unet": out / "unet",
              "eval-ecssd": out / "eval-ecssd", "eval-scenes": out / "eval-scenes"}
     record_path = out / "pipeline.json"
@@ -149,6 +148,7 @@ def run_pipeline(config: PipelineConfig) -> dict:
                 "unet": unet_complete(unet_dir),
                 "eval-ecssd": eval_complete(paths["eval-ecssd"]), "eval-scenes": eval_complete(paths["eval-scenes"])}
     _refuse_changed_or_stale(config, paths, names, complete)
+    check_inputs(config, profile, data_root, config.log)
     stage("discover", complete["discover"], lambda: run_discover(DiscoverConfig(
         generator=profile.generator, out=discover_dir, steps=config.discover_steps or profile.discover_steps,
         device=config.device,
@@ -215,6 +215,8 @@ def _changed_settings(config: PipelineConfig, name: str, folder: Path) -> list[s
     passed: dict[str, tuple[object, object]] = {}  # option -> (value asked, value recorded)
     if name == "discover":
         summary = _read_json(folder / SUMMARY_NAME)
+        # A run folder never chooses the code that builds the generator: it must be the profile's.
+        passed["generator"] = (PROFILES[config.profile].generator, summary.get("generator"))
         passed["--discover-steps"] = (config.discover_steps, summary.get("steps"))
         recorded = (summary.get("generator_options") or {}).get("weights")
         passed["--weights"] = (config.weights and os.path.abspath(config.weights),

@@ -32,6 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from directions.generators import Generator, build_generator
+from directions.generators.registry import generator_named_in_file
 from directions.run_folder import SUMMARY_NAME, TENSORS_NAME, load_run
 from saliency.core import distributed
 from saliency.core.artifacts import ensure_writable_dir, refuse_output_in_inputs, write_json
@@ -87,6 +88,9 @@ class SynthesizeConfig:
     precision: str = "auto"  # bf16 autocast for G on a CUDA GPU
     preview: int = 8
     progress: bool = True
+    # The run's generator, when it is the user's own package.module:factory: a run folder names
+    # code only by registered name, so an import spec runs only if the user gives it here.
+    generator: str | None = None
 
     def validate(self) -> None:
         check_ranges(self)
@@ -185,10 +189,10 @@ def run_synthesize(config: SynthesizeConfig) -> dict:
     refuse_output_in_inputs(config.out, {"--run": run_dir, "--data-root": resolve_data_root(config.data_root)
                                          / get_spec(config.dataset).folder, "--classifier-weights": config.classifier_weights})
     summary = load_run(run_dir)
-    generator_name = summary.get("generator")
+    generator_name = generator_named_in_file(summary.get("generator"), run_dir / SUMMARY_NAME, config.generator)
     options = summary.get("generator_options") or {}
-    if not isinstance(generator_name, str) or not isinstance(options, dict):
-        raise UserError(f"{run_dir / SUMMARY_NAME} names no generator")
+    if not isinstance(options, dict):
+        raise UserError(f"{run_dir / SUMMARY_NAME}: generator_options is not an object")
     bg = summary.get("bg_direction") or {}
     ctx = distributed.context()
     device = resolve_device(distributed.device_for(config.device, ctx))

@@ -2,7 +2,10 @@
 
 Register a factory with :func:`register_generator`; build with :func:`build_generator`.
 A name of the form ``package.module:factory`` imports a user's own factory without
-registering it first.
+registering it first, but only when the user gave it (the command line, Python): a name read
+from a file (a run folder, a manifest, a pipeline record) goes through
+:func:`generator_named_in_file` first, which lets only registered names through. A shared run
+folder must not choose code to run, as a shared pickle must not.
 """
 
 from __future__ import annotations
@@ -53,6 +56,22 @@ def get_factory(name: str) -> GeneratorFactory:
         return factory
     known = ", ".join(available_generators())
     raise UserError(f"unknown generator {name!r}; known: {known} (or package.module:factory)")
+
+
+def generator_named_in_file(name: object, source: object, given: str | None = None) -> str:
+    """The generator a file names, if it may be built: a registered name, or exactly the
+    ``package.module:factory`` the user gave (``given``, from their command line). Anything
+    else is refused before any import."""
+    if not isinstance(name, str) or not name:
+        raise UserError(f"{source} names no generator")
+    if given is not None and given != name:
+        raise UserError(f"{source} was made with generator {name!r}, not {given!r}")
+    if name in _REGISTRY or name == given:
+        return name
+    if ":" in name:
+        raise UserError(f"{source} names generator {name!r} by import path, and a file never chooses code to "
+                        f"run: pass --generator {name} if you trust it")
+    raise UserError(f"{source} names unknown generator {name!r}; known: {', '.join(available_generators())}")
 
 
 def build_generator(

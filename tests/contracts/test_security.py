@@ -156,6 +156,99 @@ def test_no_code_runs_from_data_files_and_no_shell_anywhere_in_the_project():
     assert [str(p.relative_to(REPO)) for p in loads] == ["saliency/core/weights.py"]
 
 
+# Every place the project imports a module or reads an attribute by a name it computes, and
+# where that name comes from. A new site fails the scan until it is listed here with its source.
+DYNAMIC_SITES = {
+    ("directions/generators/registry.py", "get_factory", "importlib.import_module"):
+        "a --generator package.module:factory the user typed, or a name read from a file that "
+        "generator_named_in_file let through (registered, or the very spec the user typed)",
+    ("directions/generators/registry.py", "get_factory", "getattr"): "the factory part of that same spec",
+}
+DYNAMIC_CALLS = {"importlib.import_module", "import_module", "__import__", "importlib.__import__",
+                 "importlib.util.spec_from_file_location", "spec_from_file_location", "runpy.run_path",
+                 "runpy.run_module"}
+
+
+def _dynamic_sites(tree: ast.AST, relative: str) -> set[tuple[str, str, str]]:
+    """(file, enclosing function, call) of every dynamic import, and of every getattr on a module
+    (a name bound by an import, or the result of an import call) with a name that is not a literal."""
+    sites, modules = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and \
+                _call_name(node.value) in DYNAMIC_CALLS:
+            modules |= {target.id for target in node.targets if isinstance(target, ast.Name)}
+
+    def visit(node: ast.AST, owner: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                visit(child, child.name)
+                continue
+            if isinstance(child, ast.Call):
+                name = _call_name(child)
+                if name in DYNAMIC_CALLS:
+                    sites.add((relative, owner, name))
+                elif (name == "getattr" and len(child.args) >= 2 and not isinstance(child.args[1], ast.Constant)
+                      and isinstance(child.args[0], ast.Name) and child.args[0].id in modules):
+                    sites.add((relative, owner, "getattr"))
+            visit(child, owner)
+
+    visit(tree, "<module>")
+    return sites
+
+
+def test_every_dynamic_import_site_is_listed_with_where_its_name_comes_from():
+    found = set()
+    for path in _project_sources():
+        found |= _dynamic_sites(ast.parse(path.read_text(encoding="utf-8")), str(path.relative_to(REPO)))
+    assert found == set(DYNAMIC_SITES)
+    made_up = "import importlib, torch\ndef f(n, m):\n    x = importlib.import_module(n)\n" \
+              "    return getattr(x, m), getattr(torch, m), getattr(n, m), getattr(torch, 'nn')\n"
+    assert _dynamic_sites(ast.parse(made_up), "x.py") == {("x.py", "f", "importlib.import_module"),
+                                                        ("x.py", "f", "getattr")}
+
+
+def test_a_run_folder_naming_code_runs_nothing(tmp_path):
+    """A shared run folder that names `os:system` with a shell command as its option: synthesize,
+    the effects tool and the pipeline refuse it in one line, and the command never runs."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from conftest import assert_one_line_error, run_cli
+    from directions.run_folder import write_known_direction_run
+
+    run = write_known_direction_run(tmp_path / "run", "os:system", torch.ones(8), 6.0,
+                                    generator_options={"command": "touch PWNED"})
+    result = run_cli("synthesize", "--run", str(run), "--n", "4", "--out", str(tmp_path / "pairs"),
+                     "--classes", "0", "--device", "cpu", cwd=tmp_path)
+    assert_one_line_error(result, "by import path", "os:system")
+    effects = subprocess.run([sys.executable, "-m", "directions.effects", str(run)], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120)
+    assert effects.returncode != 0 and "by import path" in effects.stderr and "Traceback" not in effects.stderr
+    pipeline_out = tmp_path / "out"
+    write_known_direction_run(pipeline_out / "discover", "os:system", torch.ones(8), 6.0,
+                              generator_options={"command": "touch PWNED"})
+    pipeline = run_cli("pipeline", "--out", str(pipeline_out), "--device", "cpu", cwd=tmp_path)
+    assert_one_line_error(pipeline, "generator scenes (it has os:system)")
+    assert not (tmp_path / "PWNED").exists() and not (REPO / "PWNED").exists()
+
+
+def test_a_file_may_name_only_registered_generators_or_the_spec_the_user_gave():
+    from directions.generators.registry import generator_named_in_file
+
+    assert generator_named_in_file("scenes", "f.json") == "scenes"
+    assert generator_named_in_file("toy_generators:build_toy", "f.json", "toy_generators:build_toy") == \
+        "toy_generators:build_toy"
+    for name, given, needle in [("os:system", None, "by import path"), ("toy_generators:build_toy", None, "by import path"),
+                                ("os:system", "toy_generators:build_toy", "not 'toy_generators:build_toy'"),
+                                (["scenes"], None, "names no generator"), ("no-such", None, "unknown generator")]:
+        with pytest.raises(UserError, match=needle):
+            generator_named_in_file(name, "f.json", given)
+
+
 class _CutShortHandler(http.server.BaseHTTPRequestHandler):
     """Promises 100 kB and hangs up after 40 kB: a connection that drops mid-download."""
 
