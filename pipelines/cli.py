@@ -399,13 +399,17 @@ def train_unet(data, out, profile, encoder, encoder_weights, freeze_encoder, ste
               help="Number of rendered images (--dataset scenes).")
 @device_option
 @precision_option
-def eval_command(dataset, model_dir, out, data_root, size, protocol, save_maps, scenes_count, device, precision) -> None:
+@click.option("--card", is_flag=True,
+              help="Also record the scores in the model folder's card (its model.json). Without it the model "
+                   "folder is left as it was.")
+def eval_command(dataset, model_dir, out, data_root, size, protocol, save_maps, scenes_count, device, precision,
+                 card) -> None:
     """Stage 4: score a trained U-Net on a saliency benchmark (test split and all images)."""
     from pipelines.evaluate import EvalConfig, run_eval
 
     summary = run_eval(EvalConfig(dataset=dataset.lower(), model=model_dir, out=out, data_root=data_root, size=size,
                                   protocol=protocol, save_maps=save_maps, scenes_count=scenes_count, device=device,
-                                  precision=precision))
+                                  precision=precision, card=card))
     click.echo(summary["table"].rstrip())
     click.echo(f"{summary['images_per_second']:.1f} images/s; wrote {Path(out) / 'metrics.json'}")
 

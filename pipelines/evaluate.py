@@ -58,6 +58,9 @@ class EvalConfig:
     device: str = "auto"
     precision: str = "auto"
     progress: bool = True
+    # Record the scores in the model folder's card (model.json): only when asked (the pipeline
+    # asks for the U-Net it trained), so that eval leaves its input as it was.
+    card: bool = False
 
 
 def _grid_tile(array: np.ndarray, side: int = 96) -> torch.Tensor:
@@ -150,7 +153,7 @@ def run_eval(config: EvalConfig) -> dict:
     summary = _summary(config, test_set, result, detector)
     _write_outputs(config, out, test_set, summary, tiles)
     gallery.save(out)
-    if detector.folder is not None and detector.folder.resolve() == Path(config.model).resolve():
+    if config.card and detector.folder is not None and detector.folder.resolve() == Path(config.model).resolve():
         record_evaluation(detector.folder, config.dataset, summary, str(out / METRICS_NAME))  # a local model only
     return summary
 

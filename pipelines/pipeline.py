@@ -165,11 +165,11 @@ def run_pipeline(config: PipelineConfig) -> dict:
         precision=config.precision)))
     stage("eval-ecssd", complete["eval-ecssd"], lambda: run_eval(EvalConfig(
         dataset="ecssd", model=unet_dir, out=paths["eval-ecssd"], data_root=data_root, device=config.device,
-        progress=config.progress, precision=config.precision)))
+        progress=config.progress, precision=config.precision, card=True)))
     if profile.scenes_eval:
         stage("eval-scenes", complete["eval-scenes"], lambda: run_eval(EvalConfig(
             dataset="scenes", model=unet_dir, out=paths["eval-scenes"], device=config.device,
-            progress=config.progress, precision=config.precision)))
+            progress=config.progress, precision=config.precision, card=True)))
     write_json(record_path, record)
     report = _write_report(out, config.log)
     tables = {}

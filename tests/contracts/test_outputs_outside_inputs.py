@@ -76,3 +76,20 @@ def test_every_command_with_an_input_and_an_output_is_covered():
     assert {case.split("/")[0] for case in CASES} >= {"eval", "train-unet", "synthesize", "discover", "sample",
                                                      "predict", "export", "import-run", "pipeline", "vote",
                                                      "fetch-data"}
+
+
+def test_eval_leaves_the_model_folder_as_it_was_and_writes_the_card_only_when_asked(tmp_path):
+    import json
+
+    from makers import random_model
+
+    model = random_model(tmp_path / "model")
+    before = {path.name: path.read_bytes() for path in model.iterdir()}
+    common = ["eval", "--dataset", "scenes", "--model", str(model), "--images", "8", "--device", "cpu"]
+    result = run_cli(*common, "--out", str(tmp_path / "eval"))
+    assert result.returncode == 0, result.stderr
+    assert {path.name: path.read_bytes() for path in model.iterdir()} == before
+    asked = run_cli(*common, "--out", str(tmp_path / "eval-card"), "--card")
+    assert asked.returncode == 0, asked.stderr
+    card = json.loads((model / "model.json").read_text())["card"]
+    assert sum(split["images"] for split in card["evaluations"]["scenes"]["splits"].values()) >= 8

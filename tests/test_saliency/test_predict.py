@@ -169,7 +169,7 @@ def test_predict_maps_equal_eval_save_maps_on_real_images(model, tmp_path, cli):
     """One preprocessing for both: the same images in the same order give the same bytes."""
     root = real_ecssd_root(tmp_path / "root", 20)
     evaluation = cli("eval", "--dataset", "ecssd", "--model", str(model), "--out", str(tmp_path / "eval"),
-                         "--data-root", str(root), "--save-maps", "--device", "cpu")
+                         "--data-root", str(root), "--save-maps", "--card", "--device", "cpu")
     assert evaluation.returncode == 0, evaluation.stderr
     images = sorted((root / "ECSSD" / "images").glob("*.jpg"))
     result = cli("predict", "--model", str(model), *map(str, images), "--out", str(tmp_path / "pred"),
@@ -181,7 +181,7 @@ def test_predict_maps_equal_eval_save_maps_on_real_images(model, tmp_path, cli):
         assert ours.read_bytes() == theirs.read_bytes(), image.name  # one writer too (saliency/core/png.py)
         assert np.asarray(Image.open(ours)).shape == np.asarray(Image.open(image)).shape[:2]
     card = json.loads((model / "model.json").read_text())["card"]
-    assert card["evaluations"]["ecssd"]["splits"]["all"]["images"] == 20  # eval wrote its table into the card
+    assert card["evaluations"]["ecssd"]["splits"]["all"]["images"] == 20  # eval --card wrote its table into the card
 
 
 def test_a_killed_predict_resumes_to_the_same_outputs(model, tmp_path):
