@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -42,6 +43,30 @@ _WEIGHTS_MIRROR = os.environ.pop("SALIENCY_WEIGHTS_MIRROR", None)
 os.environ.pop("SALIENCY_DATA", None)
 os.environ["SALIENCY_DATA_MIRROR"] = CLOSED_URL
 os.environ["SALIENCY_WEIGHTS_MIRROR"] = CLOSED_URL
+
+# And if something still tries: support/network_guard.py refuses any connection or name lookup
+# past loopback, here and in every Python process a test starts, and logs it; the fixture below
+# fails the test that did it.
+import network_guard  # noqa: E402  (support/ is on sys.path from above)
+
+NETWORK_LOG = Path(tempfile.mkdtemp(prefix="saliency-tests-network-")) / "outside.log"
+NETWORK_LOG.touch()
+os.environ[network_guard.LOG_VARIABLE] = str(NETWORK_LOG)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(Path(__file__).resolve().parent / "support" / "guard")] +
+    ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+network_guard.install()
+
+
+@pytest.fixture(autouse=True)
+def _no_outside_connection():
+    start = NETWORK_LOG.stat().st_size
+    yield
+    with open(NETWORK_LOG, encoding="utf-8") as log:
+        log.seek(start)
+        attempts = log.read().strip()
+    if attempts:
+        pytest.fail(f"the test reached past loopback: {attempts}")
 
 
 @pytest.fixture(scope="session", autouse=True)
