@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import ECSSD, NEEDS_ECSSD, REPO
 
 
 def test_gpu_benchmark_runs_at_tiny_size_on_cpu(tmp_path):
@@ -33,11 +33,9 @@ def test_gpu_benchmark_runs_at_tiny_size_on_cpu(tmp_path):
 
 def test_predict_benchmark_runs_on_a_few_real_images():
     """A smoke test of benchmarks/predict_speed.py (speed is its business, not the tests')."""
-    images = REPO.parent / "shared" / "datasets" / "ECSSD" / "images"
+    images = ECSSD / "images"
     if not images.is_dir():
-        import pytest
-
-        pytest.skip("../shared/datasets/ECSSD is not beside the repo")
+        pytest.skip(NEEDS_ECSSD)
     result = subprocess.run([sys.executable, "benchmarks/predict_speed.py", "--images", str(images), "--limit", "10",
                              "--rounds", "1", "--workers", "0"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

@@ -12,9 +12,9 @@ from makers import make_dataset
 from saliency.datasets import (DATA_ROOT_ENV, SaliencyFolder, get_spec, load_image, load_mask, open_dataset,
                                resolve_data_root, split_stems)
 from saliency.core.errors import UserError
-from conftest import SHARED
+from conftest import ECSSD, NEEDS_ECSSD
 
-SHARED_ROOT = SHARED / "datasets"
+SHARED_ROOT = ECSSD.parent  # the data root that holds the real ECSSD
 
 
 def test_pairs_by_stem_and_binarises_above_128(tmp_path):
@@ -49,7 +49,7 @@ def test_split_is_deterministic_disjoint_and_covers_everything():
     assert sorted(train + test) == split_stems(stems, "all") == stems
 
 
-@pytest.mark.skipif(not (SHARED_ROOT / "ECSSD").is_dir(), reason="needs ../shared/datasets/ECSSD")
+@pytest.mark.skipif(not ECSSD.is_dir(), reason=NEEDS_ECSSD)
 def test_ecssd_from_the_shared_copy_splits_500_500():
     train = open_dataset("ecssd", SHARED_ROOT, "train")
     test = open_dataset("ecssd", SHARED_ROOT, "test")

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLOSED_URL, SERVED_REQUESTS, SHARED, SHARED_TFLITE, assert_one_line_error, run_cli
+from conftest import CLOSED_URL, ECSSD, NEEDS_ECSSD, SERVED_REQUESTS, SHARED_TFLITE, assert_one_line_error, run_cli
 from makers import constant_model, zip_folder
 from pipelines import pipeline as pipeline_module
 from pipelines.pipeline import PipelineConfig, run_pipeline
 from saliency.core.errors import UserError
 from saliency.pretrained import installed_path
 
-SHARED_ECSSD = SHARED / "datasets" / "ECSSD"
+SHARED_ECSSD = ECSSD
 needs_shared = pytest.mark.skipif(not (SHARED_ECSSD.is_dir() and SHARED_TFLITE.is_file()),
-                                  reason="needs ../shared/datasets/ECSSD and ../shared/weights")
+                                  reason="needs the real ECSSD and ../shared/weights")
 
 
 class ReachedStageOne(Exception):
@@ -101,7 +101,7 @@ def test_an_option_is_checked_before_the_already_installed_exit(tmp_path):
                           "not found")
 
 
-@pytest.mark.skipif(not SHARED_ECSSD.is_dir(), reason="needs ../shared/datasets/ECSSD")
+@pytest.mark.skipif(not SHARED_ECSSD.is_dir(), reason=NEEDS_ECSSD)
 def test_fetch_data_from_a_folder_of_archives_or_an_unpacked_copy(tmp_path):
     archives = tmp_path / "archives"
     archives.mkdir()

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED, assert_one_line_error, run_cli
+from conftest import ECSSD, NEEDS_ECSSD, assert_one_line_error, run_cli
 from makers import zip_folder
 from saliency.core.errors import UserError
 from saliency.core.download import download, safe_extract_zip
 
-SHARED_ECSSD = SHARED / "datasets" / "ECSSD"
+SHARED_ECSSD = ECSSD
 
 
 def test_download_verifies_the_checksum_before_keeping_anything(server, tmp_path):
@@ -70,7 +70,7 @@ def test_extraction_keeps_normal_members(tmp_path):
     assert (tmp_path / "t" / "images" / "1.jpg").read_bytes() == b"abc"
 
 
-@pytest.mark.skipif(not SHARED_ECSSD.is_dir(), reason="needs ../shared/datasets/ECSSD")
+@pytest.mark.skipif(not SHARED_ECSSD.is_dir(), reason=NEEDS_ECSSD)
 def test_fetch_data_ecssd_from_a_mirror_verifies_and_unpacks(server, tmp_path):
     www, base = server
     zip_folder(SHARED_ECSSD / "images", www / "images.zip")

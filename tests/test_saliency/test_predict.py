@@ -18,11 +18,11 @@ import pytest
 from PIL import Image
 
 from loopback_hub import HubHandler
-from conftest import REPO, assert_one_line_error, run_cli
+from conftest import ECSSD, NEEDS_ECSSD, REPO, assert_one_line_error, run_cli
 from makers import random_model, real_ecssd_root, truncate
 
-SHARED_ECSSD = REPO.parent / "shared" / "datasets" / "ECSSD"
-needs_ecssd = pytest.mark.skipif(not SHARED_ECSSD.is_dir(), reason="../shared/datasets/ECSSD is not beside the repo")
+SHARED_ECSSD = ECSSD
+needs_ecssd = pytest.mark.skipif(not SHARED_ECSSD.is_dir(), reason=NEEDS_ECSSD)
 
 
 @pytest.fixture(scope="module")

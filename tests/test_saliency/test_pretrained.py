@@ -15,12 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED_TFLITE as TFLITE
+from conftest import ECSSD, NEEDS_ECSSD, SHARED_TFLITE as TFLITE
 from conftest import assert_one_line_error, run_cli
 from saliency.core.errors import UserError
 
 SHARED = TFLITE.parents[1]
-ECSSD = SHARED / "datasets" / "ECSSD"
 needs_tflite = pytest.mark.skipif(not TFLITE.is_file(), reason="needs ../shared/weights/mobilenet_v2_1.0_224_quant.tflite")
 
 
@@ -74,7 +73,7 @@ def test_conversion_keeps_torchvision_layout_and_drops_the_background_class(conv
 
 
 @needs_tflite
-@pytest.mark.skipif(not ECSSD.is_dir(), reason="needs ../shared/datasets/ECSSD")
+@pytest.mark.skipif(not ECSSD.is_dir(), reason=NEEDS_ECSSD)
 def test_conversion_agrees_with_litert_on_real_photographs(mobilenet):
     """Top-1 agreement >= 95 % with LiteRT running the uint8 graph, probabilities close."""
     interpreter_module = pytest.importorskip(
@@ -206,13 +205,13 @@ def test_fetch_weights_checks_torchvision_digest_prefix(weights_server, tmp_path
 
 # ------------------------------------------------------------------------------ the vote
 @needs_tflite
-@pytest.mark.skipif(not ECSSD.is_dir(), reason="needs ../shared/datasets/ECSSD")
+@pytest.mark.skipif(not ECSSD.is_dir(), reason=NEEDS_ECSSD)
 def test_vote_with_mobilenet_on_ecssd_train_names_250_classes(tmp_path):
     import json
 
     out = tmp_path / "classes.json"
     result = run_cli("vote", "--dataset", "ecssd", "--classifier", "mobilenet-v2-imagenet", "--classifier-weights",
-                     str(TFLITE), "--data-root", str(SHARED / "datasets"), "--out", str(out), "--device", "cpu")
+                     str(TFLITE), "--data-root", str(ECSSD.parent), "--out", str(out), "--device", "cpu")
     assert result.returncode == 0, result.stderr
     vote = json.loads(out.read_text())
     assert vote["images"] == 500 and sum(vote["counts"].values()) == 500 * 5

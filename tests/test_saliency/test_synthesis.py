@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from conftest import SHARED, run_cli
+from conftest import ECSSD, NEEDS_ECSSD, run_cli
 from makers import synthesize_pairs
 from saliency.core.errors import UserError
 from saliency.shards import (SyntheticPairs, load_manifest, pack_masks, read_shard, unpack_masks, verify_shards,
@@ -19,7 +19,7 @@ from saliency.synthesis import (AREA_ABOVE, AREA_BELOW, KEPT, NOT_BIMODAL, MaskR
                                 masks_from_shifted, otsu_separability)
 from saliency.voting import choose_classes, count_votes
 
-SHARED_ROOT = SHARED / "datasets"
+SHARED_ROOT = ECSSD.parent  # the data root that holds the real ECSSD
 
 
 # ------------------------------------------------------------------ rules on hand-made images
@@ -200,7 +200,7 @@ def test_synthesis_stops_with_a_reason_when_almost_no_candidate_passes(known_run
     assert not (out / "manifest.json").exists() and not list(out.glob("*.safetensors"))
 
 
-@pytest.mark.skipif(not (SHARED_ROOT / "ECSSD").is_dir(), reason="needs ../shared/datasets/ECSSD")
+@pytest.mark.skipif(not ECSSD.is_dir(), reason=NEEDS_ECSSD)
 def test_scenes_classifier_votes_on_ecssd_train_offline(known_run, tmp_path):
     out = tmp_path / "syn"
     result = run_cli("synthesize", "--run", str(known_run), "--n", "40", "--out", str(out), "--data-root",

@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from conftest import SHARED, run_cli
+from conftest import ECSSD, NEEDS_ECSSD, run_cli
 from makers import constant_model, fixture_dataset
 from saliency.augment import AugmentedPairs, AugmentSettings, StepBatchSampler, build_augmentation
 from saliency.training import UNetTrainSettings, make_schedule, tempered_loss
 
-SHARED_ROOT = SHARED / "datasets"
+SHARED_ROOT = ECSSD.parent  # the data root that holds the real ECSSD
 TINY_UNET = ["--encoder", "resnet18", "--batch", "4", "--val-count", "16", "--workers", "0", "--device", "cpu"]
 
 
@@ -216,7 +216,7 @@ def test_paper_protocol_scores_an_all_salient_model_by_hand(tmp_path):
     assert paper["mae"] == pytest.approx(1 - np.mean(areas), abs=1e-9)
 
 
-@pytest.mark.skipif(not (SHARED_ROOT / "ECSSD").is_dir(), reason="needs ../shared/datasets/ECSSD")
+@pytest.mark.skipif(not ECSSD.is_dir(), reason=NEEDS_ECSSD)
 def test_reference_rows_match_the_published_figures_on_ecssd():
     from saliency.datasets import open_dataset
     from saliency.metrics import SaliencyMetrics, gaussian_prior, zero_map
