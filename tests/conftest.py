@@ -36,6 +36,36 @@ def _find_ecssd() -> Path:
 
 ECSSD = _find_ecssd()  # the real benchmark's folder; ECSSD.is_dir() is False where there is none
 NEEDS_ECSSD = "needs the real ECSSD (in ./data, $SALIENCY_DATA or ../shared/datasets)"
+# The names through which a test reaches that data: a test (or a fixture of its own) that uses
+# one is marked real_data, and `.ci/run` checks that each of them skips without the data.
+REAL_DATA_NAMES = {"ECSSD", "SHARED", "SHARED_ECSSD", "SHARED_ROOT", "SHARED_TFLITE", "TFLITE", "real_ecssd_root"}
+
+
+def _names_used(function) -> set[str]:
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError, SyntaxError):
+        return set()
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        function = getattr(item, "function", None)
+        if function is None:
+            continue
+        used = _names_used(function)
+        for name in item.fixturenames:  # the test's own fixtures, not the session-wide autouse ones
+            definitions = item._fixtureinfo.name2fixturedefs.get(name) or ()
+            if definitions and not name.startswith("_"):
+                used |= _names_used(definitions[-1].func)
+        marks = [mark for mark in item.iter_markers("skipif")]
+        if used & REAL_DATA_NAMES or any("shared" in str(mark.kwargs.get("reason", "")) for mark in marks):
+            item.add_marker(pytest.mark.real_data)
 # The tests live in folders that mirror the code; what several of them import lives in support/.
 sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 PROGRESS_LINE = re.compile(r"^[^:]+: +\d+%\|")  # a tqdm bar: "desc: 42%|###  | 5/12 ..."
