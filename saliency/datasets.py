@@ -12,6 +12,7 @@ are ``test``. It depends on the file names alone, so it is the same on every mac
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,8 +168,12 @@ def open_dataset(name: str, data_root: str | os.PathLike | None = None, split: s
     return SaliencyFolder(resolve_data_root(data_root), get_spec(name), split)
 
 
-def _open_bounded(path: Path, reduce_to: int | None = None) -> Image.Image:
-    """Open an image, refusing unreadable files and decompression bombs by name. With
+def _open_bounded(path: Path, reduce_to: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """The one place an image file is opened: (the decoded image, the file's (height, width)).
+
+    Refuses by name a missing file, a decompression bomb (by the pixel count its header
+    declares, before anything is decoded) and a file the decoders cannot read: whatever a
+    decoder raises on a damaged file is that file's problem, one UserError naming it. With
     ``reduce_to`` (a shorter side), an image above FULL_DECODE_PIXELS comes back reduced, to no
     less than REDUCED_MARGIN times that side."""
     try:
@@ -177,8 +182,7 @@ def _open_bounded(path: Path, reduce_to: int | None = None) -> Image.Image:
             handle = Image.open(path)
             width, height = handle.size
             if width * height > MAX_IMAGE_PIXELS:
-                raise UserError(f"{path}: {width}x{height} pixels is more than the {MAX_IMAGE_PIXELS:,} allowed "
-                                "(a decompression bomb, or a larger image than any camera takes)")
+                raise UserError(_too_many_pixels(path, f"{width}x{height} pixels"))
             large = reduce_to is not None and width * height > FULL_DECODE_PIXELS
             if large:  # JPEG: the decoder itself works at 1/2, 1/4 or 1/8 scale
                 scale = min(1.0, REDUCED_MARGIN * reduce_to / min(width, height))
@@ -191,32 +195,50 @@ def _open_bounded(path: Path, reduce_to: int | None = None) -> Image.Image:
     except UserError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise UserError(f"{path}: refused, too many pixels ({exc})") from exc
+        # Pillow's own check, inside Image.open, which some formats' headers reach before ours
+        declared = re.search(r"\((\d+) pixels\)", str(exc))
+        count = f"{int(declared.group(1)):,} pixels" if declared else "too many pixels"
+        raise UserError(_too_many_pixels(path, f"its header declares {count}")) from None
     except FileNotFoundError as exc:
         raise UserError(f"{path}: file not found") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise UserError(f"{path}: unreadable image ({exc})") from exc
-    return handle
+    except MemoryError as exc:
+        raise UserError(f"{path}: unreadable image (too large to decode in this memory)") from exc
+    except Exception as exc:  # noqa: BLE001 (a damaged file makes Pillow's decoders raise many kinds)
+        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise UserError(f"{path}: unreadable image ({detail})") from exc
+    return handle, (height, width)
+
+
+def _too_many_pixels(path: Path, declared: str) -> str:
+    return (f"{path}: {declared}, more than the {MAX_IMAGE_PIXELS:,} allowed (a decompression bomb, or a "
+            "larger image than any camera takes)")
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
     """An RGB image; grayscale, palette and RGBA files are converted (alpha dropped)."""
-    image = _open_bounded(Path(path))
-    return image.convert("RGB") if image.mode != "RGB" else image
+    image, _ = _open_bounded(Path(path))
+    return _rgb(image, path)
+
+
+def _rgb(image: Image.Image, path) -> Image.Image:
+    try:
+        return image.convert("RGB") if image.mode != "RGB" else image
+    except Exception as exc:  # noqa: BLE001 (a mode the converters refuse)
+        raise UserError(f"{path}: unreadable image (mode {image.mode})") from exc
 
 
 def load_image_for_model(path: str | os.PathLike, side: int) -> tuple[np.ndarray, tuple[int, int]]:
     """(uint8 RGB pixels, the file's (height, width)) for a model whose input has shorter side
     ``side``: a photo of tens of megapixels is decoded at a reduced size; anything smaller, as is."""
-    path = Path(path)
-    with Image.open(path) as header:
-        width, height = header.size
-    image = _open_bounded(path, reduce_to=side)
-    return np.asarray(image.convert("RGB") if image.mode != "RGB" else image), (height, width)
+    image, original = _open_bounded(Path(path), reduce_to=side)
+    return np.asarray(_rgb(image, path)), original
 
 
 def load_mask(path: str | os.PathLike) -> np.ndarray:
     """A bool mask ``(H, W)``: the file's gray value above 128 (PySODMetrics' rule, so the scores
     equal those of the reference evaluation run on the files themselves)."""
-    image = _open_bounded(Path(path))
-    return np.asarray(image.convert("L")) > 128
+    image, _ = _open_bounded(Path(path))
+    try:
+        return np.asarray(image.convert("L")) > 128
+    except Exception as exc:  # noqa: BLE001 (a mode the converters refuse)
+        raise UserError(f"{path}: unreadable mask (mode {image.mode})") from exc
