@@ -8,6 +8,7 @@ same augmented batches an uninterrupted one would, whatever the number of worker
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -36,8 +37,11 @@ def build_augmentation(settings: AugmentSettings, height: int, width: int):
     """An albumentations Compose (or None when every transform is off)."""
     if not settings.enabled:
         return None
+    # albumentations asks PyPI for its latest version on import unless told not to: training
+    # makes no network request of its own accord (found by the tests' network guard).
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # albumentations' update check and version notes
+        warnings.simplefilter("ignore")  # albumentations' version notes
         import albumentations as A
 
     transforms = []
