@@ -51,7 +51,7 @@ class TrainSettings:
     shift_loss_weight: float = bounded(limits.NON_NEGATIVE, 0.25)  # loss = CE + weight * L1
     log_every: int = bounded(limits.COUNT, 50)
     checkpoint_every: int = bounded(limits.COUNT, 500)
-    seed: int = 0
+    seed: int = bounded(limits.SEED, 0)
     precision: str = "fp32"  # "bf16": autocast G and R (the loss and Adam stay fp32)
     # RCA during the run: every ``rca_every`` steps (0: only at the end) on ``rca_samples``
     # fresh samples, into metrics.jsonl, so a long run shows its curve and a stopped one says

@@ -11,15 +11,19 @@ one h_bg found elsewhere (a paper, another tool, a generator's ground truth).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from saliency.core.artifacts import atomic_path, ensure_writable_dir, write_json, write_safetensors
 from saliency.core.errors import UserError
+from saliency.core.json_files import read_json
 
 SUMMARY_NAME = "directions.json"
+# What later stages read of directions.json (saliency/core/json_files.py's notation).
+SUMMARY_SHAPE = {"generator": str, "generator_options?": (dict, None), "latent_dim?": int, "num_directions?": int,
+                 "bg_direction?": ({"magnitude": float, "threshold?": float, "index?": (int, str),
+                                    "sign?": int, "vector?": [float]}, None)}
 TENSORS_NAME = "directions.safetensors"
 CONFIG_NAME = "config.json"
 
@@ -32,7 +36,8 @@ def report_markdown(summary: dict) -> str:
         "",
         f"- {summary['num_directions']} directions, {summary['deformator']} deformator, {summary['reconstructor']} "
         f"reconstructor, batch {summary['batch_size']}, {summary['steps']} steps ({summary['train_seconds']:.0f} s "
-        f"training, {summary['seconds']:.0f} s in all, {summary['device']})",
+        f"training, {summary['seconds']:.0f} s in all, {summary['device']}"
+        f"{', ' + summary['precision'] if summary.get('precision') else ''})",
         f"- RCA (reconstructor accuracy on {summary['rca_samples']} fresh samples): **{summary['rca']:.3f}**",
     ]
     curve = summary.get("rca_curve")
@@ -78,10 +83,7 @@ def load_run(run_dir: str | Path) -> dict:
     path = Path(run_dir) / SUMMARY_NAME
     if not path.is_file():
         raise UserError(f"{run_dir} is not a finished discovery run (no {SUMMARY_NAME})")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is corrupted ({type(exc).__name__})") from exc
+    return read_json(path, SUMMARY_SHAPE)
 
 
 def write_known_direction_run(out: str | Path, generator: str, direction: torch.Tensor, magnitude: float,

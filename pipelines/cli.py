@@ -48,7 +48,7 @@ def cli() -> None:
               help="PNG file to write the grid to.")
 @click.option("--classes", default=None,
               help="Comma-separated class indices, cycled over the images (conditional generators).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latents and classes.")
+@click.option("--seed", type=option_range(L.SEED), default=0, show_default=True, help="Seed of the latents and classes.")
 @device_option
 @click.option("--nrow", type=option_range(L.GRID_IMAGES), default=None, help="Images per grid row (default: about square).")
 @click.option("--resolution", type=option_range(L.RESOLUTION), default=None,
@@ -94,7 +94,7 @@ def sample(generator_name, count, out, classes, seed, device, nrow, resolution, 
 @click.option("--lr", type=option_range(L.POSITIVE), default=None, help="Adam learning rate for A and R.")
 @click.option("--shift-loss-weight", type=option_range(L.NON_NEGATIVE), default=0.25, show_default=True,
               help="lambda: loss = CE + lambda * L1(shift) (the paper's Table 5 varies it).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=option_range(L.SEED), default=0, show_default=True)
 @device_option
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--checkpoint-every", type=option_range(L.COUNT), default=250, show_default=True, help="Steps between checkpoints.")
@@ -189,7 +189,7 @@ def discover(**params) -> None:
               help="Reject pairs whose shifted image is not bimodal (Otsu separability < 0.8).")
 @click.option("--batch", "batch_size", type=option_range(L.GAME_BATCH), default=None, help="Latents per batch (default 256; BigGAN 32).")
 @click.option("--shard-size", type=option_range(L.SHARD_SIZE), default=1024, show_default=True, help="Pairs per shard file.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=option_range(L.SEED), default=0, show_default=True)
 @device_option
 @click.option("--ground-truth/--no-ground-truth", default=True, show_default=True,
               help="Score kept masks against the generator's exact masks, where it has them (scenes).")
@@ -358,7 +358,7 @@ def fetch_data(dataset, data_root, mirror, source, force, verify) -> None:
 @click.option("--hflip", type=option_range(L.FRACTION), default=None, help="Horizontal flip probability (default 0.5).")
 @click.option("--scale-min", type=option_range(L.POSITIVE_FRACTION), default=None, help="Random resized crop: smallest kept area (1 = off).")
 @click.option("--color-jitter", type=option_range(L.FRACTION), default=None, help="Colour jitter probability (0 = off).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=option_range(L.SEED), default=0, show_default=True)
 @device_option
 @click.option("--resume", is_flag=True, help="Continue the training in --out from its last checkpoint.")
 @precision_option
@@ -464,7 +464,7 @@ def predict(inputs, model, out, save, threshold, size, batch_size, workers, over
 @cli.command()
 @click.option("--model", required=True, help=MODEL_HELP)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The .onnx file to write.")
-@click.option("--opset", type=click.IntRange(min=13), default=18, show_default=True, help="ONNX opset version.")
+@click.option("--opset", type=option_range(L.OPSET), default=18, show_default=True, help="ONNX opset version.")
 def export(model, out, opset) -> None:
     """Export a trained model to ONNX (dynamic batch, height and width; needs the `onnx` extra).
 

@@ -101,7 +101,7 @@ class DiscoverConfig:
     batch_size: int | None = bounded(limits.GAME_BATCH)
     lr: float | None = bounded(limits.POSITIVE)
     shift_loss_weight: float = bounded(limits.NON_NEGATIVE, 0.25)  # the paper's lambda
-    seed: int = 0
+    seed: int = bounded(limits.SEED, 0)
     device: str = "auto"
     resume: bool = False
     checkpoint_every: int = bounded(limits.COUNT, 250)

@@ -35,6 +35,7 @@ from saliency.core.artifacts import ensure_writable_dir, refuse_output_in_inputs
 from saliency.datasets import resolve_data_root
 from saliency.core import limits
 from saliency.core.errors import UserError
+from saliency.core.json_files import read_json
 from saliency.core.fields import bounded, check_ranges
 from saliency.synthesis import MaskRule
 from saliency.training import CHECKPOINT_NAME as UNET_CHECKPOINT
@@ -94,9 +95,8 @@ def _discovery_complete(folder: Path, bg_direction: str | None) -> bool:
     if bg_direction is None:
         return True
     index, magnitude = parse_bg_direction(bg_direction)
-    try:
-        chosen = json.loads(summary_path.read_text(encoding="utf-8")).get("bg_direction") or {}
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    chosen = _read_json(summary_path).get("bg_direction") or {}
+    if not isinstance(chosen, dict):
         return False
     return (chosen.get("index") == index and (chosen.get("extra") or {}).get("chosen_by") == "user"
             and (magnitude is None or chosen.get("magnitude") == magnitude))
@@ -121,11 +121,8 @@ def run_pipeline(config: PipelineConfig) -> dict:
              "eval-ecssd": out / "eval-ecssd", "eval-scenes": out / "eval-scenes"}
     record_path = out / "pipeline.json"
     record = {"profile": config.profile, "stages": {}}
-    if record_path.is_file():
-        try:
-            record["stages"] = json.loads(record_path.read_text(encoding="utf-8")).get("stages", {})
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            pass
+    if record_path.is_file():  # the earlier calls' record: one line if it is not this tool's
+        record["stages"] = read_json(record_path, {"stages?": dict}).get("stages", {})
 
     def stage(name: str, complete: bool, action: Callable[[], object]) -> None:
         if complete:
@@ -321,7 +318,4 @@ def _synthesis_complete(folder: Path, pairs: int) -> bool:
     manifest = folder / "manifest.json"
     if not manifest.is_file():
         return False
-    try:
-        return json.loads(manifest.read_text(encoding="utf-8")).get("count") == pairs
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return False
+    return _read_json(manifest).get("count") == pairs

@@ -18,7 +18,7 @@ class SampleConfig:
     count: int = bounded(limits.GRID_IMAGES, 16)
     out: Path = Path("checkpoints/sample.png")
     classes: list[int] | None = None
-    seed: int = 0
+    seed: int = bounded(limits.SEED, 0)
     device: str = "auto"
     nrow: int | None = bounded(limits.GRID_IMAGES)
     generator_options: dict = field(default_factory=dict)

@@ -82,7 +82,7 @@ class SynthesizeConfig:
     bimodal: bool = False
     batch_size: int | None = bounded(limits.GAME_BATCH)
     shard_size: int = bounded(limits.SHARD_SIZE, 1024)
-    seed: int = 0
+    seed: int = bounded(limits.SEED, 0)
     device: str = "auto"
     ground_truth: bool = True
     precision: str = "auto"  # bf16 autocast for G on a CUDA GPU
@@ -283,6 +283,8 @@ def _finished(manifest_path: Path, count: int, fingerprint: dict, world: int) ->
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    if not isinstance(manifest, dict):
         return False
     if manifest.get("count") != count or manifest.get("processes", 1) != world:
         return False

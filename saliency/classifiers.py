@@ -17,7 +17,6 @@ over the generator's classes, plus ``preprocess`` that turns a PIL image into th
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -29,6 +28,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from saliency.core.weights import load_state_dict_strict, load_torch_weights
+from saliency.core.json_files import read_json
 from saliency.core.errors import ConfigError, UserError
 from saliency.core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
@@ -79,14 +79,16 @@ def load_scenes_classifier(weights: str | Path | None = None) -> Classifier:
     for path in (meta_path, tensor_path):
         if not path.is_file():
             raise UserError(f"scenes classifier: {path} not found (make it with `python -m pipelines.shipped.scenes_classifier`)")
+    meta = read_json(meta_path, {"num_classes": int, "width": int, "input_size": int})
+    if not (0 < meta["num_classes"] <= 100_000 and 0 < meta["width"] <= 4096 and 8 <= meta["input_size"] <= 4096):
+        raise UserError(f"{meta_path}: num_classes, width or input_size out of range")
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
         state = load_file(str(tensor_path))
-        model = ShapesNet(num_classes=int(meta["num_classes"]), width=int(meta["width"]))
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, SafetensorError, OSError) as exc:
+        model = ShapesNet(num_classes=meta["num_classes"], width=meta["width"])
+    except (SafetensorError, OSError, ValueError) as exc:
         raise UserError(f"scenes classifier in {folder} is unreadable ({type(exc).__name__})") from exc
     load_state_dict_strict(model, state, tensor_path, "scenes classifier")
-    size = int(meta["input_size"])
+    size = meta["input_size"]
     return Classifier("scenes-shapes", model.eval(), model.num_classes, size,
                       lambda image: resize_center_crop(image, size, size))
 

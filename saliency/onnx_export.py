@@ -100,6 +100,9 @@ def export_onnx(model: str | os.PathLike, out: str | os.PathLike, opset: int = 1
         os.replace(tmp, out)
     except OSError as exc:
         raise UserError(f"cannot write {out} ({exc.strerror or type(exc).__name__})") from exc
+    except (RuntimeError, ValueError, onnx.checker.ValidationError) as exc:  # the exporter or checker refusing
+        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise UserError(f"cannot export {model} to ONNX at opset {opset} ({detail})") from exc
     finally:
         tmp.unlink(missing_ok=True)
     return {"opset": opset, "stride": stride, "max_abs_difference": difference}

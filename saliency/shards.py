@@ -20,12 +20,11 @@ This module writes and reads both; ``pipelines/synthesize.py`` decides what goes
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import queue
 import threading
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
@@ -34,12 +33,16 @@ from safetensors.numpy import load_file, save
 
 from saliency.core.artifacts import atomic_path, remove_stale_temporaries, tensor_file_metadata, write_json
 from saliency.core.errors import ConfigError, UserError
+from saliency.core.json_files import read_json
 from saliency.core.artifacts import sha256_file
 
 DATASET_FORMAT = "gan-saliency-pairs/1"  # manifest.json and progress.json
 SHARD_FORMAT = "gan-saliency-shard/1"  # each shard file's safetensors metadata
 MANIFEST_NAME = "manifest.json"
 PROGRESS_NAME = "progress.json"
+# What the readers use of manifest.json and progress.json (saliency/core/json_files.py's notation).
+SHARD_SHAPE = {"file": str, "count": int, "sha256": str}
+MANIFEST_SHAPE = {"shards": [SHARD_SHAPE], "count": int, "height": int, "width": int}
 
 
 def shard_name(number: int) -> str:
@@ -117,15 +120,21 @@ def load_manifest(folder: str | os.PathLike) -> dict:
     path = Path(folder) / MANIFEST_NAME
     if not path.is_file():
         raise UserError(f"{folder} is not a finished synthetic dataset (no {MANIFEST_NAME})")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        shards = manifest["shards"]
-        if sum(int(s["count"]) for s in shards) != int(manifest["count"]):
-            raise ValueError("shard counts do not add up to count")
-        int(manifest["height"]), int(manifest["width"])
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"{path} is corrupted ({exc})") from exc
+    manifest = read_json(path, MANIFEST_SHAPE)
+    if sum(s["count"] for s in manifest["shards"]) != manifest["count"]:
+        raise UserError(f"{path} is corrupted (shard counts do not add up to count)")
+    _refuse_paths(path, manifest["shards"])
     return manifest
+
+
+def _refuse_paths(path: Path, shards: list[dict]) -> None:
+    """A shard lies inside the dataset's folder (beside the manifest, or in a rank's part of
+    it): an absolute name, '..' or a backslash is refused."""
+    for entry in shards:
+        name = entry["file"]
+        parts = PurePosixPath(name).parts
+        if not parts or PurePosixPath(name).is_absolute() or "\\" in name or any(p in ("..", ".") for p in parts):
+            raise UserError(f"{path} lists a shard outside its folder ({name!r})")
 
 
 def verify_shards(folder: str | os.PathLike, manifest: dict | None = None) -> int:
@@ -148,10 +157,14 @@ def load_progress(out: Path, fingerprint: dict) -> list[dict]:
     if not path.is_file():
         return []
     try:
-        progress = json.loads(path.read_text(encoding="utf-8"))
-        recorded, shards = progress["fingerprint"], list(progress["shards"])
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path} is corrupted ({type(exc).__name__}); remove {out} or use another `out`") from exc
+        progress = read_json(path, {"fingerprint": dict, "shards": [SHARD_SHAPE]})
+    except UserError as exc:
+        raise ConfigError(f"{exc}; remove {out} or use another `out`") from exc
+    recorded, shards = progress["fingerprint"], progress["shards"]
+    try:
+        _refuse_paths(path, shards)
+    except UserError as exc:
+        raise ConfigError(f"{exc}; remove {out} or use another `out`") from exc
     if recorded != fingerprint:
         changed = sorted(k for k in set(recorded) | set(fingerprint) if recorded.get(k) != fingerprint.get(k))
         raise ConfigError(f"{out} holds a synthesis with other settings ({', '.join(changed)}); use another `out`")

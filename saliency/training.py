@@ -50,7 +50,7 @@ class UNetTrainSettings:
     val_every: int = bounded(limits.COUNT, 500)
     checkpoint_every: int = bounded(limits.COUNT, 500)
     log_every: int = bounded(limits.COUNT, 10)
-    seed: int = 0
+    seed: int = bounded(limits.SEED, 0)
     workers: int = bounded(limits.WORKERS, 1)
     precision: str = "fp32"  # "bf16": autocast the U-Net (the loss and Adam stay fp32)
     compile: bool = False  # torch.compile the model

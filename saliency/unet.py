@@ -9,7 +9,6 @@ converts from Google's TFLite file, which installs offline.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from saliency.core.artifacts import write_json, write_safetensors
+from saliency.core.json_files import read_json
 from saliency.core.errors import ConfigError, UserError
 
 MODEL_WEIGHTS = "model.safetensors"
@@ -116,6 +116,13 @@ def save_model(folder: Path, model: nn.Module, arch: UNetArchitecture, meta: dic
     write_json(folder / MODEL_META, {"format": MODEL_FORMAT, "architecture": asdict(arch), **meta})
 
 
+# What model.json must hold for the model to be rebuilt (saliency/core/json_files.py's notation).
+MODEL_META_SHAPE = {"format": str, "architecture": {"encoder": str, "decoder_channels": [int], "classes?": int,
+                                                    "encoder_weights?": (str, None)},
+                    "data?": {"resolution?": [int], "classes?": ([int], None), "generator?": (str, None)},
+                    "card?": dict, "settings?": dict}
+
+
 def read_model_meta(folder: str | os.PathLike) -> dict:
     folder = Path(folder)
     path = folder / MODEL_META
@@ -123,14 +130,14 @@ def read_model_meta(folder: str | os.PathLike) -> dict:
         raise UserError(f"model folder {folder} not found")
     if not path.is_file():
         raise UserError(f"{folder} holds no trained model (no {MODEL_META}; has `saliency train-unet` finished?)")
+    meta = read_json(path, MODEL_META_SHAPE)
+    if meta["format"] != MODEL_FORMAT:
+        raise UserError(f"{path} is not a model description of this tool (format {meta['format']!r})")
+    arch = meta["architecture"]
+    arch["decoder_channels"] = tuple(arch["decoder_channels"])
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-        if meta.get("format") != MODEL_FORMAT:
-            raise ValueError(f"format {meta.get('format')!r}")
-        arch = meta["architecture"]
-        arch["decoder_channels"] = tuple(arch["decoder_channels"])
         meta["architecture"] = UNetArchitecture(**arch)
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+    except TypeError as exc:  # a key UNetArchitecture does not take
         raise UserError(f"{path} is not a model description of this tool ({exc})") from exc
     return meta
 

@@ -18,7 +18,7 @@ import torch
 
 from directions.generators.base import Generator
 from saliency.core.device import resolve_device
-from saliency.core.errors import UserError
+from saliency.core.errors import ConfigError, UserError
 
 GeneratorFactory = Callable[..., Generator]
 
@@ -69,8 +69,8 @@ def generator_named_in_file(name: object, source: object, given: str | None = No
     if name in _REGISTRY or name == given:
         return name
     if ":" in name:
-        raise UserError(f"{source} names generator {name!r} by import path, and a file never chooses code to "
-                        f"run: pass --generator {name} if you trust it")
+        raise ConfigError(f"{source} names generator {name!r} by import path, and a file never chooses code to "
+                        f"run: give `generator` {name} yourself if you trust it")
     raise UserError(f"{source} names unknown generator {name!r}; known: {', '.join(available_generators())}")
 
 

@@ -78,9 +78,21 @@ def safe_extract_zip(archive: Path, target: Path, max_bytes: int = MAX_EXTRACTED
 
     Every member is checked before the first byte is written: absolute paths, ``..``,
     links and special files, too many members, and a declared total size above
-    ``max_bytes``. Writing also stops at ``max_bytes`` should the sizes lie.
+    ``max_bytes``. Writing also stops at ``max_bytes`` should the sizes lie. This is the one
+    reader of archives: whatever zipfile and its decompressors raise on a damaged archive (a
+    bad CRC, a torn deflate stream, an unknown method, encryption) is one UserError naming it;
+    a failure to write (a full disk) stays an OSError for the caller.
     """
-    target = target.resolve()
+    try:
+        return _extract(archive, target.resolve(), max_bytes, max_members)
+    except (UserError, OSError):
+        raise
+    except Exception as exc:  # noqa: BLE001 (zipfile, zlib, bz2 and lzma raise many kinds on damage)
+        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise UserError(f"{archive}: damaged zip archive ({detail})") from exc
+
+
+def _extract(archive: Path, target: Path, max_bytes: int, max_members: int) -> list[Path]:
     try:
         handle = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as exc:

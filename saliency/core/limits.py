@@ -81,3 +81,10 @@ INFERENCE_SIDE = ints(16, MAX_INFERENCE_SIDE)
 PREDICT_BATCH = ints(1, MAX_PREDICT_BATCH)
 RENDERED_IMAGES = ints(1, MAX_RENDERED_IMAGES)
 LATENT_DIM = ints(1, MAX_LATENT_DIM)
+# Seeds: what every random stream the project seeds takes (NumPy's legacy RandomState and
+# torch's manual_seed both take 0 .. 2**32 - 1).
+SEED = ints(0, 2**32 - 1)
+# ONNX opsets torch's TorchScript exporter (the one `saliency export` uses) writes: 13 (the
+# oldest the graph's ops need) to 20 (torch.onnx's ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET; checked
+# by tests/test_saliency/test_unet.py).
+OPSET = ints(13, 20)

@@ -54,6 +54,10 @@ def load_state_dict_strict(module: torch.nn.Module, state: dict, path: str | Pat
     pytorch-pretrained-biggan's use ``strict=False``, which leaves a missing weight at its
     random value without a word.)
     """
+    odd = next((key for key, value in state.items() if not isinstance(key, str) or not isinstance(value, torch.Tensor)),
+               None)
+    if odd is not None:  # torch would fail on it deep inside load_state_dict
+        raise UserError(f"{what}: {path} does not fit the architecture (entry {str(odd)[:60]!r} is not a named tensor)")
     try:
         result = module.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shapes that do not fit

@@ -16,6 +16,7 @@ import pickle
 import shlex
 import shutil
 import subprocess
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -313,6 +314,32 @@ CASES = [
     Case("sweep/steps-above-ceiling", "sweep --out {out} --vary steps=10,99999999", ("steps",)),
     Case("import-run/latent-dim-above-ceiling", "import-run {ref_run} --out {out} --latent-dim 99999",
          ("--latent-dim",)),
+    # ------------------------------------------- files nobody here wrote (issue 34's findings)
+    Case("synthesize/run-names-code", f"synthesize --run {{run_names_code}} --n 5 --out {{out}} {SYN}",
+         ("os:system", "by import path", "--generator")),
+    Case("synthesize/run-json-a-list", f"synthesize --run {{run_list_json}} --n 5 --out {{out}} {SYN}",
+         ("directions.json", "a list, not an object")),
+    Case("predict/model-json-a-list", "predict {root} --model {model_list_json} --out {out} --device cpu",
+         ("model.json", "a list, not an object")),
+    Case("eval/model-json-a-list", EVAL + " --model {model_list_json} --data-root {root}",
+         ("model.json", "a list, not an object")),
+    Case("export/model-json-a-list", "export --model {model_list_json} --out {out}.onnx",
+         ("model.json", "a list, not an object")),
+    Case("pipeline/record-a-list", "pipeline --out {pipeline_list_record} --data-root {root}",
+         ("pipeline.json", "a list, not an object")),
+    Case("train-unet/shard-without-file", f"train-unet --data {{pairs_shard_without_file}} --out {{out}} {TINY_UNET}",
+         ("manifest.json", "shards[0] has no 'file'")),
+    Case("train-unet/shard-outside-its-folder", f"train-unet --data {{pairs_shard_outside}} --out {{out}} {TINY_UNET}",
+         ("manifest.json", "outside its folder")),
+    Case("vote/classifier-weights-integer-key", "vote --classifier resnet18-imagenet --classifier-weights "
+         "{classifier_int_key} --out {out}.json --data-root {root} --device cpu", ("{classifier_int_key}", "not a named tensor")),
+    Case("vote/scenes-classifier-without-input-size", "vote --classifier scenes-shapes --classifier-weights "
+         "{scenes_classifier_no_size} --out {out}.json --data-root {root} --device cpu", ("model.json", "input_size")),
+    Case("fetch-data/zip-bad-crc", "fetch-data ecssd --data-root {out} --from {zip_bad_crc}",
+         ("images.zip", "Bad CRC-32")),
+    Case("export/opset-above-exporter", "export --model {model} --out {out}.onnx --opset 99", ("--opset",)),
+    Case("sample/seed-huge", "sample --seed 99999999999999999999999 --out {out}.png", ("--seed",)),
+    Case("sample/seed-negative", "sample --seed -1 --out {out}.png", ("--seed",)),
 ]
 
 
@@ -449,6 +476,42 @@ def _prepare(base: Path) -> dict[str, Path]:
         (masks["single"] / f"{stem}.png").unlink()
     p["root_wrong_layout"] = base / "root-wrong-layout"
     (p["root_wrong_layout"] / "ECSSD" / "imgs").mkdir(parents=True)
+
+    # Files nobody here wrote: JSON of the wrong shape, a run naming code, a damaged archive.
+    from directions.run_folder import write_known_direction_run
+
+    p["model_list_json"] = Path(shutil.copytree(p["model"], base / "model-list-json"))
+    (p["model_list_json"] / "model.json").write_text("[]")
+    p["run_list_json"] = Path(shutil.copytree(run, base / "run-list-json"))
+    (p["run_list_json"] / "directions.json").write_text("[]")
+    p["run_names_code"] = write_known_direction_run(base / "run-names-code", "os:system", torch.ones(32), 6.0,
+                                                    generator_options={"command": f"touch {base}/PWNED"})
+    p["pipeline_list_record"] = base / "pipeline-list-record"
+    p["pipeline_list_record"].mkdir()
+    (p["pipeline_list_record"] / "pipeline.json").write_text("[]")
+    for name, change in (("without_file", lambda shard: shard.pop("file")),
+                         ("outside", lambda shard: shard.update(file="../pairs/shard-00000.safetensors"))):
+        folder = Path(shutil.copytree(p["pairs"], base / f"pairs-shard-{name}"))
+        manifest = json.loads((folder / "manifest.json").read_text())
+        change(manifest["shards"][0])
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        p[f"pairs_shard_{name}"] = folder
+    p["classifier_int_key"] = base / "int-key.pth"
+    torch.save({1: torch.zeros(1)}, p["classifier_int_key"])
+    p["scenes_classifier_no_size"] = Path(shutil.copytree(REPO / "checkpoints" / "scenes-classifier",
+                                                          base / "scenes-classifier-no-size"))
+    meta = json.loads((p["scenes_classifier_no_size"] / "model.json").read_text())
+    del meta["input_size"]
+    (p["scenes_classifier_no_size"] / "model.json").write_text(json.dumps(meta))
+    p["zip_bad_crc"] = base / "zip-bad-crc"  # the two published archives, stored, one byte flipped in a member
+    p["zip_bad_crc"].mkdir()
+    for archive, folder in (("images.zip", "images"), ("ground_truth_mask.zip", "ground_truth_mask")):
+        with zipfile.ZipFile(p["zip_bad_crc"] / archive, "w", zipfile.ZIP_STORED) as handle:
+            for path in sorted((p["root"] / "ECSSD" / folder).iterdir()):
+                handle.write(path, f"{folder}/{path.name}")
+    damaged = bytearray((p["zip_bad_crc"] / "images.zip").read_bytes())
+    damaged[200] ^= 0x01  # inside the first member's bytes
+    (p["zip_bad_crc"] / "images.zip").write_bytes(bytes(damaged))
     return p
 
 

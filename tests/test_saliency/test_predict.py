@@ -388,3 +388,13 @@ def test_onnx_export_matches_pytorch_on_real_images(model, tmp_path, cli):
     bad = cli("export", "--model", str(model), "--out", str(tmp_path / "model.txt"))
     assert_one_line_error(bad, ".onnx")
     assert not (tmp_path / "model.txt").exists()
+
+
+def test_the_opset_range_is_what_the_exporter_writes():
+    """`--opset` is refused outside 13-20 while parsing; 20 is torch's TorchScript exporter's last."""
+    import torch.onnx._constants as exporter
+
+    from saliency.core import limits
+
+    assert limits.OPSET.high == exporter.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+    assert limits.OPSET.low >= exporter.ONNX_MIN_OPSET
