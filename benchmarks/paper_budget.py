@@ -1,0 +1,273 @@
+"""The paper-budget MNIST runs (issue 33), carried from machine to machine in git.
+
+    python benchmarks/paper_budget.py status             # where each run got
+    python benchmarks/paper_budget.py resume [--slots 3] # start every unfinished run, in the background
+    python benchmarks/paper_budget.py stop               # stop each right after its next checkpoint
+    python benchmarks/paper_budget.py seal               # ended runs: keep A, R, metrics; drop the optimizers
+
+The runs and their commands are listed in ``ROOT/runs.json`` (default ``checkpoints/paper-budget``),
+in the order they start; a run with ``"after"`` starts only once those runs have ended. Each run
+is a ``saliency discover`` folder, ``ROOT/NAME/``, that git carries: ``checkpoint.safetensors``
+(A, R, both optimizers, the sample stream; replaced every 500 steps), ``metrics.jsonl``,
+``config.json``, ``command.txt`` (the exact command) and ``segments.json`` (which CPU ran which
+steps). ``resume`` runs each with one thread (``OMP_NUM_THREADS=1``: two 2-thread processes on 2
+cores slowed each other about 20x), detached, its output in ``run.log`` (not carried). ``stop``
+waits for each run's next checkpoint, kills it at once and trims ``metrics.jsonl`` back to that
+step: what is committed is exactly what the next ``resume`` continues from, and a resumed run
+writes the bytes an uninterrupted one would (same thread count, same CPU kernels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from saliency.core.artifacts import trim_step_log, write_json, write_safetensors  # noqa: E402
+from saliency.core.checkpoint import load_checkpoint  # noqa: E402
+from saliency.core.runtime import cpu_has_native_bf16, cpu_name  # noqa: E402
+
+CHECKPOINT, METRICS, SUMMARY = "checkpoint.safetensors", "metrics.jsonl", "directions.json"
+PID, LOG, SEGMENTS, COMMAND = "run.pid", "run.log", "segments.json", "command.txt"
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@dataclass
+class Run:
+    name: str
+    args: list[str]
+    after: list[str] = field(default_factory=list)
+    note: str = ""
+
+    def folder(self, root: Path) -> Path:
+        return root / self.name
+
+    def command(self, root: Path) -> list[str]:
+        """The discover command, run from the repository's root: a folder inside it is named
+        relative to it (so command.txt and config.json name no machine's paths)."""
+        return ["saliency", "discover", *self.args, "--out", out_argument(self.folder(root))]
+
+
+def out_argument(folder: Path) -> str:
+    folder = folder.resolve()
+    return str(folder.relative_to(REPO)) if folder.is_relative_to(REPO) else str(folder)
+
+
+def load_runs(root: Path) -> list[Run]:
+    listing = root / "runs.json"
+    if not listing.is_file():
+        sys.exit(f"paper_budget: {listing} not found")
+    return [Run(**entry) for entry in json.loads(listing.read_text(encoding="utf-8"))["runs"]]
+
+
+def ended(folder: Path) -> bool:
+    return (folder / SUMMARY).is_file()
+
+
+def running_pid(folder: Path) -> int | None:
+    """The run's process id if that process is alive and still this run's discover."""
+    try:
+        pid = int((folder / PID).read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (OSError, ValueError):
+        return None
+    return pid if _alive(pid) and "discover" in cmdline and out_argument(folder) in cmdline.split("\0") else None
+
+
+def checkpoint_step(folder: Path) -> int | None:
+    path = folder / CHECKPOINT
+    return int(load_checkpoint(path)["step"]) if path.is_file() else None
+
+
+def rca_records(folder: Path) -> list[tuple[int, float]]:
+    path = folder / METRICS
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "rca" in record:
+            records.append((record["step"], record["rca"]))
+    return records
+
+
+def _segments(folder: Path) -> list[dict]:
+    path = folder / SEGMENTS
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+
+
+def status(root: Path) -> list[dict]:
+    rows = []
+    for run in load_runs(root):
+        folder = run.folder(root)
+        summary = json.loads((folder / SUMMARY).read_text()) if ended(folder) else None
+        curve = rca_records(folder)
+        if summary is not None:
+            stop = summary.get("stopped_early")
+            state = f"ended: {'plateau rule at step %d' % stop['step'] if stop else '%d steps' % summary['steps']}"
+            step = summary["steps"]
+        else:
+            step = checkpoint_step(folder)
+            state = "running" if running_pid(folder) else ("stopped" if step is not None else "not started")
+        rows.append({"run": run.name, "state": state, "step": step or 0,
+                     "latest_rca": curve[-1] if curve else None,
+                     "final_rca": summary.get("rca") if summary else None})
+    return rows
+
+
+def _start(run: Run, root: Path) -> int:
+    folder = run.folder(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    resume = ["--resume"] if (folder / CHECKPOINT).is_file() else []
+    command = run.command(root)
+    if not (folder / COMMAND).is_file():
+        (folder / COMMAND).write_text(" ".join(command) + "\n", encoding="utf-8")
+    segments = _segments(folder)
+    segments.append({"from_step": checkpoint_step(folder) or 0, "cpu": cpu_name(),
+                     "native_bf16": cpu_has_native_bf16(), "threads": 1,
+                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    write_json(folder / SEGMENTS, segments)
+    with open(folder / LOG, "a", encoding="utf-8") as log:
+        process = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *command[1:], *resume], cwd=REPO,
+                                   env=os.environ | ONE_THREAD, stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    (folder / PID).write_text(str(process.pid))
+    return process.pid
+
+
+def resume(root: Path, slots: int) -> list[str]:
+    """Start unfinished runs, in listed order, until ``slots`` run at once."""
+    runs = load_runs(root)
+    done = {run.name for run in runs if ended(run.folder(root))}
+    busy = sum(running_pid(run.folder(root)) is not None for run in runs)
+    started = []
+    for run in runs:
+        folder = run.folder(root)
+        if busy >= slots or run.name in done or running_pid(folder) is not None:
+            continue
+        if any(name not in done for name in run.after):
+            continue
+        _start(run, root)
+        started.append(run.name)
+        busy += 1
+    return started
+
+
+def _close_segment(folder: Path, step: int) -> None:
+    segments = _segments(folder)
+    if segments and "to_step" not in segments[-1]:
+        segments[-1] |= {"to_step": step, "stopped": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        write_json(folder / SEGMENTS, segments)
+
+
+def stop(root: Path, timeout: float = 900.0) -> dict[str, int | None]:
+    """Kill every running run just after it writes its next checkpoint (or at ``timeout``),
+    then trim its step log to that checkpoint. Returns the step each one stopped at."""
+    waiting = {}
+    for run in load_runs(root):
+        folder = run.folder(root)
+        pid = running_pid(folder)
+        if pid is not None:
+            waiting[run.name] = (folder, pid, _file_token(folder / CHECKPOINT))
+    deadline = time.monotonic() + timeout
+    stopped = {}
+    while waiting:
+        for name, (folder, pid, token) in list(waiting.items()):
+            exited = not _alive(pid)
+            if exited or _file_token(folder / CHECKPOINT) != token or time.monotonic() > deadline:
+                if not exited:
+                    os.killpg(pid, signal.SIGKILL)
+                    _reap(pid)
+                step = checkpoint_step(folder)
+                if step is not None and not ended(folder):
+                    trim_step_log(folder / METRICS, step)
+                _close_segment(folder, step or 0)
+                (folder / PID).unlink(missing_ok=True)
+                stopped[name] = step
+                del waiting[name]
+        time.sleep(0.05)
+    return stopped
+
+
+def _alive(pid: int) -> bool:
+    """True while the process runs (a zombie, dead but not yet reaped, does not count)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _reap(pid: int) -> None:
+    for _ in range(200):
+        try:
+            os.waitpid(pid, os.WNOHANG)  # our own child (a test's): reap it
+        except ChildProcessError:
+            pass
+        if not _alive(pid):
+            return
+        time.sleep(0.05)
+
+
+def _file_token(path: Path):
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return info.st_ino, info.st_mtime_ns, info.st_size
+
+
+def seal(root: Path) -> list[str]:
+    """For each ended run: R's weights into ``reconstructor.safetensors``, the optimizer state
+    (the checkpoint) out of the folder; A is already in ``directions.safetensors``."""
+    sealed = []
+    for run in load_runs(root):
+        folder = run.folder(root)
+        if not ended(folder) or not (folder / CHECKPOINT).is_file() or running_pid(folder):
+            continue
+        state = load_checkpoint(folder / CHECKPOINT)
+        weights = {name: tensor.contiguous() for name, tensor in state["reconstructor"].items()}
+        write_safetensors(folder / "reconstructor.safetensors", weights,
+                          {"step": str(state["step"]), "run": run.name})
+        _close_segment(folder, int(state["step"]))
+        (folder / CHECKPOINT).unlink()
+        sealed.append(run.name)
+    return sealed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("status", "resume", "stop", "seal"))
+    parser.add_argument("--root", type=Path, default=REPO / "checkpoints" / "paper-budget")
+    parser.add_argument("--slots", type=int, default=3, help="Runs at once (resume); one thread each.")
+    parser.add_argument("--timeout", type=float, default=900.0, help="Seconds stop waits for a checkpoint.")
+    args = parser.parse_args()
+    root = args.root.resolve()
+    if args.action == "resume":
+        print("started:", ", ".join(resume(root, args.slots)) or "nothing (all ended, running or waiting)")
+    elif args.action == "stop":
+        for name, step in stop(root, args.timeout).items():
+            print(f"{name}: stopped at the checkpoint of step {step}")
+    elif args.action == "seal":
+        print("sealed:", ", ".join(seal(root)) or "nothing")
+    print("| run | state | step | latest RCA (step) | final RCA |")
+    print("|---|---|---:|---:|---:|")
+    for row in status(root):
+        latest = f"{row['latest_rca'][1]:.4f} ({row['latest_rca'][0]})" if row["latest_rca"] else "-"
+        final = f"{row['final_rca']:.4f}" if row["final_rca"] is not None else "-"
+        print(f"| {row['run']} | {row['state']} | {row['step']} | {latest} | {final} |")
+
+
+if __name__ == "__main__":
+    main()

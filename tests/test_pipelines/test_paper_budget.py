@@ -1,0 +1,96 @@
+"""benchmarks/paper_budget.py: a run stopped on one machine, carried in git (only the files
+git keeps), resumed in another folder, ends with the bytes of a run never interrupted."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+from conftest import REPO, run_cli
+from saliency.core.artifacts import sha256_file
+from saliency.core.checkpoint import load_checkpoint
+from saliency.core.errors import UserError
+
+STEPS = 400
+TINY = ["--generator", "scenes", "--resolution", "32", "--train-resolution", "32", "--directions", "4",
+        "--batch", "8", "--steps", str(STEPS), "--checkpoint-every", "10", "--log-every", "10", "--rca-every", "100",
+        "--rca-samples", "16", "--no-bg-search", "--no-charts", "--no-effects", "--device", "cpu"]
+# Checkpoints fall on log lines (as the real runs': 500 and 50), so no logged window is cut in two.
+# What git carries from a run folder (.gitignore leaves run.pid and run.log on the machine).
+CARRIED = ("checkpoint.safetensors", "metrics.jsonl", "config.json", "command.txt", "segments.json")
+
+
+def tool(root: Path, *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "benchmarks/paper_budget.py", *args, "--root", str(root)], cwd=REPO,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def wait_for(condition, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def _step(folder: Path) -> int:
+    try:
+        return int(load_checkpoint(folder / "checkpoint.safetensors")["step"])
+    except (UserError, KeyError):  # none yet
+        return 0
+
+
+def _records(folder: Path) -> list[dict]:
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+
+
+def test_a_run_carried_in_git_resumes_elsewhere_to_the_uninterrupted_bytes(tmp_path):
+    machine_a, machine_b = tmp_path / "a", tmp_path / "b"
+    for root in (machine_a, machine_b):
+        root.mkdir()
+        (root / "runs.json").write_text(json.dumps({"runs": [{"name": "tiny", "args": TINY},
+                                                             {"name": "later", "args": TINY, "after": ["tiny"]}]}))
+    first = tool(machine_a, "resume", "--slots", "1")
+    assert "started: tiny" in first.stdout  # "later" waits for "tiny" to end
+    run_a = machine_a / "tiny"
+    wait_for(lambda: _step(run_a) >= 50)
+    stopped = tool(machine_a, "stop")
+    step = _step(run_a)
+    assert f"tiny: stopped at the checkpoint of step {step}" in stopped.stdout and 50 <= step < STEPS
+    assert not (run_a / "directions.json").exists()
+    assert max(r["step"] for r in _records(run_a)) == step  # the log trimmed to the checkpoint
+    assert "| tiny | stopped | %d |" % step in tool(machine_a, "status").stdout
+
+    (machine_b / "tiny").mkdir()
+    for name in CARRIED:  # a clone on another machine holds these and nothing else
+        shutil.copy2(run_a / name, machine_b / "tiny" / name)
+    assert "started: tiny" in tool(machine_b, "resume", "--slots", "1").stdout
+    run_b = machine_b / "tiny"
+    pid = int((run_b / "run.pid").read_text())
+    wait_for(lambda: (run_b / "directions.json").is_file() and not Path(f"/proc/{pid}/cmdline").read_bytes())
+    assert "| tiny | ended: %d steps |" % STEPS in tool(machine_b, "status").stdout
+
+    fresh = tmp_path / "fresh"
+    made = run_cli("discover", *TINY, "--out", str(fresh), env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    assert made.returncode == 0, made.stderr
+    assert sha256_file(run_b / "directions.safetensors") == sha256_file(fresh / "directions.safetensors")
+    assert _records(run_b) == _records(fresh)  # every step and RCA line, once, with the same values
+    segments = json.loads((run_b / "segments.json").read_text())
+    assert [s["from_step"] for s in segments] == [0, step] and segments[0]["to_step"] == step
+
+    # sealed: R kept, the optimizer state gone; "later" may start now
+    assert "sealed: tiny" in tool(machine_b, "seal").stdout
+    assert not (run_b / "checkpoint.safetensors").exists()
+    kept = load_file(run_b / "reconstructor.safetensors")
+    expected = load_checkpoint(fresh / "checkpoint.safetensors")["reconstructor"]
+    assert kept.keys() == expected.keys() and all(kept[k].equal(expected[k]) for k in kept)
+    assert "started: later" in tool(machine_b, "resume", "--slots", "1").stdout
+    tool(machine_b, "stop", "--timeout", "0")
