@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     gate.add_argument("--weights", default=None, help="sngan-mnist weights (default: the shipped ones)")
     gate.add_argument("--classifier", type=Path, default=CLASSIFIER_DIR)
     gate.add_argument("--samples", type=int, default=GATE["samples"])
+    gate.add_argument("--seeds", type=int, default=GATE["seeds"], help="seeds 0..N-1, each with its own samples")
     gate.add_argument("--out", type=Path, default=None, help="write the numbers here as JSON (and a sample grid beside it)")
     args = parser.parse_args(argv)
     tune_cpu_allocator()

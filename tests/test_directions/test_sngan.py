@@ -183,3 +183,18 @@ def test_discovery_on_the_gray_generator_follows_the_papers_mnist_setup(tmp_path
     # the paper's A, K, R and lambda; lr (like batch and steps) is the CPU budget of docs/results.md's tables
     assert config["profile"]["lr"] == 1e-3
     assert config["settings"]["shift_loss_weight"] == 0.25
+
+
+def test_the_quality_gate_command_runs_as_results_md_cites_it(tmp_path):
+    """`python -m pipelines.shipped.mnist_quality gate` (it crashed on --seeds it did not declare)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = tmp_path / "quality.json"
+    result = subprocess.run([sys.executable, "-m", "pipelines.shipped.mnist_quality", "gate", "--samples", "64",
+                             "--seeds", "2", "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode in (0, 1) and "Traceback" not in result.stderr, result.stderr  # 1: the gate failed
+    recorded = json.loads(out.read_text())
+    assert recorded["seeds"] == 2 and recorded["samples"] == 64 and len(recorded["per_seed"]) == 2
