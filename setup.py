@@ -51,7 +51,8 @@ setup(
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
         # websocket-client speaks the DevTools protocol to headless Chromium for the report's
         # browser test (tests/test_pipelines/test_report.py; it skips where Chromium is absent).
-        "test": ["pytest>=7", "onnx>=1.16", "onnxruntime>=1.18", "websocket-client>=1.6",
+        # hypothesis: the readers' fuzz runs (tests/contracts/test_fuzz_readers.py, benchmarks/fuzz_readers.py).
+        "test": ["pytest>=7", "hypothesis>=6.100", "onnx>=1.16", "onnxruntime>=1.18", "websocket-client>=1.6",
                  'ai-edge-litert>=2.0; platform_system == "Linux" and platform_machine == "x86_64" '
                  'and python_version < "3.14"'],
     },

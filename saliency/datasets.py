@@ -168,16 +168,14 @@ def open_dataset(name: str, data_root: str | os.PathLike | None = None, split: s
     return SaliencyFolder(resolve_data_root(data_root), get_spec(name), split)
 
 
-def _open_bounded(path: Path, reduce_to: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
-    """The one place an image file is opened: (the decoded image, the file's (height, width)).
-
-    Refuses by name a missing file, a decompression bomb (by the pixel count its header
-    declares, before anything is decoded) and a file the decoders cannot read: whatever a
-    decoder raises on a damaged file is that file's problem, one UserError naming it. With
-    ``reduce_to`` (a shorter side), an image above FULL_DECODE_PIXELS comes back reduced, to no
-    less than REDUCED_MARGIN times that side."""
+def _decode(path: Path, reduce_to: int | None) -> tuple[Image.Image, tuple[int, int]]:
+    """Open, check the declared size, decode (reduced where asked); see _open_bounded."""
+    handle = None
     try:
         with warnings.catch_warnings():
+            # A damaged file's warnings (truncated TIFF reads, corrupt EXIF) would print lines of
+            # their own: the file is either read or refused in one line below.
+            warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             handle = Image.open(path)
             width, height = handle.size
@@ -191,7 +189,33 @@ def _open_bounded(path: Path, reduce_to: int | None = None) -> tuple[Image.Image
             if large:
                 factor = min(handle.size) // (REDUCED_MARGIN * reduce_to)
                 if factor > 1:  # other formats, decoded whole: reduced before anything else holds them
-                    handle = handle.reduce(factor)
+                    handle = _closing(handle, handle.reduce(factor))
+            # A multi-frame file (GIF, TIFF) keeps its file open after load (Pillow 13: in ``_fp``):
+            # a copy of the decoded frame, and the file closed now, not whenever the GC runs.
+            if getattr(handle, "fp", None) is not None or getattr(handle, "_fp", None) is not None:
+                handle = _closing(handle, handle.copy())
+    except BaseException:
+        if handle is not None:  # a refused or damaged file is closed now, not whenever the GC runs
+            handle.close()
+        raise
+    return handle, (height, width)
+
+
+def _closing(source: Image.Image, result: Image.Image) -> Image.Image:
+    source.close()
+    return result
+
+
+def _open_bounded(path: Path, reduce_to: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """The one place an image file is opened: (the decoded image, the file's (height, width)).
+
+    Refuses by name a missing file, a decompression bomb (by the pixel count its header
+    declares, before anything is decoded) and a file the decoders cannot read: whatever a
+    decoder raises on a damaged file is that file's problem, one UserError naming it. With
+    ``reduce_to`` (a shorter side), an image above FULL_DECODE_PIXELS comes back reduced, to no
+    less than REDUCED_MARGIN times that side."""
+    try:
+        return _decode(path, reduce_to)
     except UserError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -206,7 +230,6 @@ def _open_bounded(path: Path, reduce_to: int | None = None) -> tuple[Image.Image
     except Exception as exc:  # noqa: BLE001 (a damaged file makes Pillow's decoders raise many kinds)
         detail = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise UserError(f"{path}: unreadable image ({detail})") from exc
-    return handle, (height, width)
 
 
 def _too_many_pixels(path: Path, declared: str) -> str:

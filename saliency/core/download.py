@@ -92,6 +92,18 @@ def safe_extract_zip(archive: Path, target: Path, max_bytes: int = MAX_EXTRACTED
         raise UserError(f"{archive}: damaged zip archive ({detail})") from exc
 
 
+def _reading(archive: Path, read):
+    """``read()``, with whatever reading the archive raises (OSError included: bz2 and lzma say
+    "Invalid data stream" with one) as the archive's damage, not as a failure to write."""
+    try:
+        return read()
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise UserError(f"{archive}: damaged zip archive ({detail})") from exc
+
+
 def _extract(archive: Path, target: Path, max_bytes: int, max_members: int) -> list[Path]:
     try:
         handle = zipfile.ZipFile(archive)
@@ -119,8 +131,8 @@ def _extract(archive: Path, target: Path, max_bytes: int, max_members: int) -> l
                 destination.mkdir(parents=True, exist_ok=True)
                 continue
             destination.parent.mkdir(parents=True, exist_ok=True)
-            with handle.open(info) as src, open(destination, "wb") as dst:
-                for chunk in iter(lambda: src.read(CHUNK), b""):
+            with _reading(archive, lambda: handle.open(info)) as src, open(destination, "wb") as dst:
+                for chunk in iter(lambda: _reading(archive, lambda: src.read(CHUNK)), b""):
                     written += len(chunk)
                     if written > max_bytes:
                         raise UserError(f"{archive}: unpacks to more than the {max_bytes:,} bytes allowed")
