@@ -63,6 +63,9 @@ class Profile:
     train_options: tuple[tuple[str, object], ...] = ()
     bg_search: bool = True  # look for h_bg (pointless where nothing has a background, e.g. MNIST)
     note: str = ""
+    # ``--precision auto`` plays the game in bf16 autocast on a CPU with native bf16 only where
+    # that was measured faster at the same RCA (docs/benchmarks.md, "bf16 in the discovery game").
+    cpu_bf16: bool = False
 
 
 PROFILES: dict[str, Profile] = {
@@ -78,7 +81,7 @@ PROFILES: dict[str, Profile] = {
     # The paper's MNIST A, K and R (unit-norm, 64, LeNet-5); batch 64, 1,200 steps and lr 1e-3 instead of
     # 128, 1e5 and 1e-4: the CPU budget of the tables in docs/results.md (a few minutes a run). The
     # paper's budget is the same command with --batch 128 --steps 100000 --lr 1e-4.
-    "sngan-mnist": Profile("unit", 64, "lenet5", 64, 1_200, 1e-3, bg_search=False,
+    "sngan-mnist": Profile("unit", 64, "lenet5", 64, 1_200, 1e-3, bg_search=False, cpu_bf16=True,
                            note="paper A, K, R; batch, steps, lr: the measured CPU budget of docs/results.md's tables"),
 }
 
@@ -321,7 +324,8 @@ def _build_game(config: DiscoverConfig, device, world: int) -> Game:
     generator = build_generator(config.generator, device=device, **config.generator_options)
     configure_device(generator.device)
     profile, settings = _resolved(config, generator)
-    settings = replace(settings, precision=resolve_precision(config.precision, generator.device))
+    settings = replace(settings, precision=resolve_precision(config.precision, generator.device,
+                                                             cpu_bf16=profile.cpu_bf16))
     options = {k: v for k, v in config.generator_options.items() if v is not None}
     train_options = dict(profile.train_options)
     if config.train_resolution is not None:
@@ -412,6 +416,7 @@ def _finish(config: DiscoverConfig, out: Path, game: Game, history: dict, starte
         "charts": charts,
         "seconds": round(time.perf_counter() - started, 2),
         "device": str(generator.device),
+        "precision": settings.precision,
     }
     write_report(out / "report.md", summary)
     write_json(out / SUMMARY_NAME, summary)

@@ -9,8 +9,8 @@ import click
 from saliency.core.fields import Range
 
 DEVICE_HELP = "Torch device: auto (default: the best available), cpu, cuda, cuda:N or mps."
-PRECISION_HELP = ("auto (bf16 autocast on a CUDA GPU; U-Net training also on CPUs with native bf16; "
-                  "else fp32), fp32 or bf16.")
+PRECISION_HELP = ("auto (bf16 autocast on a CUDA GPU; U-Net training and the sngan-mnist discovery game also "
+                  "on CPUs with native bf16; else fp32), fp32 or bf16.")
 DATA_ROOT_HELP = "Folder holding datasets by name (ROOT/ECSSD/...); default $SALIENCY_DATA, else ./data."
 
 device_option = click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)

@@ -77,10 +77,9 @@ def resolve_precision(spec: str, device: "torch.device", cpu_bf16: bool = False)
     """``auto``: bf16 autocast on a CUDA GPU that supports it; on a CPU, bf16 only where the
     caller measured it faster (``cpu_bf16``) and the CPU has native bf16, else fp32.
 
-    Measured on this project's 2-core CPU (AVX512-BF16): U-Net training 1.3x faster end to end
-    (1,200 steps in 308 s instead of 384-408 s) with the same result (MAE 0.020 vs 0.019 on
-    rendered scenes), so train-unet passes ``cpu_bf16``; the scenes generator was no faster
-    in bf16, so the other stages stay fp32 on a CPU.
+    Callers pass ``cpu_bf16`` where docs/benchmarks.md holds the measurement: U-Net training
+    (train-unet) and the discovery game of a generator whose profile says so (sngan-mnist);
+    the scenes generator was no faster in bf16, so the other stages stay fp32 on a CPU.
     """
     import torch
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from safetensors.torch import load_file
 
 from conftest import run_cli
@@ -61,3 +62,22 @@ def test_a_tiny_discovery_run_writes_every_artifact(tmp_path):
     assert chosen["score"] <= 0 and chosen["reliable"]
 
 
+
+
+@pytest.mark.parametrize("native_bf16, generator, expected", [
+    (True, "sngan-mnist", "bf16"),  # measured 1.8x faster at the same RCA (docs/benchmarks.md)
+    (False, "sngan-mnist", "fp32"),  # emulated bf16 is slower than fp32
+    (True, "scenes", "fp32"),  # measured no faster
+])
+def test_precision_auto_plays_the_game_in_bf16_only_where_measured_faster(monkeypatch, native_bf16, generator,
+                                                                          expected):
+    import torch
+
+    from pipelines.discover import DiscoverConfig, _build_game
+    from saliency.core import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native_bf16)
+    game = _build_game(DiscoverConfig(generator=generator, device="cpu"), torch.device("cpu"), 1)
+    assert game.settings.precision == expected
+    forced = _build_game(DiscoverConfig(generator=generator, device="cpu", precision="fp32"), torch.device("cpu"), 1)
+    assert forced.settings.precision == "fp32"
