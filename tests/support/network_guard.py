@@ -19,8 +19,8 @@ class OutsideConnectionRefused(ConnectionRefusedError):
 
 
 def _outside(host: object) -> bool:
-    if host is None or host in ("", "localhost", b"localhost"):
-        return False
+    if host is None or host in ("", "localhost", b"localhost", socket.gethostname()):
+        return False  # this machine's own name resolves locally (/etc/hosts), as gloo's does
     text = host.decode() if isinstance(host, bytes) else str(host)
     try:
         return not ipaddress.ip_address(text.split("%")[0]).is_loopback
