@@ -31,8 +31,11 @@ def _outside(host: object) -> bool:
 def _refuse(what: str):
     path = os.environ.get(LOG_VARIABLE)
     if path:
+        import traceback
+
+        frames = [f"{frame.filename}:{frame.lineno}" for frame in traceback.extract_stack()[-10:-2]]
         with open(path, "a", encoding="utf-8") as log:
-            log.write(f"pid {os.getpid()}: {what}\n")
+            log.write(f"pid {os.getpid()}: {what} (from {' <- '.join(reversed(frames))})\n")
     raise OutsideConnectionRefused(f"the tests never reach the network: {what}")
 
 

@@ -192,8 +192,16 @@ def test_biggan_downloads_from_the_hub_then_loads_offline_from_its_cache(
     thread.start()
     cache = tmp_path / "hub"
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    endpoint = f"http://127.0.0.1:{server.server_port}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    # huggingface_hub reads HF_ENDPOINT once, at import, and some of its requests use only that
+    # (found by the tests' network guard when another test had imported it first).
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        endpoint + "/{repo_id}/resolve/{revision}/{filename}")
     try:
         online = build_generator("biggan-deep-128", device="cpu")
     finally:

@@ -94,7 +94,8 @@ def test_finished_stages_are_checked_against_the_options_passed(tmp_path):
     discover, synthesize = tmp_path / "discover", tmp_path / "synthesize"
     discover.mkdir()
     synthesize.mkdir()
-    (discover / SUMMARY_NAME).write_text(json.dumps({"steps": 100, "generator_options": {"weights": "G/a.pth"}}))
+    (discover / SUMMARY_NAME).write_text(json.dumps({"generator": "scenes", "steps": 100,
+                                                     "generator_options": {"weights": "G/a.pth"}}))
     (synthesize / "manifest.json").write_text(json.dumps(
         {"count": 10, "min_area": 0.05, "max_area": 0.5, "classes": [3, 7], "class_vote": "classes.json"}))
     (synthesize / "classes.json").write_text(json.dumps({"settings": {"classifier": "resnet18-imagenet"}}))
@@ -112,3 +113,6 @@ def test_finished_stages_are_checked_against_the_options_passed(tmp_path):
     assert changed("synthesize", classes=[3]) == ["--classes [3] (it has [3, 7])"]
     # classes named by the user, not voted: the classifier plays no part
     assert changed("synthesize", classes=[3, 7], classifier="mobilenet-v2-imagenet") == []
+    # a discovery folder of another generator than the profile's (a file naming code) is never kept
+    (discover / SUMMARY_NAME).write_text(json.dumps({"generator": "os:system", "steps": 100}))
+    assert changed("discover") == ["generator scenes (it has os:system)"]

@@ -160,6 +160,7 @@ def test_cells_are_dealt_out_to_torchrun_processes(tmp_path, monkeypatch):
 
 def _finish(cell):
     cell.folder.mkdir(parents=True, exist_ok=True)
-    summary = {"rca": 0.5, "steps": 1, "train_seconds": 1.0, "batch_size": 16, "num_directions": 4, "effects": None}
+    summary = {"generator": "scenes", "rca": 0.5, "steps": 1, "train_seconds": 1.0, "batch_size": 16, "num_directions": 4,
+               "effects": None}
     (cell.folder / "directions.json").write_text(json.dumps(summary))
     return summary
