@@ -47,6 +47,7 @@ class Run:
     args: list[str]
     after: list[str] = field(default_factory=list)
     note: str = ""
+    paper: float | None = None  # the paper's RCA for this setting
 
     def folder(self, root: Path) -> Path:
         return root / self.name
@@ -121,9 +122,12 @@ def status(root: Path) -> list[dict]:
         else:
             step = checkpoint_step(folder)
             state = "running" if running_pid(folder) else ("stopped" if step is not None else "not started")
-        rows.append({"run": run.name, "state": state, "step": step or 0,
+        precision = run.args[run.args.index("--precision") + 1] if "--precision" in run.args else "auto"
+        cpus = sorted({segment["cpu"] for segment in _segments(folder)})
+        rows.append({"run": run.name, "note": run.note, "paper": run.paper, "state": state, "step": step or 0,
                      "latest_rca": curve[-1] if curve else None,
-                     "final_rca": summary.get("rca") if summary else None})
+                     "final_rca": summary.get("rca") if summary else None, "precision": precision,
+                     "cpus": ", ".join(cpus) or "-"})
     return rows
 
 
@@ -261,12 +265,14 @@ def main() -> None:
             print(f"{name}: stopped at the checkpoint of step {step}")
     elif args.action == "seal":
         print("sealed:", ", ".join(seal(root)) or "nothing")
-    print("| run | state | step | latest RCA (step) | final RCA |")
-    print("|---|---|---:|---:|---:|")
+    print("| run | the paper | state | step | latest RCA (step) | final RCA | precision | CPU |")
+    print("|---|---:|---|---:|---:|---:|---|---|")
     for row in status(root):
-        latest = f"{row['latest_rca'][1]:.4f} ({row['latest_rca'][0]})" if row["latest_rca"] else "-"
-        final = f"{row['final_rca']:.4f}" if row["final_rca"] is not None else "-"
-        print(f"| {row['run']} | {row['state']} | {row['step']} | {latest} | {final} |")
+        latest = f"{row['latest_rca'][1]:.3f} ({row['latest_rca'][0]:,})" if row["latest_rca"] else "-"
+        final = f"{row['final_rca']:.3f}" if row["final_rca"] is not None else "-"
+        paper = f"{row['paper']:.2f}" if row["paper"] is not None else "-"
+        print(f"| {row['run']} | {paper} | {row['state']} | {row['step']:,} | {latest} | {final} | "
+              f"{row['precision']} | {row['cpus']} |")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ def read_run(folder: Path) -> dict:
     curve = [(r["step"], r["rca"]) for r in records if "rca" in r]
     last = max((r for r in records if "seconds" in r), key=lambda r: r["step"], default={"step": 0, "seconds": 0})
     return {"run": str(folder), "deformator": identity["deformator"], "K": identity["num_directions"],
+            "lambda": identity.get("shift_loss_weight"),
             "curve": curve, "steps": last["step"], "hours": last["seconds"] / 3600,
             "stopped_early": summary.get("stopped_early"), "final_rca": summary.get("rca")}
 
@@ -67,10 +68,14 @@ def main(argv: list[str] | None = None) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    settings_differ = len({(run["K"], run["lambda"]) for run in runs}) > 1
     for run in runs:
         if run["curve"]:
             steps, rca = zip(*run["curve"])
-            axes.plot(steps, rca, marker="o", markersize=3, label=f"{LABELS.get(run['deformator'], run['deformator'])}")
+            label = LABELS.get(run["deformator"], run["deformator"])
+            if settings_differ:  # runs of one A that differ in K or lambda (the paper's Tables 3 and 5)
+                label += f", K {run['K']}, lambda {run['lambda']:g}"
+            axes.plot(steps, rca, marker="o", markersize=3, label=label)
     for label, points in recorded:
         steps, rca = zip(*points)
         axes.plot(steps, rca, marker="o", markersize=3, linestyle="--", label=label)
