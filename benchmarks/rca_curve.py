@@ -80,11 +80,15 @@ def main(argv: list[str] | None = None) -> None:
         steps, rca = zip(*points)
         axes.plot(steps, rca, marker="o", markersize=3, linestyle="--", label=label)
     if args.paper:
-        for item in args.paper.split(","):
+        placed: list[float] = []
+        for item in sorted(args.paper.split(","), key=lambda text: -float(text.partition("=")[2])):
             label, _, value = item.partition("=")
             axes.axhline(float(value), linestyle=":", linewidth=1, color="gray")
+            # a label close below another's goes under its line, so the two do not overlap
+            below = any(abs(float(value) - other) < 0.05 for other in placed)
             axes.annotate(f"paper, {label}: {float(value):.2f}", (0, float(value)), xycoords=("axes fraction", "data"),
-                          textcoords="offset points", xytext=(4, 3), fontsize=7, color="gray")
+                          textcoords="offset points", xytext=(4, -9 if below else 3), fontsize=7, color="gray")
+            placed.append(float(value))
     axes.set_xlabel("training step")
     axes.set_ylabel("RCA (2,048 fresh samples)" if runs else "RCA")
     axes.set_ylim(0, 1)
