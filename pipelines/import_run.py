@@ -23,7 +23,6 @@ the run's ``human_annotation.txt`` names as background removal.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -45,16 +44,10 @@ BACKGROUND_NAMES = ("background removal", "background_removal", "remove backgrou
 
 
 def _read_args(folder: Path) -> dict:
-    path = folder / "args.json"
-    if not path.is_file():
-        raise UserError(f"{folder} is not a run of the reference code (no args.json)")
-    try:
-        args = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not valid JSON") from exc
-    if not isinstance(args, dict):
-        raise UserError(f"{path} does not hold the run's arguments")
-    return args
+    from saliency.core.json_files import read_json
+
+    return read_json(folder / "args.json", {"deformator?": str, "gan_type?": str},
+                     missing=f"{folder} is not a run of the reference code (no args.json)")
 
 
 def deformator_file(folder: Path, step: int | None) -> tuple[Path, int]:

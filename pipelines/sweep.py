@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import re
 import statistics
@@ -30,6 +29,7 @@ import click
 from saliency.core import distributed
 from saliency.core.artifacts import atomic_path, ensure_writable_dir, write_json
 from saliency.core.errors import UserError
+from saliency.core.json_files import read_json
 
 SPEC_NAME = "sweep.json"
 CELLS_DIR = "cells"
@@ -195,10 +195,7 @@ def _check_spec(plan: SweepPlan) -> dict:
     path = plan.out / SPEC_NAME
     spec = spec_of(plan)
     if path.is_file():
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8")).get("options", {})
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
-            raise UserError(f"{path} is corrupted ({type(exc).__name__})") from exc
+        saved = read_json(path, {"options?": dict}).get("options", {})
         varied = {a.key for a in plan.axes}
         differs = sorted(k for k in set(saved) | set(spec) if k not in varied and saved.get(k) != spec.get(k))
         if differs:

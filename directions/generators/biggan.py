@@ -95,13 +95,12 @@ def _read_digest_record() -> dict | None:
     path = hub_repo_folder() / DIGESTS_NAME
     if not path.is_file():
         return None
+    from saliency.core.json_files import read_json
+
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(record.get("files"), dict) or not isinstance(record.get("revision"), str):
-            raise ValueError("fields")
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, AttributeError) as exc:
-        raise UserError(f"{path} is damaged; remove it to record the digests again") from exc
-    return record
+        return read_json(path, {"files": dict, "revision": str})
+    except UserError as exc:
+        raise UserError(f"{exc}; remove it to record the digests again") from exc
 
 
 def _check_digests(config: Path, model: Path, record: dict | None) -> None:

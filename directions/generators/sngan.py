@@ -19,7 +19,6 @@ Weights:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -155,11 +154,9 @@ def _read_authors_args(folder: Path) -> dict:
     path = folder / AUTHORS_ARGS
     if not path.is_file():
         return {}
-    try:
-        args = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not valid JSON") from exc
-    return args if isinstance(args, dict) else {}
+    from saliency.core.json_files import read_json
+
+    return read_json(path, {"latent_dim?": int, "image_channels?": int})
 
 
 def load_authors_generator(path: Path, what: str) -> SNResNetGenerator:
@@ -187,13 +184,14 @@ def load_own_generator(path: Path, what: str) -> SNResNetGenerator:
 
     folder, file = (path, path / MODEL_FILE) if path.is_dir() else (path.parent, path)
     meta_path = folder / MODEL_JSON
+    from saliency.core.json_files import read_json
+
+    meta = read_json(meta_path, {"widths": [int], "latent_dim": int, "image_channels": int},
+                     missing=f"{what}: {meta_path} not found (it says how {file.name} was built)")
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        generator = SNResNetGenerator(tuple(meta["widths"]), int(meta["latent_dim"]), int(meta["image_channels"]))
-    except FileNotFoundError as exc:
-        raise UserError(f"{what}: {meta_path} not found (it says how {file.name} was built)") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"{what}: {meta_path} is not a valid SN-GAN model.json") from exc
+        generator = SNResNetGenerator(tuple(meta["widths"]), meta["latent_dim"], meta["image_channels"])
+    except (TypeError, ValueError, RuntimeError, IndexError) as exc:
+        raise UserError(f"{what}: {meta_path} is not a valid SN-GAN model.json ({exc})") from exc
     try:
         state = load_file(str(file))
     except FileNotFoundError as exc:
