@@ -462,7 +462,7 @@ def _run_cli(data: bytes, folder: Path) -> None:
         else:
             argv += [param.opts[0], value]
     # in the folder: a relative path in the text (an --out of "0", say) is the user's to write
-    with _stopped_at_work(), contextlib.chdir(folder), contextlib.redirect_stderr(io.StringIO()) as errors, \
+    with _stopped_at_work(), _working_in(folder), contextlib.redirect_stderr(io.StringIO()) as errors, \
             contextlib.redirect_stdout(io.StringIO()):
         try:
             code = main(argv)
@@ -470,6 +470,17 @@ def _run_cli(data: bytes, folder: Path) -> None:
             return
     lines = errors.getvalue().strip().splitlines()
     assert code in (0, 1, 2, 130) and len(lines) <= 1, f"exit {code}, stderr {errors.getvalue()[-400:]!r}"
+
+
+@contextmanager
+def _working_in(folder: Path):
+    """contextlib.chdir, which Python 3.10 lacks."""
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 @contextmanager
