@@ -12,7 +12,7 @@ import click
 
 from saliency import __version__
 from saliency.core import limits as L
-from saliency.core.errors import ConfigError, UserError
+from saliency.core.errors import ConfigError, UserError, one_line
 from pipelines.options import (DEVICE_HELP, data_root_option, device_option, flag_names,
                                generator_option, option_range, precision_option)
 
@@ -650,7 +650,7 @@ def _fail(message: str, code: int, prefix: str = "saliency: error: ") -> int:
         from saliency.core.progress import close_progress_bars
 
         close_progress_bars()
-    click.echo(f"{prefix}{message}", err=True)
+    click.echo(f"{prefix}{one_line(message)}", err=True)
     return code
 
 

@@ -34,7 +34,7 @@ from saliency.detector import (DEFAULT_BATCH, PreparedImage, SaliencyDetector, a
                                map_to_uint8, overlay_image, prepare_image)
 from saliency.datasets import load_image_for_model
 from saliency.core import limits
-from saliency.core.errors import ConfigError, UserError
+from saliency.core.errors import ConfigError, UserError, one_line
 from saliency.core.fields import bounded, check_ranges
 from saliency.core.png import encode_png
 from saliency.core.progress import progress_bar
@@ -63,7 +63,7 @@ class PredictConfig:
     device: str = "auto"
     precision: str = "auto"
     progress: bool = True
-    warn: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
+    warn: Callable[[str], None] = field(default=lambda line: print(one_line(line), file=sys.stderr))
 
 
 # ---------------------------------------------------------------------------------- inputs

@@ -37,3 +37,10 @@ class ConfigError(UserError):
         return FIELD_NAME.sub(lambda match: names.get(match.group(1), match.group(1)), self.template)
 
 
+
+
+def one_line(text: str) -> str:
+    """``text`` with every character that would break or hide a terminal line (newline, carriage
+    return, other controls, Unicode line separators) written as its escape: a file name can hold
+    any of them, and the message must stay one line."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)

@@ -337,6 +337,10 @@ CASES = [
          "{scenes_classifier_no_size} --out {out}.json --data-root {root} --device cpu", ("model.json", "input_size")),
     Case("fetch-data/zip-bad-crc", "fetch-data ecssd --data-root {out} --from {zip_bad_crc}",
          ("images.zip", "Bad CRC-32")),
+    # Found by the long fuzz run (cli family): a path holding a carriage return or newline
+    # printed raw broke the one line; every message now writes control characters escaped.
+    Case("train-unet/data-path-with-control-characters", "train-unet --data 'no\rsuch\nfolder' --out {out} " + TINY_UNET,
+         ("no\\rsuch\\nfolder",)),
     Case("export/opset-above-exporter", "export --model {model} --out {out}.onnx --opset 99", ("--opset",)),
     Case("sample/seed-huge", "sample --seed 99999999999999999999999 --out {out}.png", ("--seed",)),
     Case("sample/seed-negative", "sample --seed -1 --out {out}.png", ("--seed",)),
