@@ -8,6 +8,10 @@ of its own) is predicted in a fresh process; its peak RSS is read
 from getrusage in that process. Prints each peak and the difference between the largest and the smallest
 count (target: under 20 MB). `--size` is small by default so that the run measures the
 bookkeeping, not the model: the memory of the forward pass does not depend on N either.
+
+`--trace N` instead predicts N linked inputs in this process under tracemalloc and prints the
+allocation sites whose Python memory grew most between image 300 and image N - 1: what, if
+anything, predict keeps per image.
 """
 
 from __future__ import annotations
@@ -49,16 +53,52 @@ def peak_rss_mib(model: str, folder: Path, out: Path, size: int) -> tuple[float,
     return kib / 1024, seconds
 
 
+def trace_growth(model: str, folder: Path, out: Path, size: int, count: int) -> None:
+    import tracemalloc
+
+    import pipelines.predict as predict
+
+    snapshots = []
+    write = predict._write
+    written = [0]
+
+    def counted(*args, **kwargs):  # the writer thread, once per image
+        written[0] += 1
+        if written[0] in (300, count - 1):
+            snapshots.append(tracemalloc.take_snapshot())
+        return write(*args, **kwargs)
+
+    predict._write = counted
+    tracemalloc.start(4)
+    predict.run_predict(predict.PredictConfig(model=model, inputs=[str(folder)], out=out, size=size, device="cpu",
+                                              progress=False))
+    tracemalloc.stop()
+    growth = snapshots[1].compare_to(snapshots[0], "traceback")
+    total = sum(stat.size_diff for stat in growth)
+    print(f"Python heap, image 300 to {count - 1:,}: {total / 1024:+.1f} KiB in all; the largest sites:")
+    for stat in growth[:6]:
+        print(f"  {stat.size_diff / 1024:+8.1f} KiB  {stat.count_diff:+6d} blocks  {stat.traceback.format()[-2].strip()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="A model folder (or Hub id) predict can load.")
     parser.add_argument("--images", type=Path, required=True, help="A folder of images to link to (e.g. ECSSD's).")
     parser.add_argument("--counts", default="1000,20000", help="Comma-separated input counts.")
     parser.add_argument("--size", type=int, default=32, help="predict --size (default 32: measure the bookkeeping).")
+    parser.add_argument("--trace", type=int, default=None, metavar="N",
+                        help="Trace Python's allocations over N inputs in this process instead.")
     args = parser.parse_args()
     images = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if not images:
         raise SystemExit(f"no images in {args.images}")
+    if args.trace is not None:
+        if args.trace <= 300:
+            raise SystemExit("--trace needs more than 300 inputs")
+        with tempfile.TemporaryDirectory(prefix="predict-memory-") as tmp:
+            folder = linked_folder(Path(tmp), images, args.trace)
+            trace_growth(args.model, folder, Path(tmp) / "out", args.size, args.trace)
+        return
     counts = sorted(int(c) for c in args.counts.split(","))
     rows = []
     with tempfile.TemporaryDirectory(prefix="predict-memory-") as tmp:

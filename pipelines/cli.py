@@ -640,6 +640,10 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"{exc.format_message()}{hint}", exc.exit_code)
     except BrokenPipeError:
         return 1
+    except ValueError as exc:  # a NUL in a path: no shell can pass one, a Python caller of main can
+        if "null" not in str(exc):
+            raise
+        return _fail(f"a path or name holds a NUL character ({exc})", 2)
     except OSError as exc:  # a filesystem failure no check caught: still one line, never a traceback
         return _fail(_describe_os_error(exc), 1)
     return 0

@@ -45,3 +45,16 @@ def test_generators_lists_the_registry():
     assert result.returncode == 0
     for name in ("scenes", "biggan-deep-128", "dcgan-faces"):
         assert name in result.stdout
+
+
+def test_a_nul_in_an_argument_is_one_line_not_a_traceback(tmp_path, capsys):
+    """Found by the long fuzz run (cli family): click's path check raised ValueError on a NUL.
+    A shell cannot pass one (execve refuses it), so the case lives here, not in the matrix."""
+    from pipelines.cli import main
+
+    for argv in (["import-run", "a\x00b", "--out", str(tmp_path / "out")],
+                 ["predict", "a\x00b", "--model", str(tmp_path), "--out", str(tmp_path / "o")]):
+        code = main(argv)
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("saliency: error:"), (argv, lines)
+        assert "NUL" in lines[0] or "\\x00" in lines[0]
