@@ -6,9 +6,12 @@
 # Prepare .whl/ on a machine with the package registry (git ignores it; `run` carries it):
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 \
 #     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform any -d .whl \
-#     pytorch-pretrained-biggan==0.1.1 boto3 botocore s3transfer jmespath segmentation-models-pytorch==0.6.0 \
-#     albumentations==2.0.8 albucore pydantic pydantic-core annotated-types typing-inspection simsimd \
-#     stringzilla pysodmetrics tflite isal
+#     --platform manylinux_2_28_x86_64 pytorch-pretrained-biggan==0.1.1 boto3 botocore s3transfer jmespath \
+#     segmentation-models-pytorch==0.6.0 albumentations==2.0.8 albucore==0.0.24 pydantic==2.13.4 \
+#     pydantic-core==2.46.4 annotated-types==0.7.0 typing-inspection==0.4.2 simsimd==6.5.16 \
+#     stringzilla==5.3.2 pysodmetrics==1.6.2 tflite isal
+# (pinned: --no-deps takes each name's newest, and a newer albucore needs numkong, which albumentations
+# 2.0.8 does not name; pydantic pins its pydantic-core exactly.)
 # Usage, from the repository root:  bash benchmarks/gpu.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -28,9 +31,9 @@ status=0
 # 1. CUDA correctness through the real CLI, tiny sizes (sample, discover killed and resumed,
 #    synthesize, train-unet eager and --compile, eval, predict, pipeline, two ranks' SyncBatchNorm)
 #    The two-rank SyncBatchNorm check first, with its own limit, so a slow chain cannot crowd it out.
-timeout 100 "$python" -m pytest -q -p no:cacheprovider -m cuda tests/gpu/test_cuda.py -k two_processes 2>&1 \
+timeout -s INT -k 10 100 "$python" -m pytest -q -p no:cacheprovider -m cuda tests/gpu/test_cuda.py -k two_processes 2>&1 \
   | tee "$out/cuda_tests_sync.log" || status=1
-timeout 220 "$python" -m pytest -q -p no:cacheprovider -m cuda tests/gpu/test_cuda.py -k "not two_processes" \
+timeout -s INT -k 10 220 "$python" -m pytest -q -p no:cacheprovider -m cuda tests/gpu/test_cuda.py -k "not two_processes" \
   --durations=0 2>&1 | tee "$out/cuda_tests.log" || status=1
 # 2. The paper's settings, timed (random weights: speed does not depend on their values): forward
 #    at batch 32 and 256 in fp32 and bf16, the discovery step, synthesis and its ratio to a bare

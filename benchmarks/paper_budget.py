@@ -2,6 +2,7 @@
 
     python benchmarks/paper_budget.py status             # where each run got
     python benchmarks/paper_budget.py resume [--slots 3] # start every unfinished run, in the background
+    python benchmarks/paper_budget.py resume --device cuda  # the same runs continued on a GPU
     python benchmarks/paper_budget.py stop               # stop each right after its next checkpoint
     python benchmarks/paper_budget.py seal               # ended runs: keep A, R, metrics; drop the optimizers
 
@@ -9,12 +10,15 @@ The runs and their commands are listed in ``ROOT/runs.json`` (default ``checkpoi
 in the order they start; a run with ``"after"`` starts only once those runs have ended. Each run
 is a ``saliency discover`` folder, ``ROOT/NAME/``, that git carries: ``checkpoint.safetensors``
 (A, R, both optimizers, the sample stream; replaced every 500 steps), ``metrics.jsonl``,
-``config.json``, ``command.txt`` (the exact command) and ``segments.json`` (which CPU ran which
-steps). ``resume`` runs each with one thread (``OMP_NUM_THREADS=1``: two 2-thread processes on 2
+``config.json``, ``command.txt`` (the exact command) and ``segments.json`` (which CPU or GPU ran
+which steps). ``resume`` runs each with one thread (``OMP_NUM_THREADS=1``: two 2-thread processes on 2
 cores slowed each other about 20x), detached, its output in ``run.log`` (not carried). ``stop``
 waits for each run's next checkpoint, kills it at once and trims ``metrics.jsonl`` back to that
 step: what is committed is exactly what the next ``resume`` continues from, and a resumed run
 writes the bytes an uninterrupted one would (same thread count, same CPU kernels).
+``resume --device cuda`` continues the same runs on a GPU (where one is lent for a while): the
+sample stream stays the CPU's, so the GPU plays the very batches the CPU would have; its
+kernels round differently, and ``segments.json`` records the device of each span of steps.
 """
 
 from __future__ import annotations
@@ -52,10 +56,17 @@ class Run:
     def folder(self, root: Path) -> Path:
         return root / self.name
 
-    def command(self, root: Path) -> list[str]:
+    def command(self, root: Path, device: str | None = None) -> list[str]:
         """The discover command, run from the repository's root: a folder inside it is named
-        relative to it (so command.txt and config.json name no machine's paths)."""
-        return ["saliency", "discover", *self.args, "--out", out_argument(self.folder(root))]
+        relative to it (so command.txt and config.json name no machine's paths). ``device``
+        replaces the listed ``--device`` (the run's identity does not include it)."""
+        args = list(self.args)
+        if device is not None:
+            if "--device" in args:
+                args[args.index("--device") + 1] = device
+            else:
+                args += ["--device", device]
+        return ["saliency", "discover", *args, "--out", out_argument(self.folder(root))]
 
 
 def out_argument(folder: Path) -> str:
@@ -123,7 +134,7 @@ def status(root: Path) -> list[dict]:
             step = checkpoint_step(folder)
             state = "running" if running_pid(folder) else ("stopped" if step is not None else "not started")
         precision = run.args[run.args.index("--precision") + 1] if "--precision" in run.args else "auto"
-        cpus = sorted({segment["cpu"] for segment in _segments(folder)})
+        cpus = sorted({segment.get("gpu") or segment["cpu"] for segment in _segments(folder)})
         rows.append({"run": run.name, "note": run.note, "paper": run.paper, "state": state, "step": step or 0,
                      "latest_rca": curve[-1] if curve else None,
                      "final_rca": summary.get("rca") if summary else None, "precision": precision,
@@ -131,17 +142,31 @@ def status(root: Path) -> list[dict]:
     return rows
 
 
-def _start(run: Run, root: Path) -> int:
+def gpu_name(device: str | None) -> str | None:
+    """The GPU a ``cuda`` device names, or None for a CPU."""
+    if device is None or not device.startswith("cuda"):
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        sys.exit(f"paper_budget: --device {device}: no CUDA GPU here")
+    return torch.cuda.get_device_name(torch.device(device))
+
+
+def _start(run: Run, root: Path, device: str | None = None) -> int:
     folder = run.folder(root)
     folder.mkdir(parents=True, exist_ok=True)
     resume = ["--resume"] if (folder / CHECKPOINT).is_file() else []
-    command = run.command(root)
+    command = run.command(root, device)
     if not (folder / COMMAND).is_file():
-        (folder / COMMAND).write_text(" ".join(command) + "\n", encoding="utf-8")
+        (folder / COMMAND).write_text(" ".join(run.command(root)) + "\n", encoding="utf-8")
     segments = _segments(folder)
-    segments.append({"from_step": checkpoint_step(folder) or 0, "cpu": cpu_name(),
-                     "native_bf16": cpu_has_native_bf16(), "threads": 1,
-                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    segment = {"from_step": checkpoint_step(folder) or 0, "cpu": cpu_name(),
+               "native_bf16": cpu_has_native_bf16(), "threads": 1}
+    gpu = gpu_name(device)
+    if gpu is not None:  # the game's kernels ran there; the CPU drew the samples
+        segment |= {"gpu": gpu, "torch": _torch_version()}
+    segments.append(segment | {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     write_json(folder / SEGMENTS, segments)
     with open(folder / LOG, "a", encoding="utf-8") as log:
         process = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *command[1:], *resume], cwd=REPO,
@@ -151,8 +176,15 @@ def _start(run: Run, root: Path) -> int:
     return process.pid
 
 
-def resume(root: Path, slots: int) -> list[str]:
-    """Start unfinished runs, in listed order, until ``slots`` run at once."""
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def resume(root: Path, slots: int, device: str | None = None) -> list[str]:
+    """Start unfinished runs, in listed order, until ``slots`` run at once (on ``device``
+    instead of the listed one, if given)."""
     runs = load_runs(root)
     done = {run.name for run in runs if ended(run.folder(root))}
     busy = sum(running_pid(run.folder(root)) is not None for run in runs)
@@ -163,7 +195,7 @@ def resume(root: Path, slots: int) -> list[str]:
             continue
         if any(name not in done for name in run.after):
             continue
-        _start(run, root)
+        _start(run, root, device)
         started.append(run.name)
         busy += 1
     return started
@@ -256,16 +288,18 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=REPO / "checkpoints" / "paper-budget")
     parser.add_argument("--slots", type=int, default=3, help="Runs at once (resume); one thread each.")
     parser.add_argument("--timeout", type=float, default=900.0, help="Seconds stop waits for a checkpoint.")
+    parser.add_argument("--device", default=None,
+                        help="resume: run on this device instead of the listed one (e.g. cuda on a lent GPU).")
     args = parser.parse_args()
     root = args.root.resolve()
     if args.action == "resume":
-        print("started:", ", ".join(resume(root, args.slots)) or "nothing (all ended, running or waiting)")
+        print("started:", ", ".join(resume(root, args.slots, args.device)) or "nothing (all ended, running or waiting)")
     elif args.action == "stop":
         for name, step in stop(root, args.timeout).items():
             print(f"{name}: stopped at the checkpoint of step {step}")
     elif args.action == "seal":
         print("sealed:", ", ".join(seal(root)) or "nothing")
-    print("| run | the paper | state | step | latest RCA (step) | final RCA | precision | CPU |")
+    print("| run | the paper | state | step | latest RCA (step) | final RCA | precision | CPU or GPU |")
     print("|---|---:|---|---:|---:|---:|---|---|")
     for row in status(root):
         latest = f"{row['latest_rca'][1]:.3f} ({row['latest_rca'][0]:,})" if row["latest_rca"] else "-"

@@ -272,18 +272,30 @@ class _GameState:
     stopped_early: dict | None = None
 
 
+def stream_device(device: torch.device, checkpoint_path: Path | None) -> torch.device:
+    """Where the game's samples are drawn. On a GPU they are drawn there, so nothing crosses
+    devices inside the loop (a GPU's stream differs from the CPU's: the same seed gives other
+    samples there). A resumed run keeps the stream its checkpoint holds: a run started on a CPU
+    and continued on a GPU draws the very samples the CPU would have drawn next."""
+    if device.type != "cuda":
+        return torch.device("cpu")
+    if checkpoint_path is not None and checkpoint_path.is_file():
+        saved = load_checkpoint(checkpoint_path).get("rng")
+        if isinstance(saved, Tensor) and saved.numel() == torch.Generator().get_state().numel():
+            return torch.device("cpu")
+    return device
+
+
 def _start_game(run_dir: Path, device: torch.device, deformator: Deformator, reconstructor: Reconstructor,
                 settings: TrainSettings, identity: dict, resume: bool, ctx) -> _GameState:
     """A fresh game, or the run's checkpoint loaded (with ``resume``); the step log trimmed to match."""
     deformator.to(device).train()
     reconstructor.to(device).train()
     optimizers = _optimizers(deformator, reconstructor, settings)
-    # On a GPU the game is drawn there: nothing crosses devices inside the loop. (A GPU's
-    # stream differs from the CPU's, so the same seed gives other samples there.)
-    rng = torch.Generator(device=device if device.type == "cuda" else "cpu")
+    checkpoint_path, metrics_path = run_dir / CHECKPOINT_NAME, run_dir / METRICS_NAME
+    rng = torch.Generator(device=stream_device(device, checkpoint_path if resume else None))
     rng.manual_seed(_process_seed(settings.seed, ctx.rank, 0))
     state = _GameState(optimizers, rng)
-    checkpoint_path, metrics_path = run_dir / CHECKPOINT_NAME, run_dir / METRICS_NAME
     if checkpoint_path.exists():
         if not resume:
             raise ConfigError(f"{run_dir} already holds a discovery run: pass `resume` to continue it, or another `out`")

@@ -9,7 +9,8 @@ import torch
 
 from directions import background as bg
 from directions.deformators import build_deformator
-from directions.discovery import TrainSettings, plateaued, reconstructor_accuracy, sample_shifts, train
+from directions.discovery import (TrainSettings, plateaued, reconstructor_accuracy, sample_shifts,
+                                  stream_device, train)
 from directions.generators import Generator, ScenesGenerator
 from directions.reconstructors import build_reconstructor
 from saliency.core.checkpoint import load_checkpoint, save_checkpoint
@@ -117,6 +118,21 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
         assert torch.equal(p, q)
     steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) == list(range(10, 41, 10))
+
+
+def test_a_run_continued_on_a_gpu_keeps_the_cpu_sample_stream(tmp_path):
+    """A CPU run resumed with --device cuda draws the samples the CPU would have drawn next
+    (the paper-budget runs move between machines); a fresh GPU run draws on the GPU."""
+    _tiny(tmp_path / "run", steps=10)
+    checkpoint = tmp_path / "run" / "checkpoint.safetensors"
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert stream_device(cuda, checkpoint) == cpu  # the checkpoint holds a CPU stream
+    assert stream_device(cuda, None) == cuda
+    assert stream_device(cuda, tmp_path / "none.safetensors") == cuda
+    assert stream_device(cpu, checkpoint) == cpu
+    state = load_checkpoint(checkpoint)
+    save_checkpoint(checkpoint, state | {"rng": torch.zeros(16, dtype=torch.uint8)})  # a GPU's Philox state
+    assert stream_device(cuda, checkpoint) == cuda
 
 
 def _log(run_dir):

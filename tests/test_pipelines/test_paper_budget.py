@@ -94,3 +94,21 @@ def test_a_run_carried_in_git_resumes_elsewhere_to_the_uninterrupted_bytes(tmp_p
     assert kept.keys() == expected.keys() and all(kept[k].equal(expected[k]) for k in kept)
     assert "started: later" in tool(machine_b, "resume", "--slots", "1").stdout
     tool(machine_b, "stop", "--timeout", "0")
+
+
+def test_a_run_continued_on_another_device_changes_its_device_alone(tmp_path, monkeypatch):
+    """`resume --device cuda` runs the listed command with that device; command.txt keeps the
+    listed one, and a CPU run's segment names no GPU."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("paper_budget", REPO / "benchmarks" / "paper_budget.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "paper_budget", module)  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    run = module.Run(name="tiny", args=TINY)
+    listed, moved = run.command(tmp_path), run.command(tmp_path, "cuda")
+    assert listed[listed.index("--device") + 1] == "cpu" and moved[moved.index("--device") + 1] == "cuda"
+    assert [a for a in listed if a != "cpu"] == [a for a in moved if a != "cuda"]
+    assert module.gpu_name("cpu") is None and module.gpu_name(None) is None
+    without = module.Run(name="tiny", args=[a for a in TINY if a not in ("--device", "cpu")])
+    assert without.command(tmp_path, "cuda")[-4:-2] == ["--device", "cuda"]
