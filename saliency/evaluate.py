@@ -3,9 +3,8 @@
 Protocol (design facts, paper section 5.1): resize the image's shorter side to ``size``
 (128), pad to the U-Net's stride, predict, crop, and resize the soft foreground map back to
 the ground truth's size (:mod:`saliency.detector`, shared with ``saliency predict``); then
-score with :mod:`saliency.metrics`. ``paper_protocol`` adds
-the reference code's variant: image and ground truth at ``size`` x ``size``, the argmax
-mask as the map.
+score with :mod:`saliency.metrics`. ``paper_protocol`` adds the reference code's own
+evaluation, step for step (:func:`predict_paper_protocol`).
 
 Test sets are iterables of ``EvalSample`` (stem, RGB uint8 image, bool mask), so a benchmark
 folder and the rendered ``scenes`` set go through the same code: ``score_samples`` is the
@@ -67,18 +66,36 @@ def scenes_samples(count: int, seed: int, resolution: int, classes: list[int] | 
         done += n
 
 
+def _through_pil(values: torch.Tensor) -> np.ndarray:
+    """torchvision's ``ToPILImage`` of a float tensor in [0, 1]: times 255, truncated to uint8."""
+    return values.mul(255).to(torch.uint8).numpy()
+
+
 @torch.inference_mode()
-def predict_paper_protocol(model, image: np.ndarray, mask: np.ndarray, size: int, device: torch.device,
-                           precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
-    """The reference code's variant: argmax mask of the size x size image, ground truth resized
-    (nearest) to size x size. Returns (uint8 0/255 map, bool mask), both size x size."""
-    resized = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
-    truth = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)) > 128
-    x = to_model_input(torch.from_numpy(np.array(resized))[None], device)
+def predict_paper_protocol(model, image: np.ndarray, size: int, device: torch.device, precision: str = "fp32",
+                           stride: int = 1) -> np.ndarray:
+    """The reference code's evaluation (``SegmentationInference(model, resize_to=128)``), step for
+    step: the image to [-1, 1] and back through ``ToPILImage`` (values truncated to uint8), its
+    shorter side resized to ``size`` (PIL bilinear; the longer side ``size * long // short``,
+    rounded down), the map ``sigmoid(logits)[:, 1]`` (a sigmoid of the foreground logit, not the
+    softmax), and, where its size differs from the image's, through ``ToPILImage`` again (truncated
+    to uint8) and resized back bilinearly. Returns that float map at the image's size. The one
+    departure: the model sees the image in its own input normalisation, edge-padded to its stride
+    (the reference's U-Net pads inside its up-sampling blocks instead)."""
+    h, w = image.shape[:2]
+    x = torch.from_numpy(np.ascontiguousarray(image)).float().div(255) * 2 - 1  # ToTensor, then 2x - 1
+    pixels = _through_pil((x + 1) / 2)
+    th, tw = (size * h // w, size) if h > w else (size, size * w // h)
+    resized = np.asarray(Image.fromarray(pixels).resize((tw, th), Image.BILINEAR))
+    padded = np.pad(resized, ((0, -th % stride), (0, -tw % stride), (0, 0)), mode="edge")
     with autocast(device, precision):
-        logits = model(x)
-    predicted = logits.argmax(dim=1)[0].cpu().numpy().astype(np.uint8) * 255
-    return predicted, truth
+        logits = model(to_model_input(torch.from_numpy(padded)[None], device))
+    logits = logits.float()[:, :, :th, :tw]
+    foreground = torch.sigmoid(logits[0, 1 if logits.shape[1] > 1 else 0]).cpu()
+    if (th, tw) == (h, w):
+        return foreground.numpy()
+    back = Image.fromarray(_through_pil(foreground)).resize((w, h), Image.BILINEAR)
+    return np.asarray(back, dtype=np.float32) / 255
 
 
 @dataclass
@@ -131,15 +148,15 @@ def score_samples(detector, samples: Iterable[EvalSample], size: int, splits_of:
         prediction = to_uint8_map(probability)
         names = splits_of(sample.stem)
         for name in names:
-            scores[name].update(prediction, sample.mask)
+            scores[name].update(prediction, sample.mask, probability)
             for ref, maker in REFERENCES.items():
                 if refs:
                     refs[ref][name].update(maker(*sample.mask.shape), sample.mask)
         if paper is not None:
-            binary, truth = predict_paper_protocol(detector.model, sample.image, sample.mask, size, detector.device,
-                                                   detector.precision)
+            reference_map = predict_paper_protocol(detector.model, sample.image, size, detector.device,
+                                                   detector.precision, stride)
             for name in names:
-                paper[name].update(binary, truth)
+                paper[name].update(to_uint8_map(reference_map), sample.mask, reference_map)
         if on_map is not None:
             on_map(sample, prediction, names)
         if tick is not None:

@@ -6,6 +6,12 @@ at > 128. From it: MAE, max F-beta (beta^2 = 0.3), S-measure (alpha = 0.5), max 
 IoU and accuracy follow the follow-up work (Voynov et al. 2021): the raw map thresholded at
 0.5, per image, then averaged.
 
+Two MAEs, because they differ: PySODMetrics' ``mae`` min-max normalises each map first
+(MATLAB's ``mapminmax``), so a map that is nearly constant is stretched to 0-1; the paper's
+``paper_mae`` (the reference code's ``metrics.MAE``) is the raw mean over the image's pixels of
+|map - mask|, the map being the model's foreground probability at the image's size. The
+paper's 0.099 compares with ``paper_mae`` only.
+
 Two reference maps anchor the numbers: an all-zero map and a centred Gaussian prior.
 """
 
@@ -15,8 +21,9 @@ import warnings
 
 import numpy as np
 
-METRIC_KEYS = ("mae", "max_f", "s_measure", "max_e", "iou", "accuracy")
-METRIC_NAMES = {"mae": "MAE", "max_f": "max F", "s_measure": "S", "max_e": "max E", "iou": "IoU", "accuracy": "acc"}
+METRIC_KEYS = ("paper_mae", "mae", "max_f", "s_measure", "max_e", "iou", "accuracy")
+METRIC_NAMES = {"paper_mae": "MAE (paper)", "mae": "MAE (PySOD)", "max_f": "max F", "s_measure": "S",
+                "max_e": "max E", "iou": "IoU", "accuracy": "acc"}
 
 
 class SaliencyMetrics:
@@ -33,14 +40,20 @@ class SaliencyMetrics:
         self.em = sod.Emeasure()
         self.ious: list[float] = []
         self.accuracies: list[float] = []
+        self.paper_maes: list[float] = []
 
-    def update(self, prediction: np.ndarray, truth: np.ndarray) -> None:
-        """``prediction`` uint8 (H, W) 0-255; ``truth`` bool or uint8 0/255 (H, W)."""
+    def update(self, prediction: np.ndarray, truth: np.ndarray, probability: np.ndarray | None = None) -> None:
+        """``prediction`` uint8 (H, W) 0-255; ``truth`` bool or uint8 0/255 (H, W);
+        ``probability`` the float map in [0, 1] that ``prediction`` was rounded from, for the
+        paper's MAE (without it, ``prediction / 255``)."""
         if prediction.dtype != np.uint8:
             raise TypeError(f"predictions must be uint8 maps, got {prediction.dtype}")
         if prediction.shape != truth.shape:
             raise ValueError(f"prediction {prediction.shape} and ground truth {truth.shape} differ in size")
+        if probability is not None and probability.shape != truth.shape:
+            raise ValueError(f"probability {probability.shape} and ground truth {truth.shape} differ in size")
         gt = truth.astype(np.uint8) * 255 if truth.dtype == bool else truth
+        self.paper_maes.append(paper_mae(prediction / 255.0 if probability is None else probability, gt > 128))
         for metric in (self.mae, self.fm, self.sm, self.em):
             metric.step(pred=prediction, gt=gt)
         binary = prediction >= 128  # >= 0.5 of 255
@@ -67,12 +80,14 @@ class SaliencyMetrics:
                     getattr(getattr(total, metric), name).extend(getattr(getattr(part, metric), name))
             total.ious.extend(part.ious)
             total.accuracies.extend(part.accuracies)
+            total.paper_maes.extend(part.paper_maes)
         return total
 
     def results(self) -> dict:
         if not self.ious:
             raise ValueError("no images were scored")
         return {
+            "paper_mae": float(np.mean(self.paper_maes)),
             "mae": float(self.mae.get_results()["mae"]),
             "max_f": float(self.fm.get_results()["fm"]["curve"].max()),
             "s_measure": float(self.sm.get_results()["sm"]),
@@ -81,6 +96,12 @@ class SaliencyMetrics:
             "accuracy": float(np.mean(self.accuracies)),
             "images": len(self.ious),
         }
+
+
+def paper_mae(probability: np.ndarray, truth: np.ndarray) -> float:
+    """The paper's MAE of one image: the raw mean of |probability - truth| over its pixels
+    (no normalisation of the map); ``truth`` bool or 0/1."""
+    return float(np.mean(np.abs(probability.astype(np.float64) - truth.astype(np.float64))))
 
 
 def zero_map(height: int, width: int) -> np.ndarray:

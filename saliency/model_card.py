@@ -53,7 +53,7 @@ def record_evaluation(model_folder: str | os.PathLike, dataset: str, summary: di
         card = meta.get("card")
         if not isinstance(card, dict):
             return False
-        keep = ("mae", "max_f", "s_measure", "max_e", "iou", "images")
+        keep = ("paper_mae", "mae", "max_f", "s_measure", "max_e", "iou", "images")
         card.setdefault("evaluations", {})[dataset] = {
             "splits": {name: {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items() if k in keep}
                        for name, result in summary["splits"].items()},

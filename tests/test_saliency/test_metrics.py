@@ -64,3 +64,31 @@ def test_images_are_averaged_not_pooled():
     scores = metrics.results()
     assert scores["mae"] == pytest.approx(0.25) and scores["iou"] == pytest.approx(0.5)
     assert scores["images"] == 2
+
+
+def test_the_papers_mae_is_the_raw_mean_where_pysod_stretches_the_map():
+    """On an empty 10 x 10 mask, a map of 100/255 everywhere but one pixel at 101/255:
+    PySODMetrics min-max normalises it to one lit pixel (MAE 0.01); the paper's formula takes
+    the map as it is (MAE about 0.39)."""
+    prediction = np.full((10, 10), 100, dtype=np.uint8)
+    prediction[0, 0] = 101
+    metrics = SaliencyMetrics()
+    metrics.update(prediction, np.zeros((10, 10), dtype=bool))
+    scores = metrics.results()
+    assert scores["mae"] == pytest.approx(0.01, abs=1e-9)
+    assert scores["paper_mae"] == pytest.approx((99 * 100 + 101) / 255 / 100, abs=1e-12)
+
+
+def test_the_papers_mae_reads_the_probability_before_rounding():
+    """Given the float map, the paper's MAE is computed from it, not from its uint8 rounding;
+    merged splits average it image by image."""
+    truth = _truth()
+    probability = np.where(truth, 0.9, 0.1001)
+    metrics = SaliencyMetrics()
+    metrics.update(np.round(probability * 255).astype(np.uint8), truth, probability)
+    other = SaliencyMetrics()
+    other.update(truth.astype(np.uint8) * 255, truth)
+    assert metrics.results()["paper_mae"] == pytest.approx((0.1 + 0.1001) / 2, abs=1e-12)
+    assert SaliencyMetrics.merged([metrics, other]).results()["paper_mae"] == pytest.approx((0.1 + 0.1001) / 4)
+    with pytest.raises(ValueError, match="probability"):
+        metrics.update(np.zeros((10, 20), np.uint8), truth, probability[:5])

@@ -194,10 +194,10 @@ def test_metrics_agree_with_pysodmetrics_on_the_saved_maps(tiny_model, tmp_path)
     assert json.loads((out / "metrics.json").read_text())["paper_protocol"]["all"]["images"] == 4
 
 
-def test_paper_protocol_scores_an_all_salient_model_by_hand(tmp_path):
-    """The reference code's variant: argmax at the model's size, ground truth resized (nearest).
-    A model that calls every pixel salient has IoU = accuracy = the resized mask's area, per
-    image; an all-zero map scores IoU 0, so a protocol that predicts nothing cannot pass."""
+def test_paper_protocol_is_the_reference_evaluation_by_hand(tmp_path):
+    """The reference code's SegmentationInference: the map is the sigmoid of the foreground
+    logit, through uint8 (truncated: 0.75 becomes 191/255) and resized back to the image; its MAE
+    is the raw mean of |map - mask|. The standard path keeps the float 0.75: both by hand."""
     root = fixture_dataset(tmp_path / "root")
     model = constant_model(tmp_path / "model", 0.75)
     out = tmp_path / "eval"
@@ -205,15 +205,15 @@ def test_paper_protocol_scores_an_all_salient_model_by_hand(tmp_path):
                      "--protocol", "paper", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
-    areas = []
-    for stem in ("0001", "0002", "0003", "0004"):
-        mask = Image.open(root / "ECSSD" / "ground_truth_mask" / f"{stem}.png").resize((32, 32), Image.NEAREST)
-        areas.append((np.asarray(mask) > 128).mean())
+    areas = [(np.asarray(Image.open(root / "ECSSD" / "ground_truth_mask" / f"{stem}.png")) > 128).mean()
+             for stem in ("0001", "0002", "0003", "0004")]
+    level = 191 / 255  # int(0.75 * 255): every fixture image differs from 32 px, so each map went through uint8
     paper = metrics["paper_protocol"]["all"]
-    assert min(areas) > 0 and metrics["references"]["zero map"]["all"]["iou"] == 0.0
-    assert paper["iou"] == pytest.approx(np.mean(areas), abs=1e-9)
-    assert paper["accuracy"] == pytest.approx(np.mean(areas), abs=1e-9)
-    assert paper["mae"] == pytest.approx(1 - np.mean(areas), abs=1e-9)
+    assert paper["paper_mae"] == pytest.approx(np.mean([a * (1 - level) + (1 - a) * level for a in areas]), abs=1e-6)
+    assert metrics["splits"]["all"]["paper_mae"] == pytest.approx(
+        np.mean([a * 0.25 + (1 - a) * 0.75 for a in areas]), abs=1e-6)
+    assert paper["iou"] == pytest.approx(np.mean(areas), abs=1e-9)  # 191 >= 128: every pixel salient
+    assert "MAE (paper)" in (out / "metrics.md").read_text()
 
 
 @pytest.mark.skipif(not ECSSD.is_dir(), reason=NEEDS_ECSSD)
