@@ -183,6 +183,10 @@ def discover(**params) -> None:
 @click.option("--shift", "magnitude", type=option_range(L.POSITIVE), default=None, help="Shift along h_bg (default: the run's magnitude).")
 @click.option("--min-area", type=option_range(L.FRACTION), default=0.05, show_default=True, help="Smallest kept mask area (fraction).")
 @click.option("--max-area", type=option_range(L.FRACTION), default=0.5, show_default=True, help="Largest kept mask area (fraction).")
+@click.option("--strict-area", is_flag=True, help="Keep min < area < max, the bounds themselves out (the reference code's rule).")
+@click.option("--bg-vector", type=click.Choice(["run", "column"]), default="run", show_default=True,
+              help="run: the run's h_bg as chosen (possibly refined); column: the unit column of A it is, or was "
+                   "refined from (the paper's shift, with --shift 26).")
 @click.option("--component-filter", "component_fraction", type=option_range(L.POSITIVE_FRACTION), default=None,
               help="Drop mask components smaller than this fraction of the largest (follow-up work: 0.2). Off by default.")
 @click.option("--bimodal-filter/--no-bimodal-filter", default=False, show_default=True,
@@ -198,16 +202,16 @@ def discover(**params) -> None:
               help="Only for a run of your own package.module:factory: the same spec, to trust it (a run folder "
                    "names code to run only by registered name).")
 def synthesize(run_dir, count, out, data_root, dataset, classes, classifier, classifier_weights, top_k, class_fraction,
-               threshold, magnitude, min_area, max_area, component_fraction, bimodal_filter, batch_size, shard_size,
-               seed, device, ground_truth, precision, generator) -> None:
+               threshold, magnitude, min_area, max_area, strict_area, bg_vector, component_fraction, bimodal_filter,
+               batch_size, shard_size, seed, device, ground_truth, precision, generator) -> None:
     """Stage 2: vote for classes, then write N (image, mask) pairs made with h_bg."""
     from pipelines.synthesize import SynthesizeConfig, run_synthesize
 
     config = SynthesizeConfig(
         run=run_dir, count=count, out=out, data_root=data_root, dataset=dataset, classes=parse_int_list(classes),
         classifier=classifier, classifier_weights=classifier_weights, top_k=top_k, class_fraction=class_fraction,
-        threshold=threshold, magnitude=magnitude, min_area=min_area, max_area=max_area,
-        component_fraction=component_fraction, bimodal=bimodal_filter, batch_size=batch_size, shard_size=shard_size,
+        threshold=threshold, magnitude=magnitude, min_area=min_area, max_area=max_area, strict_area=strict_area,
+        bg_vector=bg_vector, component_fraction=component_fraction, bimodal=bimodal_filter, batch_size=batch_size, shard_size=shard_size,
         seed=seed, device=device, ground_truth=ground_truth, precision=precision, generator=generator,
     )
     manifest = run_synthesize(config)
@@ -280,11 +284,13 @@ def fetch_weights(names, source, url, force) -> None:
     """Download named third-party weights, check their SHA-256, convert where needed.
 
     NAMES: mobilenet-v2-imagenet (Google's quantised TFLite MobileNetV2, converted to
-    torchvision's layout), resnet18-imagenet (torchvision's), kept in torch hub's checkpoints
-    folder ($TORCH_HOME/hub/checkpoints); biggan-deep-128 (the hub repository, into
+    torchvision's layout), resnet18-imagenet (torchvision's), biggan-128-authors (G_ema.pth
+    from the reference code's pretrained_biggan archive, the paper's generator; no digest is
+    published, so the first install records it and later ones are checked), kept in torch
+    hub's checkpoints folder ($TORCH_HOME/hub/checkpoints); biggan-deep-128 (the hub repository, into
     huggingface_hub's cache; its revision and digests recorded at the first download and
     checked on every later use). `saliency fetch-weights biggan-deep-128 resnet18-imagenet`
-    gets all the paper's profile needs.
+    gets all the biggan profile needs.
     """
     from saliency.pretrained import HUB_WEIGHTS, fetch_weights as fetch, installed_path, spec
 
@@ -334,9 +340,10 @@ def fetch_data(dataset, data_root, mirror, source, force, verify) -> None:
               help="A synthetic dataset folder from `saliency synthesize`.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Model folder: checkpoint, metrics, loss curve, model.safetensors + model.json.")
-@click.option("--profile", type=click.Choice(["embedded", "biggan"]), default=None,
-              help="Default settings: biggan = the paper's; embedded = measured for a 2-core CPU. "
-                   "Default: from the data's generator.")
+@click.option("--profile", type=click.Choice(["embedded", "biggan", "paper"]), default=None,
+              help="Default settings: paper = the paper's (its plain U-Net from scratch, no augmentation); "
+                   "biggan = this project's choice for BigGAN pairs (a ResNet-34 encoder, augmentation); "
+                   "embedded = measured for a 2-core CPU. Default: from the data's generator.")
 @click.option("--encoder", default=None,
               help="U-Net encoder (segmentation-models-pytorch name), e.g. resnet18. Another encoder than the "
                    "profile's starts from scratch unless --encoder-weights imagenet.")
@@ -363,9 +370,12 @@ def fetch_data(dataset, data_root, mirror, source, force, verify) -> None:
 @click.option("--resume", is_flag=True, help="Continue the training in --out from its last checkpoint.")
 @precision_option
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the U-Net (worth it on long GPU runs).")
+@click.option("--stream", is_flag=True,
+              help="Train on fresh pairs drawn from the generator at every step, with --data's synthesis settings (the "
+                   "paper's way: 15,000 x 128 distinct pairs); --data's stored pairs then only score the model.")
 def train_unet(data, out, profile, encoder, encoder_weights, freeze_encoder, steps, batch_size, lr, lr_step, lr_gamma, temperature,
                val_count, val_every, checkpoint_every, workers, hflip, scale_min, color_jitter, seed, device,
-               resume, precision, compile_model) -> None:
+               resume, precision, compile_model, stream) -> None:
     """Stage 3: train a U-Net on the synthetic (image, mask) pairs."""
     from pipelines.train_unet import TrainUNetConfig, run_train_unet
 
@@ -375,7 +385,7 @@ def train_unet(data, out, profile, encoder, encoder_weights, freeze_encoder, ste
         batch_size=batch_size, lr=lr, lr_step=lr_step, lr_gamma=lr_gamma, temperature=temperature,
         val_count=val_count, val_every=val_every, checkpoint_every=checkpoint_every, workers=workers, hflip=hflip,
         scale_min=scale_min, color_jitter=color_jitter, seed=seed, device=device, resume=resume, precision=precision,
-        compile=compile_model))
+        compile=compile_model, stream=stream))
     if summary.get("part"):  # a torchrun worker other than rank 0
         return
     val = summary["validation"]
@@ -393,7 +403,8 @@ def train_unet(data, out, profile, encoder, encoder_weights, freeze_encoder, ste
 @data_root_option
 @click.option("--size", type=option_range(L.INFERENCE_SIDE), default=None, help="Shorter side at inference (default 128; scenes: its resolution).")
 @click.option("--protocol", type=click.Choice(["standard", "paper"]), default="standard", show_default=True,
-              help="paper: also report the reference code's variant (argmax mask at size x size).")
+              help="paper: also score the reference code's own evaluation (sigmoid of the foreground logit, through "
+                   "uint8, resized back), its MAE by the paper's formula.")
 @click.option("--save-maps", is_flag=True, help="Write every predicted map as PNG into OUT/maps.")
 @click.option("--images", "scenes_count", type=option_range(L.RENDERED_IMAGES), default=500, show_default=True,
               help="Number of rendered images (--dataset scenes).")
@@ -483,9 +494,13 @@ def export(model, out, opset) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("checkpoints/pipeline"),
               show_default=True, help="Folder for all stages' outputs.")
 @data_root_option
-@click.option("--profile", type=click.Choice(["embedded", "biggan"]), default="embedded", show_default=True,
-              help="embedded: the scenes generator on a CPU in minutes; biggan: the paper's settings (GPU).")
-@click.option("--weights", default=None, help="Generator weights (biggan profile: a folder; default: hub cache).")
+@click.option("--profile", type=click.Choice(["embedded", "biggan", "paper"]), default="embedded", show_default=True,
+              help="embedded: the scenes generator on a CPU in minutes; paper: the paper's experiment on the "
+                   "authors' BigGAN-128 (GPU); biggan: this project's choices on BigGAN-deep-128 (GPU). "
+                   "docs/profiles.md sets each beside the paper.")
+@click.option("--weights", default=None,
+              help="Generator weights (paper profile: the authors' G_ema.pth, needed; biggan profile: a folder, "
+                   "default the hub cache).")
 @click.option("--pairs", type=option_range(L.PAIRS), default=None, help="Synthetic pairs (default: embedded 10,000, biggan 100,000).")
 @click.option("--unet-steps", type=option_range(L.STEPS), default=None, help="U-Net steps (default: the profile's).")
 @click.option("--discover-steps", type=option_range(L.STEPS), default=None,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -50,6 +50,13 @@ class PipelineProfile:
     scenes_eval: bool
     note: str
     discover_steps: int | None = None  # None: the generator's discovery profile
+    refine_bg: bool = True  # stage 1: refine the searched h_bg by gradient steps
+    shift: float | None = None  # stage 2: the shift along h_bg (None: the run's chosen magnitude)
+    bg_vector: str = "run"  # stage 2: "column": the unit column of A that h_bg names
+    strict_area: bool = False  # stage 2: min < area < max
+    eval_protocol: str = "standard"  # stage 4: "paper" also scores the reference code's evaluation
+    precision: str = "auto"  # what --precision auto means for this profile (the reference: fp32 throughout)
+    stream: bool = False  # stage 3 trains on fresh pairs from the generator; stage 2's pairs only score it
 
 
 PROFILES = {
@@ -58,7 +65,15 @@ PROFILES = {
     "embedded": PipelineProfile("scenes", 10_000, "embedded", True,
                                 "the embedded scenes generator; offline, CPU, minutes", discover_steps=1_200),
     "biggan": PipelineProfile("biggan-deep-128", 100_000, "biggan", False,
-                              "the paper's settings on BigGAN-deep-128 (GPU; weights from the hub cache or --weights)"),
+                              "this project's choice on BigGAN-deep-128 (GPU; weights from the hub cache or --weights); "
+                              "its departures from the paper are in docs/profiles.md"),
+    # The reference code's experiment (docs/profiles.md): the authors' BigGAN-128, z ~ N(0, I),
+    # K 120, masks at r = 26 on the unit h_bg column with strict area bounds, the plain U-Net.
+    # Stage 2 stores the 1,000 pairs that score the U-Net; stage 3 draws 15,000 x 128 fresh ones.
+    "paper": PipelineProfile("biggan-128", 1_000, "paper", False,
+                             "the paper's experiment on the authors' BigGAN-128 (GPU; --weights G_ema.pth)",
+                             refine_bg=False, shift=26.0, bg_vector="column", strict_area=True,
+                             eval_protocol="paper", precision="fp32", stream=True),
 }
 
 
@@ -113,6 +128,10 @@ def run_pipeline(config: PipelineConfig) -> dict:
             "max_area": SynthesizeConfig.max_area if config.max_area is None else config.max_area}
     MaskRule(**area).validate()
     profile = PROFILES[config.profile]
+    if config.precision == "auto":
+        config = replace(config, precision=profile.precision)
+    if profile.generator == AUTHORS_BIGGAN_GENERATOR and config.weights is None:
+        config = replace(config, weights=str(_authors_biggan(config)))
     data_root = resolve_data_root(config.data_root)
     refuse_output_in_inputs(config.out, {"--data-root": data_root / "ECSSD", "--weights": config.weights,
                                          "--classifier-weights": config.classifier_weights})
@@ -139,6 +158,12 @@ def run_pipeline(config: PipelineConfig) -> dict:
     generator_options = {"weights": config.weights} if config.weights else {}
     discover_dir, unet_dir = paths["discover"], paths["unet"]
     pairs = requested_pairs(config, profile)
+    # The settings this call runs with (the profile's, with the options given), printed and recorded.
+    record["settings"] = {**asdict(profile), "pairs": pairs, "precision": config.precision,
+                          **({"discover_steps": config.discover_steps} if config.discover_steps else {}),
+                          **({"unet_steps": config.unet_steps} if config.unet_steps else {})}
+    config.log(f"[pipeline] profile {config.profile}: " + ", ".join(
+        f"{k} {v}" for k, v in record["settings"].items() if k != "note" and v is not None))
     names = [name for name in paths if name != "eval-scenes" or profile.scenes_eval]
     complete = {"discover": _discovery_complete(discover_dir, config.bg_direction),
                 "synthesize": _synthesis_complete(paths["synthesize"], pairs),
@@ -150,19 +175,20 @@ def run_pipeline(config: PipelineConfig) -> dict:
         generator=profile.generator, out=discover_dir, steps=config.discover_steps or profile.discover_steps,
         device=config.device,
         resume=(discover_dir / DISCOVER_CHECKPOINT).is_file(), progress=config.progress, precision=config.precision,
-        generator_options=generator_options, bg_direction=config.bg_direction)))
+        generator_options=generator_options, bg_direction=config.bg_direction, refine_bg=profile.refine_bg)))
     stage("synthesize", complete["synthesize"], lambda: run_synthesize(SynthesizeConfig(
         run=discover_dir, count=pairs, out=paths["synthesize"], data_root=data_root, device=config.device,
         classes=config.classes, classifier=config.classifier, classifier_weights=config.classifier_weights,
-        progress=config.progress, precision=config.precision, **area)))
+        progress=config.progress, precision=config.precision, magnitude=_shift(config, profile), bg_vector=profile.bg_vector,
+        strict_area=profile.strict_area, **area)))
     stage("unet", complete["unet"], lambda: run_train_unet(TrainUNetConfig(
         data=paths["synthesize"], out=unet_dir, profile=profile.unet_profile, steps=config.unet_steps,
         encoder=config.encoder, encoder_weights=config.encoder_weights, freeze_encoder=config.freeze_encoder,
         device=config.device, resume=(unet_dir / UNET_CHECKPOINT).is_file(), progress=config.progress,
-        precision=config.precision)))
+        precision=config.precision, stream=profile.stream)))
     stage("eval-ecssd", complete["eval-ecssd"], lambda: run_eval(EvalConfig(
         dataset="ecssd", model=unet_dir, out=paths["eval-ecssd"], data_root=data_root, device=config.device,
-        progress=config.progress, precision=config.precision, card=True)))
+        progress=config.progress, precision=config.precision, card=True, protocol=profile.eval_protocol)))
     if profile.scenes_eval:
         stage("eval-scenes", complete["eval-scenes"], lambda: run_eval(EvalConfig(
             dataset="scenes", model=unet_dir, out=paths["eval-scenes"], device=config.device,
@@ -176,6 +202,29 @@ def run_pipeline(config: PipelineConfig) -> dict:
             tables[name] = metrics.read_text(encoding="utf-8")
     return {"record": record, "tables": tables, "paths": {k: str(v) for k, v in paths.items()},
             "report": str(report) if report else None}
+
+
+AUTHORS_BIGGAN_GENERATOR, AUTHORS_BIGGAN_WEIGHTS = "biggan-128", "biggan-128-authors"
+
+
+def _authors_biggan(config: PipelineConfig) -> Path:
+    """The authors' G_ema.pth as `saliency fetch-weights biggan-128-authors` installs it:
+    fetched now, once, if missing (or one line saying how to provide it)."""
+    from saliency.ensure import ensure, weights_need
+    from saliency.pretrained import installed_path
+
+    ensure([weights_need(AUTHORS_BIGGAN_WEIGHTS, progress=config.progress)], log=config.log)
+    return installed_path(AUTHORS_BIGGAN_WEIGHTS)
+
+
+def _shift(config: PipelineConfig, profile: PipelineProfile) -> float | None:
+    """Stage 2's shift along h_bg: a magnitude named with --bg-direction INDEX:MAGNITUDE, else
+    the profile's (the paper's 26), else the one stage 1 chose."""
+    if config.bg_direction is not None:
+        magnitude = parse_bg_direction(config.bg_direction)[1]
+        if magnitude is not None:
+            return None  # stage 1 records it as h_bg's magnitude, which stage 2 then takes
+    return profile.shift
 
 
 def _write_report(out: Path, log: Callable[[str], None]) -> Path | None:
@@ -291,7 +340,10 @@ def check_inputs(config: PipelineConfig, profile: PipelineProfile, data_root: Pa
     vote_needed = config.classes is None and not voted
     unet_done = unet_complete(out / "unet")
     architecture = resolve_architecture(profile.unet_profile, config.encoder, config.encoder_weights)
-    if profile.generator.startswith("biggan"):  # the weights, without building the network
+    if profile.generator == AUTHORS_BIGGAN_GENERATOR:  # the authors' G_ema.pth, a file
+        if config.weights is None or not Path(config.weights).is_file():
+            raise UserError(f"--weights {config.weights} not found (the paper profile reads BigGAN-PyTorch's G_ema.pth)")
+    elif profile.generator.startswith("biggan"):  # the weights, without building the network
         from directions.generators.biggan import resolve_weight_files
 
         resolve_weight_files(config.weights)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +78,10 @@ class SynthesizeConfig:
     magnitude: float | None = bounded(limits.POSITIVE)
     min_area: float = bounded(limits.FRACTION, 0.05)
     max_area: float = bounded(limits.FRACTION, 0.5)
+    strict_area: bool = False  # keep min < area < max, as the reference code does
+    # "run": the run's h_bg as chosen (a column of A, or the refined vector); "column": the unit
+    # column of A that h_bg is, or was refined from, signed like h_bg (the reference code's shift)
+    bg_vector: str = "run"
     component_fraction: float | None = bounded(limits.POSITIVE_FRACTION)
     bimodal: bool = False
     batch_size: int | None = bounded(limits.GAME_BATCH)
@@ -94,6 +98,11 @@ class SynthesizeConfig:
 
     def validate(self) -> None:
         check_ranges(self)
+        if self.bg_vector not in BG_VECTORS:
+            raise ConfigError(f"`bg_vector` must be one of {', '.join(BG_VECTORS)}, got {self.bg_vector!r}")
+
+
+BG_VECTORS = ("run", "column")
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -120,6 +129,68 @@ def load_background_direction(run_dir: Path, summary: dict, latent_dim: int) -> 
     if vector.ndim != 1 or vector.numel() != latent_dim or not torch.isfinite(vector).all():
         raise UserError(f"{path}: bg_direction has shape {tuple(vector.shape)}, the generator's latents have {latent_dim}")
     return vector
+
+
+def background_column(run_dir: Path, summary: dict, h_bg: torch.Tensor) -> torch.Tensor:
+    """The unit column of A that h_bg is, or that its refinement started from, signed like h_bg."""
+    bg = summary.get("bg_direction") or {}
+    index = bg.get("index")
+    if not isinstance(index, int) or isinstance(index, bool):
+        index = (bg.get("extra") or {}).get("start") if isinstance(bg.get("extra"), dict) else None
+    if not isinstance(index, int) or isinstance(index, bool):
+        raise UserError(f"{run_dir}: its h_bg names no column of A; use `bg_vector` run")
+    path = run_dir / TENSORS_NAME
+    try:
+        directions = load_file(str(path))["directions"].float()
+    except (SafetensorError, KeyError, OSError) as exc:
+        raise UserError(f"{path} is corrupted or has no directions ({type(exc).__name__})") from exc
+    if directions.ndim != 2 or directions.shape[0] != h_bg.numel() or not 0 <= index < directions.shape[1]:
+        raise UserError(f"{path}: directions of shape {tuple(directions.shape)} hold no column {index} "
+                        f"of {h_bg.numel()} values")
+    column = directions[:, index]
+    norm = column.norm()
+    if not torch.isfinite(norm) or norm == 0:
+        raise UserError(f"{path}: column {index} of the directions is zero or not finite")
+    column = column / norm
+    return column if float(torch.dot(column, h_bg)) >= 0 else -column
+
+
+def stream_from_manifest(folder: Path, manifest: dict, device: torch.device, seed: int = 0,
+                         generator_spec: str | None = None):
+    """The generator, shift, mask rule and classes a synthesis folder was made with, as a source
+    of fresh pairs for every training step (:class:`saliency.streaming.StreamedPairs`)."""
+    from saliency.streaming import StreamedPairs
+
+    run = manifest.get("run")
+    if not isinstance(run, str):
+        raise UserError(f"{folder / MANIFEST_NAME} names no discovery run to stream pairs from")
+    run_dir = Path(run)
+    summary = load_run(run_dir)
+    name = generator_named_in_file(summary.get("generator"), run_dir / SUMMARY_NAME, generator_spec)
+    options = summary.get("generator_options") or {}
+    if not isinstance(options, dict):
+        raise UserError(f"{run_dir / SUMMARY_NAME}: generator_options is not an object")
+    generator = build_generator(name, device=device, **options).eval()
+    direction = load_background_direction(run_dir, summary, generator.latent_dim)
+    if manifest.get("bg_vector") == "column":
+        direction = background_column(run_dir, summary, direction)
+    filters = manifest.get("filters") or {}
+    try:
+        rule = MaskRule(threshold=float(manifest["threshold"]), min_area=float(manifest["min_area"]),
+                        max_area=float(manifest["max_area"]), strict_area=bool(manifest.get("strict_area", False)),
+                        component_fraction=filters.get("component_fraction"),
+                        bimodal=filters.get("bimodal_min") is not None,
+                        **({"bimodal_min": filters["bimodal_min"]} if filters.get("bimodal_min") is not None else {}))
+        magnitude = float(manifest["shift"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{folder / MANIFEST_NAME} lacks the synthesis settings to stream from ({exc})") from exc
+    rule.validate()
+    if (generator.resolution, generator.resolution) != (manifest.get("height"), manifest.get("width")):
+        raise UserError(f"{folder / MANIFEST_NAME}: pairs of {manifest.get('height')}x{manifest.get('width')}, but "
+                        f"{name} renders {generator.resolution} px")
+    shift = (direction * magnitude).to(generator.device, generator.dtype)
+    return StreamedPairs(generator, shift, rule, manifest.get("classes"), seed=seed,
+                         precision=str(manifest.get("precision", "fp32")))
 
 
 def vote_for_classes(config: SynthesizeConfig, generator_name: str, generator: Generator, out: Path,
@@ -200,9 +271,11 @@ def run_synthesize(config: SynthesizeConfig) -> dict:
     precision = resolve_precision(config.precision, device)
     generator = build_generator(generator_name, device=device, **options).eval()
     direction = load_background_direction(run_dir, summary, generator.latent_dim)
+    if config.bg_vector == "column":
+        direction = background_column(run_dir, summary, direction)
     magnitude = float(config.magnitude if config.magnitude is not None else bg["magnitude"])
     rule = MaskRule(threshold=float(config.threshold if config.threshold is not None else bg.get("threshold", 0.95)),
-                    min_area=config.min_area, max_area=config.max_area,
+                    min_area=config.min_area, max_area=config.max_area, strict_area=config.strict_area,
                     component_fraction=config.component_fraction, bimodal=config.bimodal)
     rule.validate()
     out = ensure_writable_dir(config.out)
@@ -230,7 +303,7 @@ def run_synthesize(config: SynthesizeConfig) -> dict:
     fingerprint = {
         "generator": generator_name, "generator_options": options, "resolution": generator.resolution,
         "shift_sha256": hashlib.sha256(direction.numpy().tobytes()).hexdigest(), "magnitude": magnitude,
-        "rule": asdict(rule), "classes": classes, "batch_size": batch_size, "shard_size": config.shard_size,
+        "rule": rule.fingerprint(), "classes": classes, "batch_size": batch_size, "shard_size": config.shard_size,
         "seed": config.seed, "ground_truth": with_truth,
     }
     if precision != "fp32":  # recorded only when it changes the pairs (older folders stay resumable)
@@ -439,6 +512,8 @@ def _manifest(config, out, run_dir, generator, generator_name, options, classes,
         "shift": magnitude,
         "min_area": rule.min_area,
         "max_area": rule.max_area,
+        "strict_area": rule.strict_area,
+        "bg_vector": config.bg_vector,
         "filters": {"component_fraction": rule.component_fraction,
                     "bimodal_min": rule.bimodal_min if rule.bimodal else None},
         "generator": generator_name,

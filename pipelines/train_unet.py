@@ -24,7 +24,8 @@ from saliency.model_card import training_card
 from saliency.core.runtime import configure_device, resolve_precision
 from saliency.shards import load_manifest
 from saliency.training import CHECKPOINT_NAME, UNetTrainSettings, train_unet
-from saliency.unet import MODEL_META, UNetArchitecture, encoder_weights_source, save_model
+from saliency.augment import AugmentSettings
+from saliency.unet import MODEL_META, PLAIN_ARCHITECTURE, UNetArchitecture, encoder_weights_source, save_model
 
 
 @dataclass(frozen=True)
@@ -34,10 +35,19 @@ class UNetProfile:
 
 
 PROFILES = {
-    # The paper's settings (section 5.1) on BigGAN's 128 px pairs.
+    # This project's choice for BigGAN's 128 px pairs: the paper's schedule, a ResNet-34 encoder, augmentation
+    # (docs/profiles.md names each departure).
     "biggan": UNetProfile(UNetArchitecture(encoder="resnet34", decoder_channels=(256, 128, 64, 32, 16)),
                           UNetTrainSettings(steps=15000, batch_size=128, lr=0.005, lr_step=4000, lr_gamma=0.2,
                                             val_every=1000, checkpoint_every=1000, workers=4)),
+    # The reference code's experiment, value for value: its plain U-Net from scratch, Adam 0.005
+    # (x 0.2 every 4,000 steps), 15,000 steps of batch 128, temperature 10, no augmentation; the
+    # pipeline streams its pairs (--stream) and holds out 1,000 stored ones, as the reference does.
+    "paper": UNetProfile(PLAIN_ARCHITECTURE,
+                         UNetTrainSettings(steps=15000, batch_size=128, lr=0.005, lr_step=4000, lr_gamma=0.2,
+                                           temperature=10.0, val_count=1000, val_every=1000, checkpoint_every=1000,
+                                           workers=4,
+                                           augment=AugmentSettings(hflip=0.0, scale_min=1.0, color_jitter=0.0))),
     # The embedded default: 64 px scenes pairs on a 2-core CPU. The ImageNet MobileNetV2 encoder,
     # frozen, was chosen on ECSSD's train split against resnet18 from scratch and MobileNetV2
     # fine-tuned, and trains 900 steps in a third of resnet18's time (docs/results.md, U-Net encoders).
@@ -80,6 +90,9 @@ class TrainUNetConfig:
     compile: bool = False
     resume: bool = False
     progress: bool = True
+    # Train on fresh pairs drawn from the generator at every step, with the synthesis folder's
+    # settings (its run, shift, mask rule and classes); its stored pairs then only score the model.
+    stream: bool = False
 
 
 def resolve_architecture(profile: str, encoder: str | None = None, encoder_weights: str | None = None) -> UNetArchitecture:
@@ -108,7 +121,8 @@ def resolve(config: TrainUNetConfig, manifest: dict) -> tuple[str, UNetArchitect
         "val_every": config.val_every, "checkpoint_every": config.checkpoint_every, "workers": config.workers,
     }.items() if v is not None}
     if "val_count" not in overrides:  # hold out 10 % of a small dataset, at most the profile's count
-        overrides["val_count"] = min(profile.settings.val_count, max(1, int(manifest["count"]) // 10))
+        count = int(manifest["count"])  # streamed, every stored pair may score the model: none trains it
+        overrides["val_count"] = min(profile.settings.val_count, count if config.stream else max(1, count // 10))
     if config.freeze_encoder is not None:
         overrides["freeze_encoder"] = config.freeze_encoder
     elif arch.encoder_weights is None:  # a profile's frozen pretrained encoder, asked to start from scratch
@@ -139,8 +153,13 @@ def run_train_unet(config: TrainUNetConfig) -> dict:
                        compile=config.compile)
     if settings.batch_size < ctx.world:
         raise ConfigError(f"`batch_size` {settings.batch_size} is smaller than the {ctx.world} processes")
-    if manifest["count"] <= settings.val_count:  # an option checked before anything is fetched
+    if manifest["count"] <= settings.val_count and not config.stream:  # checked before anything is fetched
         raise ConfigError(f"{config.data} has {manifest['count']} pairs; need more than `val_count` {settings.val_count}")
+    stream = None
+    if config.stream:
+        from pipelines.synthesize import stream_from_manifest
+
+        stream = stream_from_manifest(Path(config.data), manifest, device, seed=settings.seed)
     ensure([weights_need(encoder_weights(arch), progress=config.progress)])  # fetched once if missing
     out = ensure_writable_dir(config.out)
     if config.resume and not (out / CHECKPOINT_NAME).exists():
@@ -148,15 +167,16 @@ def run_train_unet(config: TrainUNetConfig) -> dict:
     if not config.resume and (out / CHECKPOINT_NAME).exists():
         raise ConfigError(f"{out} already holds a training run; pass `resume` to continue it, or use another `out`")
     record = {"profile": name, "architecture": asdict(arch), "settings": asdict(settings),
-              "data": str(config.data), "device": str(device), "processes": ctx.world}
+              "data": str(config.data), "device": str(device), "processes": ctx.world, "streamed": config.stream}
     result = train_unet(Path(config.data), out, arch, settings, device, resume=config.resume,
-                        progress=config.progress, record=record)
+                        progress=config.progress, record=record, stream=stream)
     if not ctx.is_main:
         return {"part": True, "rank": ctx.rank}
     meta = {
         "profile": name,
         "settings": asdict(settings),
-        "data": {"folder": str(config.data), "pairs": manifest["count"], "generator": manifest.get("generator"),
+        "data": {"folder": str(config.data), "pairs": manifest["count"], "streamed": config.stream,
+                 "trained_on": result["train_pairs"], "generator": manifest.get("generator"),
                  "generator_options": manifest.get("generator_options"), "classes": manifest.get("classes"),
                  "resolution": [manifest["height"], manifest["width"]], "run": manifest.get("run")},
         "input": {"normalize": "ImageNet mean/std on [0, 1] RGB", "stride": arch.stride},

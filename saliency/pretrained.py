@@ -7,6 +7,10 @@ safetensors), and keeps the result in torch hub's checkpoints folder
 torchvision looks too. Nothing is ever unpickled: the TFLite file is read as a flatbuffer,
 ``.pth`` files only by the loaders, with ``weights_only=True``.
 
+Where the publisher gives no digest (the authors' BigGAN archive), the first download records
+the file's SHA-256 beside the installed weights (trust on first use) and every later install is
+checked against it. From an archive, the one member the project needs is extracted and kept.
+
 ``--from FILE`` installs a copy already on disk (the same checks), for machines without a
 network; ``SALIENCY_WEIGHTS_MIRROR`` names a folder (or an http(s) base URL) where the files are
 looked for by their published names before the network.
@@ -23,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from saliency.core.artifacts import write_safetensors
+from saliency.core.artifacts import write_json, write_safetensors
 from saliency.core.errors import ConfigError, UserError
 from saliency.core.artifacts import sha256_file
 from saliency.core.download import download
@@ -39,6 +43,11 @@ class PretrainedWeights:
     convert: Callable[[Path], dict] | None = None  # published file -> state dict (then kept as safetensors)
     licence: str = ""
     notes: str = ""
+    member: str | None = None  # a tar archive: keep its one file of this name
+    max_member_bytes: int = 2 << 30  # a member larger than this is refused before it is read
+
+
+TOFU_SUFFIX = ".sha256.json"  # beside an installed file whose publisher gives no digest
 
 
 def _convert_mobilenet(path: Path) -> dict:
@@ -71,6 +80,19 @@ WEIGHTS: dict[str, PretrainedWeights] = {
     ),
 }
 
+
+WEIGHTS["biggan-128-authors"] = PretrainedWeights(
+    name="biggan-128-authors",
+    # The archive the reference code's download.py names (``?dl=1``: the file, not Dropbox's page).
+    url="https://www.dropbox.com/s/zte4oein08ajsij/pretrained_biggan.tar?dl=1",
+    filename="pretrained_biggan.tar",
+    sha256="",  # none published: recorded at the first download, checked after
+    installed_name="biggan-128-authors-G_ema.pth",
+    member="G_ema.pth",
+    licence="MIT (BigGAN-PyTorch, Brock and Andonian)",
+    notes="BigGAN-PyTorch's 128 px ImageNet G_ema.pth from the reference code's pretrained_biggan archive: "
+          "the generator of the paper's saliency experiment (the `paper` profile)",
+)
 
 # Fetched through huggingface_hub into its cache, where the generator looks; no published digest.
 HUB_WEIGHTS = "biggan-deep-128"
@@ -116,6 +138,46 @@ def mirror_source(weights: PretrainedWeights) -> tuple[Path | None, str | None]:
     return (local, None) if local.is_file() else (None, None)
 
 
+def _record_path(final: Path) -> Path:
+    return final.with_name(final.name + TOFU_SUFFIX)
+
+
+def _recorded_digest(final: Path, weights: PretrainedWeights) -> dict | None:
+    """The digest recorded at the first install of weights whose publisher gives none."""
+    if weights.sha256:
+        return None
+    path = _record_path(final)
+    if not path.is_file():
+        return None
+    from saliency.core.json_files import read_json
+
+    return read_json(path, {"sha256": str, "weights?": str, "file?": str, "note?": str})
+
+
+def _extract_member(archive: Path, weights: PretrainedWeights, staging: Path) -> Path:
+    """The one regular file named ``weights.member`` in the tar ``archive``, copied out (never
+    extracted by path: no member can write outside ``staging``)."""
+    import tarfile
+
+    try:
+        with tarfile.open(archive) as tar:
+            found = [m for m in tar.getmembers() if m.isfile() and Path(m.name).name == weights.member]
+            if len(found) != 1:
+                raise UserError(f"{weights.name}: {weights.filename} holds {len(found)} files named {weights.member}, "
+                                "not one; not installed")
+            member = found[0]
+            if member.size > weights.max_member_bytes:
+                raise UserError(f"{weights.name}: {member.name} in {weights.filename} is {member.size:,} bytes, over "
+                                f"{weights.max_member_bytes:,}; not installed")
+            out = staging / f"member-{weights.member}"
+            with tar.extractfile(member) as source, open(out, "wb") as target:
+                shutil.copyfileobj(source, target)
+    except (tarfile.TarError, EOFError) as exc:
+        raise UserError(f"{weights.name}: {weights.filename} is not a readable tar archive ({type(exc).__name__}); "
+                        "not installed") from exc
+    return out
+
+
 def digest_matches(found: str, expected: str) -> bool:
     return found.lower().startswith(expected.lower()) and len(expected) >= 8
 
@@ -147,13 +209,15 @@ def fetch_weights(name: str, source: str | os.PathLike | None = None, url: str |
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=final.parent))
     try:
         published = staging / weights.filename
+        record = _recorded_digest(final, weights)
+        expected = weights.sha256 or (record or {}).get("sha256", "")
         if source is not None:
             source = Path(source)
             if not source.is_file():
                 raise UserError(f"{name}: {source} not found")
             found = sha256_file(source)
-            if not digest_matches(found, weights.sha256):
-                raise UserError(f"{name}: {source} has sha256 {found[:16]}..., expected {weights.sha256[:16]}...; "
+            if expected and not digest_matches(found, expected):
+                raise UserError(f"{name}: {source} has sha256 {found[:16]}..., expected {expected[:16]}...; "
                                 "not installed")
             shutil.copyfile(source, published)
         else:
@@ -161,15 +225,21 @@ def fetch_weights(name: str, source: str | os.PathLike | None = None, url: str |
             if not address.startswith(("http://", "https://")):
                 raise ConfigError(f"{name}: `url` must be an http(s) URL, got {address!r}")
             found = download(address, published, progress=progress, timeout=timeout)
-            if not digest_matches(found, weights.sha256):
-                raise UserError(f"{name}: checksum mismatch for {address}: expected sha256 {weights.sha256[:16]}..., "
+            if expected and not digest_matches(found, expected):
+                raise UserError(f"{name}: checksum mismatch for {address}: expected sha256 {expected[:16]}..., "
                                 f"got {found[:16]}...; nothing kept")
+        if weights.member is not None:
+            published = _extract_member(published, weights, staging)
         if weights.convert is not None:
             state = weights.convert(published)
             write_safetensors(final, state, {"weights": name, "source": weights.url, "source_sha256": found,
                                              "licence": weights.licence})
         else:
             os.replace(published, final)
+        if not weights.sha256 and record is None:  # trust on first use: what later installs must match
+            write_json(_record_path(final), {"weights": name, "file": weights.filename, "sha256": found,
+                                             "note": "recorded at the first install (no digest is published); "
+                                                     "later installs are checked against it"})
     except OSError as exc:
         raise UserError(f"cannot install {name} into {final.parent}: {exc.strerror or exc}") from exc
     finally:

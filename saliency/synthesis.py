@@ -14,7 +14,7 @@ work (Voynov et al., "Big GANs are watching you", 2021), both off by default:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -40,6 +40,13 @@ class MaskRule:
     component_fraction: float | None = bounded(limits.POSITIVE_FRACTION)
     bimodal: bool = False
     bimodal_min: float = bounded(limits.OPEN_FRACTION, 0.8)
+    # The reference code keeps min < area < max; by default the bounds themselves are kept too.
+    strict_area: bool = False
+
+    def fingerprint(self) -> dict:
+        """What a synthesis folder records of the rule (``strict_area`` only when set, so folders
+        made before it existed stay resumable)."""
+        return {k: v for k, v in asdict(self).items() if k != "strict_area" or v}
 
     def validate(self) -> None:
         check_ranges(self)
@@ -102,8 +109,12 @@ def judge(shifted: Tensor, rule: MaskRule) -> Judged:
     reasons = torch.full_like(areas, KEPT, dtype=torch.long)
     if rule.bimodal:
         reasons[otsu_separability(shifted) < rule.bimodal_min] = NOT_BIMODAL
-    reasons[areas > rule.max_area] = AREA_ABOVE
-    reasons[areas < rule.min_area] = AREA_BELOW
+    if rule.strict_area:
+        reasons[areas >= rule.max_area] = AREA_ABOVE
+        reasons[areas <= rule.min_area] = AREA_BELOW
+    else:
+        reasons[areas > rule.max_area] = AREA_ABOVE
+        reasons[areas < rule.min_area] = AREA_BELOW
     return Judged(masks=masks, areas=areas, reasons=reasons)
 
 

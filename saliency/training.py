@@ -15,6 +15,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,6 +33,9 @@ from saliency.core.progress import progress_bar
 from saliency.core.runtime import autocast
 from saliency.shards import SyntheticPairs
 from saliency.unet import MODEL_META, UNetArchitecture, build_unet, foreground_probability
+
+if TYPE_CHECKING:
+    from saliency.streaming import StreamedPairs
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 METRICS_NAME = "metrics.jsonl"
@@ -170,24 +174,31 @@ def _resume(checkpoint_path: Path, identity: dict, net: torch.nn.Module, optimiz
 
 
 def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrainSettings, device: torch.device,
-               resume: bool = False, progress: bool = True, record: dict | None = None) -> dict:
+               resume: bool = False, progress: bool = True, record: dict | None = None,
+               stream: "StreamedPairs | None" = None) -> dict:
     """Train into ``out``; returns a summary (steps, seconds, final validation metrics).
 
-    Nothing in ``out`` changes until every check has passed (the data's checksums, and on
-    ``resume`` the checkpoint's settings); then ``record`` is written as ``config.json``.
+    With ``stream``, every step trains on a fresh batch drawn from the generator, and the pairs
+    in ``data`` (the last ``val_count``) only score the model. Nothing in ``out`` changes until
+    every check has passed (the data's checksums, and on ``resume`` the checkpoint's settings);
+    then ``record`` is written as ``config.json``.
     """
     settings.validate()
     torch.manual_seed(settings.seed)
-    pairs, train_indices, val_indices = _open_pairs(data, arch, settings)
+    pairs, train_indices, val_indices = _open_pairs(data, arch, settings, streamed=stream is not None)
     ctx = distributed.context()
+    if stream is not None and ctx.distributed:
+        raise ConfigError("streamed training runs in one process (each step's batch is drawn whole); "
+                          "run it without torchrun")
     net, optimizer, schedule = _build_training(arch, settings, device)
-    identity = _run_identity(arch, settings, pairs, data)
+    identity = _run_identity(arch, settings, pairs, data, streamed=stream is not None)
     checkpoint_path, metrics_path = out / CHECKPOINT_NAME, out / METRICS_NAME
     start, seconds_before = 0, 0.0
     if resume:
         start, seconds_before = _resume(checkpoint_path, identity, net, optimizer, schedule, settings)
     _prepare_run_folder(out, start, resume, record, ctx)
-    loader = _step_loader(pairs, train_indices, settings, start, device, ctx)
+    loader = (stream.batches(start, settings.steps, settings.batch_size) if stream is not None
+              else _step_loader(pairs, train_indices, settings, start, device, ctx))
     set_training_mode(net, settings.freeze_encoder)
     started = time.perf_counter()
     step, running, last_val = start, None, {}
@@ -226,20 +237,24 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
     curve = save_loss_curve(metrics_path, out / CURVE_NAME) if ctx.is_main else None
     return {"model": net, "steps": step, "seconds": round(seconds_before + time.perf_counter() - started, 1),
             "validation": {k: round(v, 5) for k, v in last_val.items()}, "val_pairs": len(val_indices),
-            "train_pairs": len(train_indices), "loss_curve": curve.name if curve else None,
+            "train_pairs": settings.steps * settings.batch_size if stream is not None else len(train_indices),
+            "streamed": stream is not None, "loss_curve": curve.name if curve else None,
             "batch_norm": distributed.batch_norm_report(device, ctx, settings.batch_size)}
 
 
-def _open_pairs(data: Path, arch: UNetArchitecture, settings: UNetTrainSettings):
+def _open_pairs(data: Path, arch: UNetArchitecture, settings: UNetTrainSettings, streamed: bool = False):
     """The pairs (every shard verified: a damaged one is refused before the first step), and
-    the indices of the training pairs and of the held-out last ``val_count``."""
+    the indices of the training pairs and of the held-out last ``val_count`` (streamed: no
+    training pairs, and at most every stored pair held out)."""
     pairs = SyntheticPairs(data, verify=True)
-    if len(pairs) <= settings.val_count:
+    if len(pairs) <= settings.val_count and not streamed:
         raise ConfigError(f"{data} has {len(pairs)} pairs; need more than `val_count` {settings.val_count}")
     side = arch.stride
     if pairs.height % side or pairs.width % side:
         raise UserError(f"pairs are {pairs.height}x{pairs.width}; this U-Net needs sides divisible by {side}")
-    split = len(pairs) - settings.val_count
+    split = max(0, len(pairs) - settings.val_count) if streamed else len(pairs) - settings.val_count
+    if streamed:
+        return pairs, np.arange(0), np.arange(split, len(pairs))
     return pairs, np.arange(split), np.arange(split, len(pairs))
 
 
@@ -255,11 +270,14 @@ def _build_training(arch: UNetArchitecture, settings: UNetTrainSettings, device:
     return net, optimizer, make_schedule(optimizer, settings)
 
 
-def _run_identity(arch: UNetArchitecture, settings: UNetTrainSettings, pairs: SyntheticPairs, data: Path) -> dict:
+def _run_identity(arch: UNetArchitecture, settings: UNetTrainSettings, pairs: SyntheticPairs, data: Path,
+                  streamed: bool = False) -> dict:
     """What a resumed run must share with its checkpoint (not steps, workers or compilation)."""
     identity = {"architecture": asdict(arch),
                 "settings": {**asdict(settings), "steps": None, "workers": None, "compile": None},
                 "data_pairs": len(pairs), "data_manifest_sha": _manifest_digest(data)}
+    if streamed:  # recorded only when set: checkpoints of stored-pair runs stay resumable
+        identity["streamed"] = True
     if not settings.freeze_encoder:  # the identity checkpoints had before the setting existed
         identity["settings"].pop("freeze_encoder")
     return identity

@@ -1,4 +1,5 @@
-"""The saliency model: a segmentation-models-pytorch U-Net with two output classes.
+"""The saliency model: a segmentation-models-pytorch U-Net with two output classes, or (encoder
+``"plain"``) the paper's plain U-Net trained from scratch (:mod:`saliency.plain_unet`).
 
 Saved as ``model.safetensors`` (weights) + ``model.json`` (architecture and the settings it
 was trained with), so a model folder is all ``saliency eval`` needs. Encoder weights from
@@ -77,7 +78,20 @@ def encoder_weights_source(arch: UNetArchitecture) -> str | None:
     return str(converted) if converted else f"segmentation-models-pytorch {arch.encoder} {arch.encoder_weights}"
 
 
+PLAIN = "plain"  # the encoder name of the paper's plain U-Net
+PLAIN_ARCHITECTURE = UNetArchitecture(encoder=PLAIN, decoder_channels=(256, 128, 64, 64))
+
+
 def build_unet(arch: UNetArchitecture) -> nn.Module:
+    if arch.encoder == PLAIN:
+        from saliency.plain_unet import ENCODER_WIDTHS, PlainUNet
+
+        if arch.encoder_weights is not None:
+            raise ConfigError("the plain U-Net has no pretrained weights: pass `encoder_weights` none")
+        if len(arch.decoder_channels) != len(ENCODER_WIDTHS) - 1:
+            raise UserError(f"a plain U-Net has {len(ENCODER_WIDTHS) - 1} decoder levels, "
+                            f"got {len(arch.decoder_channels)}")
+        return PlainUNet(arch.classes, decoder_widths=tuple(arch.decoder_channels))
     import segmentation_models_pytorch as smp
 
     converted = converted_encoder_weights(arch)

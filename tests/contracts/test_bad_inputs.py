@@ -196,8 +196,8 @@ CASES = [
     Case("eval/bit-flipped-png-mask", EVAL + " --model {model} --data-root {root_flipped_png}", ("0002.png",)),
     Case("eval/decompression-bomb", EVAL + " --model {model} --data-root {root_bomb}", ("0001.png", "pixels")),
     Case("eval/size-too-small", EVAL + " --model {model} --data-root {root} --size 4", ("--size",)),
-    Case("eval/paper-protocol-size-off-stride", EVAL + " --model {model} --data-root {root} --protocol paper "
-         "--size 33", ("divisible",)),
+    Case("eval/protocol-unknown", EVAL + " --model {model} --data-root {root} --protocol reference",
+         ("--protocol",)),
     Case("eval/scenes-images-zero", "eval --dataset scenes --model {model} --out {out} --images 0 --device cpu",
          ("--images",)),
     Case("eval/unwritable-out", "eval --dataset ecssd --model {model} --out {unwritable}/eval --data-root {root} "
@@ -250,6 +250,10 @@ CASES = [
     Case("pipeline/unknown-profile", "pipeline --out {out} --data-root {root} --profile nope", ("nope",)),
     Case("pipeline/biggan-without-weights", "pipeline --out {out} --data-root {root} --profile biggan",
          ("--weights",)),
+    Case("pipeline/paper-without-weights-offline", "pipeline --out {out} --data-root {root} --profile paper",
+         ("biggan-128-authors",)),
+    Case("pipeline/paper-weights-missing", "pipeline --out {out} --data-root {root} --profile paper "
+         "--weights {empty}/G_ema.pth", ("G_ema.pth", "not found")),
     Case("pipeline/pairs-zero", "pipeline --out {out} --data-root {root} --pairs 0", ("--pairs",)),
     Case("pipeline/unet-steps-negative", "pipeline --out {out} --data-root {root} --unet-steps -5",
          ("--unet-steps",)),

@@ -4,7 +4,9 @@ git keeps), resumed in another folder, ends with the bytes of a run never interr
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -62,7 +64,11 @@ def test_a_run_carried_in_git_resumes_elsewhere_to_the_uninterrupted_bytes(tmp_p
     assert "started: tiny" in first.stdout  # "later" waits for "tiny" to end
     run_a = machine_a / "tiny"
     wait_for(lambda: _step(run_a) >= 50)
-    stopped = tool(machine_a, "stop")
+    # Frozen where it stands, so the stop lands mid-run however busy the machine is (a tiny run
+    # would otherwise finish its 400 steps while `stop` starts); stop then kills it at its
+    # timeout and trims the log to the last checkpoint.
+    os.killpg(int((run_a / "run.pid").read_text()), signal.SIGSTOP)
+    stopped = tool(machine_a, "stop", "--timeout", "2")
     step = _step(run_a)
     assert f"tiny: stopped at the checkpoint of step {step}" in stopped.stdout and 50 <= step < STEPS
     assert not (run_a / "directions.json").exists()

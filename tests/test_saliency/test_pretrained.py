@@ -203,6 +203,56 @@ def test_fetch_weights_checks_torchvision_digest_prefix(weights_server, tmp_path
     assert _cache_listing(tmp_path / "home") == []
 
 
+def _tar(path: Path, members: dict[str, bytes]) -> Path:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_the_authors_biggan_is_taken_from_its_archive_and_its_digest_recorded_then_checked(weights_server, tmp_path):
+    """No digest is published for the reference code's archive: the first install records the
+    archive's SHA-256 (trust on first use), a later one with other bytes is refused; only the
+    G_ema.pth member is kept, read out by name (a member's path never decides where it lands)."""
+    www, base = weights_server
+    home = tmp_path / "torch-home"
+    env = {"TORCH_HOME": str(home)}
+    weights = b"the generator's weights"
+    _tar(www / "pretrained_biggan.tar", {"pretrained/generators/BigGAN/G_ema.pth": weights,
+                                         "pretrained/deformators/BigGAN/deformator_0.pt": b"not kept"})
+    _tar(www / "other.tar", {"generators/BigGAN/G_ema.pth": b"other weights"})
+    _tar(www / "none.tar", {"generators/BigGAN/G.pth": b"x"})
+    _tar(www / "two.tar", {"a/G_ema.pth": b"x", "b/G_ema.pth": b"y"})
+    (www / "plain.tar").write_bytes(b"not an archive at all" * 40)
+    for archive, needle in (("none.tar", "0 files named G_ema.pth"), ("two.tar", "2 files named G_ema.pth"),
+                            ("plain.tar", "not a readable tar archive")):
+        result = run_cli("fetch-weights", "biggan-128-authors", "--url", base + archive, env=env)
+        assert_one_line_error(result, needle)
+        assert _cache_listing(home) == []  # nothing kept, no digest recorded
+
+    result = run_cli("fetch-weights", "biggan-128-authors", "--url", base + "pretrained_biggan.tar", env=env)
+    assert result.returncode == 0, result.stderr
+    assert _cache_listing(home) == ["biggan-128-authors-G_ema.pth", "biggan-128-authors-G_ema.pth.sha256.json"]
+    folder = home / "hub" / "checkpoints"
+    assert (folder / "biggan-128-authors-G_ema.pth").read_bytes() == weights
+    import hashlib
+    import json
+
+    record = json.loads((folder / "biggan-128-authors-G_ema.pth.sha256.json").read_text())
+    assert record["sha256"] == hashlib.sha256((www / "pretrained_biggan.tar").read_bytes()).hexdigest()
+    again = run_cli("fetch-weights", "biggan-128-authors", "--url", base + "other.tar", "--force", env=env)
+    assert_one_line_error(again, "checksum mismatch")
+    assert (folder / "biggan-128-authors-G_ema.pth").read_bytes() == weights  # the first install stands
+    same = run_cli("fetch-weights", "biggan-128-authors", "--from", str(www / "pretrained_biggan.tar"), "--force",
+                   env=env)
+    assert same.returncode == 0, same.stderr
+
+
 # ------------------------------------------------------------------------------ the vote
 @needs_tflite
 @pytest.mark.skipif(not ECSSD.is_dir(), reason=NEEDS_ECSSD)
