@@ -416,6 +416,10 @@ def eval_section(folder: Path, page: Page) -> None:
         classes.append("paper")
     page.add(f"<h3>{escape(str(metrics.get('dataset')))}</h3>"
              + _table(["", "images", *[name for _, name in METRIC_COLUMNS]], rows, classes))
+    if metrics.get("dataset") == "ecssd":
+        page.add("<p>test: ECSSD's 500 even-numbered images (0002, ..., 1000), this project's split. "
+                 "MAE (paper) is the paper's formula, the raw mean of |map - mask|: the only column to set beside "
+                 "its 0.099. MAE (PySOD) normalises each map to 0-1 first.</p>")
     gallery = folder / "gallery.json"
     if gallery.is_file():
         record = _json(gallery, page, "gallery")

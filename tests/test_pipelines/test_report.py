@@ -61,7 +61,7 @@ def test_the_pipeline_writes_a_self_contained_page_with_every_stage(runs):
     metrics = json.loads((runs["pipeline"] / "eval-ecssd" / "metrics.json").read_text())
     test = metrics["splits"]["test"]
     assert f"{test['mae']:.3f}" in html and f"{test['paper_mae']:.3f}" in html  # both MAEs, beside the paper's
-    assert "the paper (BigGAN, ECSSD; its split unpublished)" in html
+    assert "the paper (BigGAN, ECSSD; its split unpublished)" in html and "500 even-numbered images" in html
     gallery = json.loads((runs["pipeline"] / "eval-ecssd" / "gallery.json").read_text())
     assert gallery["best"][0]["mae"] <= gallery["worst"][0]["mae"] and len(gallery["best"]) == 2  # 2 test images
     assert f"worst {gallery['worst'][0]['stem']}" in html
