@@ -18,13 +18,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-.}"
 mkdir -p "$out"
 python="${PYTHON:-python3}"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-site=""
-if [ -d .whl ]; then  # into a folder of its own: the image's environment may not be writable
-  site=$(mktemp -d)
-  "$python" -m pip install -q --no-index --no-deps --target "$site" .whl/*.whl || echo "gpu.sh: wheel install failed"
-fi
-export PYTHONPATH="$PWD${site:+:$site}${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+source benchmarks/gpu_env.sh
 "$python" -c "import torch, saliency; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 
 status=0

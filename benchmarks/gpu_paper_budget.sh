@@ -15,13 +15,7 @@ seconds="${1:-420}"
 python="${PYTHON:-python3}"
 mkdir -p "$out"
 began=$(date +%s)
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-site=""
-if [ -d .whl ]; then  # into a folder of its own: the image's environment may not be writable
-  site=$(mktemp -d)
-  "$python" -m pip install -q --no-index --no-deps --target "$site" .whl/*.whl || echo "gpu_paper_budget.sh: wheel install failed"
-fi
-export PYTHONPATH="$PWD${site:+:$site}${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+source benchmarks/gpu_env.sh
 log="$out/paper_budget.log"
 budget() { "$python" benchmarks/paper_budget.py "$@" 2>&1 | tee -a "$log"; }
 
