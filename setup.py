@@ -49,12 +49,19 @@ setup(
         # its wheels exist for CPython 3.10-3.13 on x86-64 Linux only (elsewhere the test skips).
         # `saliency export` (ONNX) and the test that runs its graph in onnxruntime.
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
+        # `saliency serve`: the HTTP API and web page (python-multipart parses multipart uploads).
+        "serve": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"],
         # websocket-client speaks the DevTools protocol to headless Chromium for the report's
         # browser test (tests/test_pipelines/test_report.py; it skips where Chromium is absent).
         # hypothesis: the readers' fuzz runs (tests/contracts/test_fuzz_readers.py, benchmarks/fuzz_readers.py).
+        # fastapi/uvicorn/python-multipart: the server's tests; schemathesis fuzzes its API from its
+        # OpenAPI schema (tests/test_pipelines/test_serve.py).
         "test": ["pytest>=7", "hypothesis>=6.100", "onnx>=1.16", "onnxruntime>=1.18", "websocket-client>=1.6",
+                 "fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "schemathesis>=4,<5",
                  'ai-edge-litert>=2.0; platform_system == "Linux" and platform_machine == "x86_64" '
                  'and python_version < "3.14"'],
     },
+    # The server's page (pipelines/serve/static), read through importlib.resources.
+    package_data={"pipelines.serve": ["static/*"]},
     entry_points={"console_scripts": ["saliency=pipelines.cli:main"]},
 )

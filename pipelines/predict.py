@@ -30,8 +30,8 @@ import torch
 from PIL import Image
 
 from saliency.core.artifacts import refuse_output_in_inputs, remove_stale_temporaries, write_bytes_atomic
-from saliency.detector import (DEFAULT_BATCH, PreparedImage, SaliencyDetector, as_rgb_array, cutout_pixels,
-                               map_to_uint8, overlay_image, prepare_image)
+from saliency.detector import (DEFAULT_BATCH, KINDS_ON_THE_IMAGE, OUTPUT_KINDS, PreparedImage, SaliencyDetector,
+                               as_rgb_array, prepare_image, render_output)
 from saliency.datasets import load_image_for_model
 from saliency.core import limits
 from saliency.core.errors import ConfigError, UserError, one_line
@@ -39,7 +39,7 @@ from saliency.core.fields import bounded, check_ranges
 from saliency.core.png import encode_png
 from saliency.core.progress import progress_bar
 
-KINDS = ("map", "mask", "cutout", "overlay")
+KINDS = OUTPUT_KINDS
 GLOB_CHARACTERS = set("*?[")
 
 
@@ -220,7 +220,7 @@ class ImageStream(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[Item]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        keep_pixels = bool({"cutout", "overlay"} & set(self.save))
+        keep_pixels = bool(KINDS_ON_THE_IMAGE & set(self.save))
         for index, path in enumerate(iter_images(self.inputs, self.extensions, self.skip)):
             if index % workers != worker:
                 continue
@@ -268,14 +268,7 @@ def default_workers() -> int:
 # --------------------------------------------------------------------------------- the run
 def _write(item: Item, saliency_map: np.ndarray, threshold: float) -> None:
     for kind, target in item.outputs.items():
-        if kind == "map":
-            pixels = map_to_uint8(saliency_map)
-        elif kind == "mask":
-            pixels = (saliency_map >= threshold).astype(np.uint8) * 255
-        elif kind == "cutout":
-            pixels = cutout_pixels(item.pixels, saliency_map)
-        else:
-            pixels = np.asarray(overlay_image(item.pixels, saliency_map))
+        pixels = render_output(kind, saliency_map, item.pixels, threshold)
         target.parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(target, encode_png(pixels), durable=False)  # 0.3 ms of encoding (Pillow: 2.7)
 

@@ -11,23 +11,23 @@ are ``test``. It depends on the file names alone, so it is the same on every mac
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
 
 from saliency.core.errors import ConfigError, UserError
+from saliency.core.limits import MAX_IMAGE_PIXELS  # the decompression-bomb line
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 MASK_EXTENSIONS = (".png", ".bmp", ".jpg")
 SPLITS = ("train", "test", "all")
-# Decompression bombs: a file whose header declares more pixels is refused unread. A 200-megapixel
-# camera photo passes; a few kilobytes of PNG that would decode to gigabytes do not.
-MAX_IMAGE_PIXELS = 250_000_000
 # Above this, a reader that needs only a small copy (the model's input) decodes one: JPEG at 1/2
 # to 1/8 scale in the decoder, other formats reduced right after. Benchmark images, far smaller,
 # are always decoded whole, so their pixels do not change.
@@ -168,7 +168,18 @@ def open_dataset(name: str, data_root: str | os.PathLike | None = None, split: s
     return SaliencyFolder(resolve_data_root(data_root), get_spec(name), split)
 
 
-def _decode(path: Path, reduce_to: int | None) -> tuple[Image.Image, tuple[int, int]]:
+class TooManyPixels(UserError):
+    """An image whose header declares more pixels than allowed: refused before decoding."""
+
+
+# What an image received from someone else (``saliency serve``) may be: the common raster
+# formats, decoded by Pillow's own code. Not EPS or PDF, whose plugins hand the bytes to
+# Ghostscript, nor the rarely used formats whose decoders see little use and little fuzzing.
+UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
+
+
+def _decode(source: Path | BinaryIO, name: str, reduce_to: int | None, max_pixels: int,
+            formats: tuple[str, ...] | None) -> tuple[Image.Image, tuple[int, int]]:
     """Open, check the declared size, decode (reduced where asked); see _open_bounded."""
     handle = None
     try:
@@ -177,10 +188,10 @@ def _decode(path: Path, reduce_to: int | None) -> tuple[Image.Image, tuple[int, 
             # their own: the file is either read or refused in one line below.
             warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            handle = Image.open(path)
+            handle = Image.open(source, formats=formats)
             width, height = handle.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise UserError(_too_many_pixels(path, f"{width}x{height} pixels"))
+            if width * height > max_pixels:
+                raise TooManyPixels(_too_many_pixels(name, f"{width}x{height} pixels", max_pixels))
             large = reduce_to is not None and width * height > FULL_DECODE_PIXELS
             if large:  # JPEG: the decoder itself works at 1/2, 1/4 or 1/8 scale
                 scale = min(1.0, REDUCED_MARGIN * reduce_to / min(width, height))
@@ -192,7 +203,8 @@ def _decode(path: Path, reduce_to: int | None) -> tuple[Image.Image, tuple[int, 
                     handle = _closing(handle, handle.reduce(factor))
             # A multi-frame file (GIF, TIFF) keeps its file open after load (Pillow 13: in ``_fp``):
             # a copy of the decoded frame, and the file closed now, not whenever the GC runs.
-            if getattr(handle, "fp", None) is not None or getattr(handle, "_fp", None) is not None:
+            held = getattr(handle, "fp", None) is not None or getattr(handle, "_fp", None) is not None
+            if held and isinstance(source, (str, os.PathLike)):  # (a stream in memory holds no file)
                 handle = _closing(handle, handle.copy())
     except BaseException:
         if handle is not None:  # a refused or damaged file is closed now, not whenever the GC runs
@@ -206,34 +218,40 @@ def _closing(source: Image.Image, result: Image.Image) -> Image.Image:
     return result
 
 
-def _open_bounded(path: Path, reduce_to: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+def _open_bounded(path: Path | BinaryIO, reduce_to: int | None = None, name: str | None = None,
+                  max_pixels: int = MAX_IMAGE_PIXELS,
+                  formats: tuple[str, ...] | None = None) -> tuple[Image.Image, tuple[int, int]]:
     """The one place an image file is opened: (the decoded image, the file's (height, width)).
 
     Refuses by name a missing file, a decompression bomb (by the pixel count its header
     declares, before anything is decoded) and a file the decoders cannot read: whatever a
     decoder raises on a damaged file is that file's problem, one UserError naming it. With
     ``reduce_to`` (a shorter side), an image above FULL_DECODE_PIXELS comes back reduced, to no
-    less than REDUCED_MARGIN times that side."""
+    less than REDUCED_MARGIN times that side. ``path`` may be an open binary stream, named in
+    messages by ``name``; ``formats`` limits the decoders tried (Pillow's names)."""
+    name = str(path) if name is None else name
     try:
-        return _decode(path, reduce_to)
+        return _decode(path, name, reduce_to, max_pixels, formats)
     except UserError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # Pillow's own check, inside Image.open, which some formats' headers reach before ours
         declared = re.search(r"\((\d+) pixels\)", str(exc))
         count = f"{int(declared.group(1)):,} pixels" if declared else "too many pixels"
-        raise UserError(_too_many_pixels(path, f"its header declares {count}")) from None
+        raise TooManyPixels(_too_many_pixels(name, f"its header declares {count}", max_pixels)) from None
     except FileNotFoundError as exc:
-        raise UserError(f"{path}: file not found") from exc
+        raise UserError(f"{name}: file not found") from exc
     except MemoryError as exc:
-        raise UserError(f"{path}: unreadable image (too large to decode in this memory)") from exc
+        raise UserError(f"{name}: unreadable image (too large to decode in this memory)") from exc
     except Exception as exc:  # noqa: BLE001 (a damaged file makes Pillow's decoders raise many kinds)
         detail = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise UserError(f"{path}: unreadable image ({detail})") from exc
+        if isinstance(exc, Image.UnidentifiedImageError) and formats is not None:
+            detail = f"not an image of a type accepted here: {', '.join(formats)}"
+        raise UserError(f"{name}: unreadable image ({detail})") from exc
 
 
-def _too_many_pixels(path: Path, declared: str) -> str:
-    return (f"{path}: {declared}, more than the {MAX_IMAGE_PIXELS:,} allowed (a decompression bomb, or a "
+def _too_many_pixels(name: str, declared: str, max_pixels: int = MAX_IMAGE_PIXELS) -> str:
+    return (f"{name}: {declared}, more than the {max_pixels:,} allowed (a decompression bomb, or a "
             "larger image than any camera takes)")
 
 
@@ -255,6 +273,19 @@ def load_image_for_model(path: str | os.PathLike, side: int) -> tuple[np.ndarray
     ``side``: a photo of tens of megapixels is decoded at a reduced size; anything smaller, as is."""
     image, original = _open_bounded(Path(path), reduce_to=side)
     return np.asarray(_rgb(image, path)), original
+
+
+def load_image_bytes(data: bytes, name: str, side: int | None, max_pixels: int = MAX_IMAGE_PIXELS,
+                     formats: tuple[str, ...] | None = UPLOAD_FORMATS) -> tuple[np.ndarray, tuple[int, int]]:
+    """An image received as bytes (an upload), through the same checks as a file: (uint8 RGB
+    pixels, its (height, width)); with ``side``, decoded reduced as :func:`load_image_for_model`
+    does, else whole. Raises TooManyPixels (refused from the header) or UserError."""
+    image, original = _open_bounded(io.BytesIO(data), reduce_to=side, name=name, max_pixels=max_pixels,
+                                    formats=formats)
+    try:
+        return np.asarray(_rgb(image, name)), original
+    finally:
+        image.close()
 
 
 def load_mask(path: str | os.PathLike) -> np.ndarray:

@@ -262,6 +262,27 @@ class SaliencyDetector:
         return cutout_image(pixels, self.predict(pixels), threshold)
 
 
+# What a map is turned into for people and programs (``predict --save``, ``serve``'s ``kind``).
+OUTPUT_KINDS = ("map", "mask", "cutout", "overlay")
+# The kinds drawn on the image itself, at its own size: they need the whole decoded image.
+KINDS_ON_THE_IMAGE = frozenset({"cutout", "overlay"})
+
+
+def render_output(kind: str, saliency_map: np.ndarray, pixels: np.ndarray | None, threshold: float = 0.5) -> np.ndarray:
+    """uint8 pixels of one output kind: the 8-bit map, the binary mask at ``threshold``, the
+    cutout (RGBA, the soft map as alpha) or the overlay; ``pixels`` (the image at the map's
+    size) only for the last two."""
+    if kind == "map":
+        return map_to_uint8(saliency_map)
+    if kind == "mask":
+        return (saliency_map >= threshold).astype(np.uint8) * 255
+    if kind not in KINDS_ON_THE_IMAGE:
+        raise ValueError(f"unknown output kind {kind!r}; one of {', '.join(OUTPUT_KINDS)}")
+    if pixels is None:
+        raise ValueError(f"a {kind} is drawn on the image: pass its pixels")
+    return cutout_pixels(pixels, saliency_map) if kind == "cutout" else np.asarray(overlay_image(pixels, saliency_map))
+
+
 def map_to_uint8(saliency_map: np.ndarray) -> np.ndarray:
     """float map in [0, 1] -> uint8 0-255, rounded (as ``saliency eval`` scores and saves it)."""
     from saliency.metrics import to_uint8_map

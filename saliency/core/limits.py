@@ -51,6 +51,16 @@ MAX_VAL_COUNT = 100_000
 MAX_WORKERS = 64
 # Latent size of an imported deformator without weights. [128-512]
 MAX_LATENT_DIM = 4096
+# Decompression bombs: a file whose header declares more pixels is refused unread. A 200-megapixel
+# camera photo passes; a few kilobytes of PNG that would decode to gigabytes do not.
+MAX_IMAGE_PIXELS = 250_000_000
+# `saliency serve`: an upload is held whole in memory while it is decoded, and each request in
+# flight may hold one: MAX_QUEUE uploads of MAX_UPLOAD_MB. [defaults: 20 MB, 128 requests]
+MAX_UPLOAD_MB = 1024
+MAX_QUEUE = 4096
+MAX_WAIT_MS = 10_000  # a lone request waits at most this long for others to share its pass
+MAX_REQUEST_SECONDS = 3600
+MAX_THREADS = 64  # decoding and encoding threads
 
 
 # ------------------------------------------------------------------ named ranges
@@ -81,6 +91,13 @@ INFERENCE_SIDE = ints(16, MAX_INFERENCE_SIDE)
 PREDICT_BATCH = ints(1, MAX_PREDICT_BATCH)
 RENDERED_IMAGES = ints(1, MAX_RENDERED_IMAGES)
 LATENT_DIM = ints(1, MAX_LATENT_DIM)
+IMAGE_PIXELS = ints(1, MAX_IMAGE_PIXELS)
+UPLOAD_MB = ints(1, MAX_UPLOAD_MB)
+QUEUE = ints(1, MAX_QUEUE)
+WAIT_MS = floats(0, MAX_WAIT_MS)
+REQUEST_SECONDS = floats(0, MAX_REQUEST_SECONDS, low_open=True)
+THREADS = ints(1, MAX_THREADS)
+PORT = ints(0, 65535)  # 0: any free port (the start-up line says which)
 # Seeds: what every random stream the project seeds takes (NumPy's legacy RandomState and
 # torch's manual_seed both take 0 .. 2**32 - 1).
 SEED = ints(0, 2**32 - 1)
