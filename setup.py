@@ -2,6 +2,9 @@
 
 from setuptools import find_packages, setup
 
+SERVE = ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "httptools>=0.6",
+         'uvloop>=0.19; sys_platform != "win32"']
+
 setup(
     name="gan-saliency",
     version="0.1.0",
@@ -49,15 +52,16 @@ setup(
         # its wheels exist for CPython 3.10-3.13 on x86-64 Linux only (elsewhere the test skips).
         # `saliency export` (ONNX) and the test that runs its graph in onnxruntime.
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
-        # `saliency serve`: the HTTP API and web page (python-multipart parses multipart uploads).
-        "serve": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"],
+        # `saliency serve`: the HTTP API and web page (python-multipart parses multipart uploads;
+        # uvicorn picks up httptools' HTTP parser and uvloop's event loop where they install).
+        "serve": SERVE,
         # websocket-client speaks the DevTools protocol to headless Chromium for the report's
         # browser test (tests/test_pipelines/test_report.py; it skips where Chromium is absent).
         # hypothesis: the readers' fuzz runs (tests/contracts/test_fuzz_readers.py, benchmarks/fuzz_readers.py).
         # fastapi/uvicorn/python-multipart: the server's tests; schemathesis fuzzes its API from its
         # OpenAPI schema (tests/test_pipelines/test_serve.py).
         "test": ["pytest>=7", "hypothesis>=6.100", "onnx>=1.16", "onnxruntime>=1.18", "websocket-client>=1.6",
-                 "fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "schemathesis>=4,<5",
+                 *SERVE, "schemathesis>=4,<5",
                  'ai-edge-litert>=2.0; platform_system == "Linux" and platform_machine == "x86_64" '
                  'and python_version < "3.14"'],
     },

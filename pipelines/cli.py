@@ -643,6 +643,9 @@ def report(run_dir, out) -> None:
               help="Seconds a request may take, upload to answer (504 past it).")
 @click.option("--threads", type=option_range(L.THREADS), default=None,
               help="Threads that decode uploads and encode PNGs (default: one per core, at most 4).")
+@click.option("--warm-up/--no-warm-up", default=True, show_default=True,
+              help="Before serving, run a pass at each batch size of the common padded shapes (photos up to "
+                   "2:1), so kernels are built at start-up, not under the first clients.")
 def serve(**options) -> None:
     """Serve a trained model over HTTP: an API (POST /api/predict) and a web page at /.
 

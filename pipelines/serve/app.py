@@ -170,6 +170,8 @@ def create_app(detector: SaliencyDetector, config: ServeConfig) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
+        if config.warm_up:
+            await asyncio.get_running_loop().run_in_executor(workers, batcher.warm_up)
         batcher.start()
         try:
             yield

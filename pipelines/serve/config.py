@@ -33,6 +33,7 @@ class ServeConfig:
     max_pixels: int = bounded(limits.IMAGE_PIXELS, 40_000_000)
     timeout_s: float = bounded(limits.REQUEST_SECONDS, 60.0)  # a request's whole life, upload to answer
     threads: int | None = bounded(limits.THREADS)  # None: default_threads()
+    warm_up: bool = True  # a pass at each batch size of the common padded shapes before serving
 
     @property
     def max_upload_bytes(self) -> int:

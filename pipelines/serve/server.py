@@ -9,6 +9,7 @@ answers what it holds); the command then exits 0 instead of dying by the signal.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import sys
 from typing import Callable
@@ -19,12 +20,14 @@ from saliency.core.fields import check_ranges
 
 
 def _import_server_libraries():
-    try:
-        import fastapi  # noqa: F401
-        import uvicorn
-    except ImportError as exc:
-        raise UserError(f"`saliency serve` needs FastAPI and uvicorn ({exc.name} is missing): "
-                        "pip install 'gan-saliency[serve]'") from None
+    import importlib.util
+
+    missing = [name for name in ("fastapi", "uvicorn", "python_multipart") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(f"`saliency serve` needs FastAPI, uvicorn and python-multipart ({', '.join(missing)} "
+                        "missing): pip install 'gan-saliency[serve]'")
+    import uvicorn
+
     return uvicorn
 
 
@@ -50,7 +53,10 @@ def bind(host: str, port: int) -> socket.socket:
                                                           flags=socket.AI_PASSIVE)[0]
         except socket.gaierror as exc:
             raise UserError(f"--host {host}: not an address of this machine ({exc.strerror})") from None
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not 0: asyncio turns Nagle's algorithm off only on sockets that say they
+    # are TCP, and with it on, a kept-alive connection's answer waited for the client's delayed
+    # ACK (40 ms on Linux: 80 ms a request instead of 39, measured).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
@@ -67,9 +73,19 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
+# oneDNN's kernel cache, in kernels (its default is 1,024): a server meets every padded shape of
+# its images at every batch size, and a mobilenet_v2 U-Net has about 60 convolutions, so the
+# default cache kept evicting and rebuilding kernels, and memory kept growing (docs/benchmarks.md).
+# Read by oneDNN when it builds its first kernel, so set before the model loads; a value the
+# user set wins.
+KERNEL_CACHE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+KERNEL_CACHE_CAPACITY = "8192"
+
+
 def build_server(config: ServeConfig, announce: Callable[[str], None] = print):
     """(the uvicorn server, its bound socket): the model loaded, nothing served yet."""
     check_ranges(config)
+    os.environ.setdefault(KERNEL_CACHE, KERNEL_CACHE_CAPACITY)
     uvicorn = _import_server_libraries()
     from pipelines.serve.app import create_app
     from saliency.detector import SaliencyDetector

@@ -59,6 +59,7 @@ def serving(model, **options):
     from pipelines.serve.server import build_server
 
     lines: list[str] = []
+    options.setdefault("warm_up", False)  # 1-2 s a server; the command's tests keep the default (on)
     config = ServeConfig(model=str(model), port=0, device="cpu", **options)
     server, sock = build_server(config, lines.append)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -16,7 +16,6 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -387,3 +386,71 @@ def test_the_api_fuzzed_from_its_own_schema(case):
     if response.status_code >= 400:
         body = json.loads(response.content)
         assert set(body) == {"error"} and "\n" not in body["error"], body
+
+
+# ------------------------------------------------------------------------------- the batcher
+class _RecordingDetector:
+    """Stands in for the model: records each pass's shapes, answers with the image's mean."""
+
+    def __init__(self) -> None:
+        self.passes: list[list[tuple[int, int]]] = []
+
+    def predict_prepared(self, batch):
+        self.passes.append([item.shape for item in batch])
+        return [np.full(item.shape, float(item.pixels.mean())) for item in batch]
+
+
+def test_the_batcher_fills_each_pass_with_one_shape_oldest_first():
+    import asyncio
+
+    from pipelines.serve.batcher import Batcher
+    from saliency.detector import PreparedImage
+
+    def image(shape, value):
+        return PreparedImage(np.full((*shape, 3), value, np.uint8), *shape, *shape)
+
+    detector = _RecordingDetector()
+    batcher = Batcher(detector, max_batch=4, max_wait_s=0.5)
+    shapes = [(32, 64), (64, 32)] * 6  # interleaved: a pass per shape needs the batcher to sort them
+
+    async def burst():
+        return await asyncio.gather(*(batcher.predict(image(shape, i)) for i, shape in enumerate(shapes)))
+
+    batcher.start()
+    try:
+        maps = asyncio.run(burst())
+    finally:
+        batcher.stop()
+    assert [float(m.flat[0]) for m in maps] == [float(i) for i in range(12)]  # each answer is its own image's
+    assert all(len(set(shapes_of_pass)) == 1 for shapes_of_pass in detector.passes)
+    assert sorted(len(p) for p in detector.passes) == [2, 2, 4, 4]  # 6 of each shape: 4 + 2
+    assert detector.passes[0][0] == (32, 64)  # the oldest image's shape went first
+
+
+def test_a_lone_request_waits_no_longer_than_max_wait():
+    import asyncio
+
+    from pipelines.serve.batcher import Batcher
+    from saliency.detector import PreparedImage
+
+    batcher = Batcher(_RecordingDetector(), max_batch=8, max_wait_s=0.2)
+    batcher.start()
+    try:
+        started = time.perf_counter()
+        asyncio.run(batcher.predict(PreparedImage(np.zeros((32, 32, 3), np.uint8), 32, 32, 32, 32)))
+        waited = time.perf_counter() - started
+    finally:
+        batcher.stop()
+    assert 0.15 <= waited < 2.0, waited
+
+
+def test_the_listening_socket_says_it_is_tcp():
+    # asyncio turns Nagle's algorithm off only on sockets whose proto is TCP: with it on, a
+    # kept-alive connection's answers waited 40 ms for the client's delayed ACK
+    from pipelines.serve.server import bind
+
+    sock = bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
