@@ -73,6 +73,13 @@ class Batcher:
                 self.detector.predict_prepared([image] * batch)
         return len(shapes) * self.max_batch
 
+    def stop(self) -> None:
+        """Answer what is waiting, then end the thread."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify()
+        self._thread.join()
+
     async def predict(self, prepared: PreparedImage) -> np.ndarray:
         loop = asyncio.get_running_loop()
         job = _Job(prepared, loop.create_future(), loop)

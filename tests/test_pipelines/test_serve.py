@@ -340,7 +340,11 @@ def test_the_page_in_a_real_browser(served, photos, tmp_path):
     Image.open(photos["a.jpg"]).save(photo)
     with Browser(find_chromium()) as browser:
         browser.open(served.url)
-        assert browser.evaluate("document.querySelector('#model').textContent").startswith("model ")
+        described = ("(async () => { for (let i = 0; i < 300; i++) {"
+                     " const text = document.querySelector('#model').textContent;"
+                     " if (!text.startsWith('loading')) return text; await new Promise(r => setTimeout(r, 100)); }"
+                     " return 'never described'; })()")
+        assert browser.evaluate(described).startswith("model "), "the page did not read /api/health"
         document = browser.call("DOM.getDocument")
         node = browser.call("DOM.querySelector", nodeId=document["root"]["nodeId"], selector="#photo")
         browser.call("DOM.setFileInputFiles", files=[str(photo)], nodeId=node["nodeId"])
