@@ -27,6 +27,16 @@ import torch
 from saliency.core.runtime import cpu_name, tune_cpu_allocator
 
 
+def untrained_embedded_unet(folder: Path) -> Path:
+    """An untrained U-Net of the embedded profile's shape (mobilenet_v2) in ``folder``: speed does
+    not depend on the weights' values."""
+    from saliency.unet import UNetArchitecture, build_unet, save_model
+
+    arch = UNetArchitecture(encoder="mobilenet_v2")
+    save_model(folder, build_unet(arch), arch, {})
+    return folder
+
+
 def main() -> None:
     tune_cpu_allocator()  # as the CLI does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -46,13 +56,7 @@ def main() -> None:
     if not files:
         raise SystemExit(f"no images in {args.images}")
     with tempfile.TemporaryDirectory() as tmp:
-        model = args.model
-        if model is None:
-            from saliency.unet import UNetArchitecture, build_unet, save_model
-
-            arch = UNetArchitecture(encoder="mobilenet_v2")
-            model = Path(tmp) / "untrained"
-            save_model(model, build_unet(arch), arch, {})
+        model = args.model or untrained_embedded_unet(Path(tmp) / "untrained")
         detector = SaliencyDetector.load(model, device=args.device, precision="fp32", batch_size=args.batch)
         device = detector.device
 

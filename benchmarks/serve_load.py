@@ -118,6 +118,7 @@ def drive(host: str, port: int, bodies: list[bytes], clients: int, total: int) -
 
 
 def main() -> None:
+    from predict_speed import untrained_embedded_unet  # benchmarks/ is the script's folder
     from saliency.core.runtime import cpu_name
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -137,13 +138,7 @@ def main() -> None:
     bodies = [path.read_bytes() for path in files]
     levels = [int(c) for c in args.clients.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        model = args.model
-        if model is None:
-            from saliency.unet import UNetArchitecture, build_unet, save_model
-
-            arch = UNetArchitecture(encoder="mobilenet_v2")
-            model = Path(tmp) / "untrained"
-            save_model(model, build_unet(arch), arch, {})
+        model = args.model or untrained_embedded_unet(Path(tmp) / "untrained")
         print(f"saliency predict on {len(files)} images ...", flush=True)
         predict_rate = baseline(model, files, args.device)
         server = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "--model", str(model), "--port", "0",

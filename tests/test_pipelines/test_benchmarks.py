@@ -87,3 +87,23 @@ def test_predict_memory_benchmark_runs_on_a_few_images(tmp_path):
     report = json.loads(result.stdout[result.stdout.index("{"):result.stdout.rindex("}") + 1])
     assert [row["inputs"] for row in report["rows"]] == [4, 9]
     assert all(row["peak_rss_mib"] > 50 for row in report["rows"])  # a real process with torch loaded was measured
+
+
+def test_serve_load_benchmark_runs_on_a_tiny_dataset(tmp_path):
+    """A smoke test of benchmarks/serve_load.py: it starts the server, drives it, reads its
+    memory, stops it (exit 0) and writes its table (speed is its business, not the tests')."""
+    pytest.importorskip("uvicorn")
+    from makers import fixture_dataset
+
+    root = fixture_dataset(tmp_path / "data")
+    out = tmp_path / "load.json"
+    result = subprocess.run([sys.executable, "benchmarks/serve_load.py", "--data-root", str(root), "--clients", "2,1",
+                             "--requests", "4", "--first-reading", "4", "--soak-to", "12", "--out", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert [row["clients"] for row in report["levels"]] == [2, 1]
+    assert all(row["requests"] == 4 and row["errors"] == 0 for row in report["levels"])
+    assert report["memory_mb"]["first"][0] == 4 and report["memory_mb"]["last"][0] == 12
+    assert report["images_predicted"] >= 12 and report["server_exit"] == 0
+    assert "| clients | images/s |" in result.stdout
