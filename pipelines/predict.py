@@ -261,8 +261,9 @@ def _yield_to_the_model(*_ignored) -> None:
 def default_workers() -> int:
     """One decoding process per 4 cores, at most 4; none on 2 cores, where the model's two
     threads leave no core free (measured there: 44 images/s without a worker, 42 with one)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(4, cores // 4)
+    from saliency.core.runtime import usable_cores
+
+    return min(4, usable_cores() // 4)
 
 
 # --------------------------------------------------------------------------------- the run

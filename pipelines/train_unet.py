@@ -120,6 +120,10 @@ def resolve(config: TrainUNetConfig, manifest: dict) -> tuple[str, UNetArchitect
         "lr_gamma": config.lr_gamma, "temperature": config.temperature, "val_count": config.val_count,
         "val_every": config.val_every, "checkpoint_every": config.checkpoint_every, "workers": config.workers,
     }.items() if v is not None}
+    if "workers" not in overrides:  # the profile's loader workers, at most one per core this process has
+        from saliency.core.runtime import usable_cores  # (torch warns of more, and they only contend)
+
+        overrides["workers"] = min(profile.settings.workers, usable_cores())
     if "val_count" not in overrides:  # hold out 10 % of a small dataset, at most the profile's count
         count = int(manifest["count"])  # streamed, every stored pair may score the model: none trains it
         overrides["val_count"] = min(profile.settings.val_count, count if config.stream else max(1, count // 10))

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from saliency.core import limits
 from saliency.core.fields import bounded
+from saliency.core.runtime import usable_cores
 from saliency.detector import DEFAULT_BATCH
 
 
 def default_threads() -> int:
     """Decoding and encoding threads: one per core, at most 4 (Pillow's decoders and the PNG
     encoder release the GIL, so threads use the cores the model leaves)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(4, cores))
+    return min(4, usable_cores())
 
 
 @dataclass

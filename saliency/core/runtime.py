@@ -45,6 +45,14 @@ def tune_cpu_allocator() -> bool:
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, where the OS has one), at least 1: what
+    a default pool size is measured against."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def cpu_name() -> str:
     """The CPU's model name (``/proc/cpuinfo`` on Linux), for benchmark output: a speed is
     only meaningful beside the machine it was measured on."""

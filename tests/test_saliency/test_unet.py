@@ -279,3 +279,18 @@ def test_reference_rows_are_cached_per_set_of_masks(tmp_path, _saliency_cache):
     third = references("third")
     assert third["zero map"]["test"]["max_f"] != 0.123
     assert len(set((_saliency_cache / "reference-rows").glob("*.json")) - before) == 2
+
+
+@pytest.mark.parametrize("cores, expected", [(2, 2), (16, 4)])
+def test_a_profiles_loader_workers_fit_the_machine(monkeypatch, tmp_path, cores, expected):
+    """The biggan profile asks for 4 loader workers; a 2-core machine gets 2 (torch warns of
+    more, and they would only contend), a larger one the profile's 4; a user's --workers stands."""
+    import saliency.core.runtime as runtime
+    from pipelines.train_unet import TrainUNetConfig, resolve
+
+    monkeypatch.setattr(runtime, "usable_cores", lambda: cores)
+    manifest = {"generator": "biggan-deep-128", "count": 1000}
+    _, _, settings = resolve(TrainUNetConfig(data=tmp_path, out=tmp_path / "u", profile="biggan"), manifest)
+    assert settings.workers == expected
+    _, _, settings = resolve(TrainUNetConfig(data=tmp_path, out=tmp_path / "u", profile="biggan", workers=6), manifest)
+    assert settings.workers == 6
