@@ -2,6 +2,7 @@
 
 from setuptools import find_packages, setup
 
+SHIPPED = ("sngan-mnist", "scenes-classifier", "mnist-classifier")  # saliency/core/shipped.py
 SERVE = ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "httptools>=0.6",
          'uvloop>=0.19; sys_platform != "win32"']
 
@@ -15,7 +16,12 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["saliency", "saliency.*", "directions", "directions.*", "pipelines", "pipelines.*"]),
+    packages=find_packages(include=["saliency", "saliency.*", "directions", "directions.*", "pipelines", "pipelines.*"])
+    + ["gan_saliency_checkpoints"],
+    # checkpoints/ installs as the package gan_saliency_checkpoints, with the files the toolkit
+    # reads at run time only (saliency/core/shipped.py): not the pictures, the paper-budget runs
+    # or run outputs a user wrote there.
+    package_dir={"gan_saliency_checkpoints": "checkpoints"},
     install_requires=[
         # torch 2.14.1 / torchvision 0.29.1 install from local files on the project's machines.
         "torch>=2.2,<2.15",
@@ -65,7 +71,8 @@ setup(
                  'ai-edge-litert>=2.0; platform_system == "Linux" and platform_machine == "x86_64" '
                  'and python_version < "3.14"'],
     },
-    # The server's page (pipelines/serve/static), read through importlib.resources.
-    package_data={"pipelines.serve": ["static/*"]},
+    # The server's page (pipelines/serve/static) and the shipped artifacts, read through importlib.resources.
+    package_data={"pipelines.serve": ["static/*"],
+                  "gan_saliency_checkpoints": [f"{name}/model.{ext}" for name in SHIPPED for ext in ("json", "safetensors")]},
     entry_points={"console_scripts": ["saliency=pipelines.cli:main"]},
 )

@@ -29,11 +29,11 @@ from torch import Tensor, nn
 
 from saliency.core.weights import load_state_dict_strict, load_torch_weights
 from saliency.core.json_files import read_json
+from saliency.core.shipped import shipped_folder
 from saliency.core.errors import ConfigError, UserError
 from saliency.core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
-REPO = Path(__file__).resolve().parents[1]
-SCENES_CLASSIFIER_DIR = REPO / "checkpoints" / "scenes-classifier"
+SCENES_CLASSIFIER_DIR = shipped_folder("scenes-classifier")
 
 
 @dataclass

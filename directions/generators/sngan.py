@@ -29,10 +29,10 @@ from torch import Tensor, nn
 from directions.generators.base import Generator
 from directions.generators.registry import register_generator
 from saliency.core.weights import load_state_dict_strict, load_torch_weights
+from saliency.core.shipped import shipped_folder
 from saliency.core.errors import ConfigError, UserError
 
-REPO = Path(__file__).resolve().parents[2]
-MNIST_WEIGHTS_DIR = REPO / "checkpoints" / "sngan-mnist"
+MNIST_WEIGHTS_DIR = shipped_folder("sngan-mnist")
 MODEL_FILE, MODEL_JSON = "model.safetensors", "model.json"
 AUTHORS_FILE, AUTHORS_ARGS = "generator.pt", "args.json"
 SEED_SIZE = 4  # the dense layer's output map is 4x4

@@ -25,12 +25,12 @@ from torch import Tensor, nn
 
 from directions.generators import Generator, build_generator
 from saliency.core.artifacts import ensure_writable_dir, write_json, write_safetensors
+from saliency.core.shipped import shipped_folder
 from saliency.core.errors import UserError
 from saliency.core.progress import progress_bar
 from saliency.core.runtime import tune_cpu_allocator
 
-REPO = Path(__file__).resolve().parents[2]
-CLASSIFIER_DIR = REPO / "checkpoints" / "mnist-classifier"
+CLASSIFIER_DIR = shipped_folder("mnist-classifier")
 GATE = {"samples": 2000, "seeds": 5, "confidence": 0.9, "min_confident_fraction": 0.9, "min_class_share": 0.04}
 
 
