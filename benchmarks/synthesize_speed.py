@@ -28,6 +28,7 @@ from directions.generators.registry import generator_named_in_file
 from directions.ground_truth import whiteness_direction
 from directions.run_folder import load_run, write_known_direction_run
 from pipelines.synthesize import SynthesizeConfig, run_synthesize
+from saliency.core.recorded_paths import resolved_options
 from saliency.core.runtime import cpu_name, tune_cpu_allocator
 
 
@@ -95,7 +96,8 @@ def main() -> None:
                                             note="true whiteness direction")
         summary = load_run(run)
         name = generator_named_in_file(summary.get("generator"), Path(run) / "directions.json")
-        generator = build_generator(name, device=args.device, **summary["generator_options"]).eval()
+        options = resolved_options(summary["generator_options"], run)  # weights: relative to the run folder
+        generator = build_generator(name, device=args.device, **options).eval()
         classes = [int(c) for c in args.classes.split(",")] if generator.conditional else None
         # This machine's speed drifts (shared cores), so each round brackets a synthesis run
         # with bare-forward measurements and compares it with their mean.

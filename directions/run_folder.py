@@ -18,6 +18,7 @@ import torch
 from saliency.core.artifacts import atomic_path, ensure_writable_dir, write_json, write_safetensors
 from saliency.core.errors import UserError
 from saliency.core.json_files import read_json
+from saliency.core.recorded_paths import recorded_options
 
 SUMMARY_NAME = "directions.json"
 # What later stages read of directions.json (saliency/core/json_files.py's notation).
@@ -101,7 +102,7 @@ def write_known_direction_run(out: str | Path, generator: str, direction: torch.
                   {"generator": generator, "bg_magnitude": float(magnitude)})
     write_json(out / SUMMARY_NAME, {
         "generator": generator,
-        "generator_options": generator_options or {},
+        "generator_options": recorded_options(generator_options or {}, out),  # weights relative to the run
         "latent_dim": int(vector.numel()),
         "num_directions": 1,
         "bg_direction": {"index": 0, "sign": 1, "magnitude": float(magnitude), "threshold": threshold,

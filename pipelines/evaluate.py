@@ -36,6 +36,7 @@ from saliency.model_card import record_evaluation
 from saliency.core.png import encode_png
 from saliency.metrics import SaliencyMetrics, markdown_table
 from saliency.core.progress import progress_bar
+from saliency.core.recorded_paths import rebase_recorded, rebased_options, record_path
 from saliency.core.visualize import save_grid
 
 METRICS_NAME = "metrics.json"
@@ -152,7 +153,8 @@ def run_eval(config: EvalConfig) -> dict:
     _write_outputs(config, out, test_set, summary, tiles)
     gallery.save(out)
     if config.card and detector.folder is not None and detector.folder.resolve() == Path(config.model).resolve():
-        record_evaluation(detector.folder, config.dataset, summary, str(out / METRICS_NAME))  # a local model only
+        record_evaluation(detector.folder, config.dataset, summary,  # a local model only
+                          record_path(out / METRICS_NAME, detector.folder))
     return summary
 
 
@@ -190,7 +192,7 @@ def _test_set(config: EvalConfig, data_meta: dict) -> EvalSet:
     test_set = EvalSet(samples=folder_samples(folder), total=len(folder),
                        splits_of=lambda stem: ("test",) if stem in test else ("train",),
                        split_names=["test", "train", "all"], size=config.size or 128,
-                       source={"folder": str(folder.folder),
+                       source={"dataset": spec.name,  # by name: where it lies is this machine's business
                                "split_rule": "sorted stems; odd positions (2nd, 4th, ...) are test"})
     if config.references:
         try:
@@ -232,13 +234,12 @@ def _summary(config: EvalConfig, test_set: EvalSet, result: SampleScores, detect
                      "paper_protocol": "the reference code's SegmentationInference(resize_to=size): sigmoid of the "
                      "foreground logit, through uint8, resized back"},
         "source": test_set.source,
-        "model": str(config.model),
-        "model_data": detector.meta.get("data") or {},
+        **_model_record(config, detector, Path(config.out)),
         "device": str(detector.device),
         "precision": detector.precision,
     }
     if refs and test_set.reference_key:
-        reference_rows.save(test_set.reference_key, summary["references"], str(test_set.source.get("folder")))
+        reference_rows.save(test_set.reference_key, summary["references"], str(test_set.source.get("dataset")))
     shown = [name for name in test_set.split_names if name != "train"]
     rows = [(f"U-Net ({name})", results[name]) for name in shown]
     for ref, per in summary["references"].items():
@@ -247,6 +248,22 @@ def _summary(config: EvalConfig, test_set: EvalSet, result: SampleScores, detect
         rows += [(f"U-Net, paper protocol ({name})", summary["paper_protocol"][name]) for name in shown]
     summary["table"] = markdown_table(rows)
     return summary
+
+
+def _model_record(config: EvalConfig, detector: SaliencyDetector, out: Path) -> dict:
+    """The model scored and the data it was trained on, for metrics.json: a model folder and
+    the paths its model.json records relative to this folder (a Hub model by its id)."""
+    data = dict(detector.meta.get("data") or {})
+    local = detector.folder is not None and Path(str(config.model)).exists()
+    if not local:
+        return {"model": str(config.model), "model_data": data}
+    folder = detector.folder
+    for key in ("folder", "run"):
+        if key in data:
+            data[key] = rebase_recorded(data[key], folder, out)
+    if "generator_options" in data:
+        data["generator_options"] = rebased_options(data["generator_options"], folder, out)
+    return {"model": record_path(config.model, out), "model_data": data}
 
 
 def _write_outputs(config: EvalConfig, out: Path, test_set: EvalSet, summary: dict,

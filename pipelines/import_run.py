@@ -33,6 +33,7 @@ from directions.background import BackgroundCriterion
 from saliency.core.weights import load_torch_weights
 from saliency.core.artifacts import ensure_writable_dir, refuse_output_in_inputs, write_json, write_safetensors
 from saliency.core.errors import ConfigError, UserError
+from saliency.core.recorded_paths import record_path
 
 REFERENCE_SHIFT = 26.0  # the reference code's shift along h_bg for saliency masks
 GENERATORS = {"BigGAN": "biggan-128", "ProgGAN": "proggan-celebahq", "SN_MNIST": "sngan-mnist",
@@ -185,7 +186,8 @@ def import_run(source: Path, out: Path, bg_direction: str | None = None, generat
     out = ensure_writable_dir(out)
     write_safetensors(out / TENSORS_NAME, {"directions": directions.contiguous(), "bg_direction": h_bg.contiguous()},
                       {"generator": name, "bg_magnitude": abs(magnitude) * scale})
-    options = {"weights": str(Path(weights).resolve())} if weights else {}
+    # paths relative to the run folder, so that it can move with what it names
+    options = {"weights": record_path(weights, out)} if weights else {}
     if name == "stylegan2":  # the reference shifted in W unless the run said otherwise
         options["latent_space"] = "w" if args.get("w_shift", True) else "z"
     summary = {
@@ -194,7 +196,8 @@ def import_run(source: Path, out: Path, bg_direction: str | None = None, generat
         "latent_dim": int(directions.shape[0]),
         "num_directions": count,
         "deformator": f"imported-{kind}",
-        "imported_from": {"folder": str(source), "file": str(path), "step": step, "gan_type": gan_type,
+        "imported_from": {"folder": record_path(source, out), "file": record_path(path, out), "step": step,
+                          "gan_type": gan_type,
                           "deformator": kind, "target_class": args.get("target_class"), **notes},
         "bg_direction": {"index": index, "sign": sign, "magnitude": abs(magnitude) * scale,
                          "threshold": BackgroundCriterion().threshold,

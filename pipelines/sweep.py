@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import re
 import statistics
 import time
@@ -30,6 +31,7 @@ from saliency.core import distributed
 from saliency.core.artifacts import atomic_path, ensure_writable_dir, write_json
 from saliency.core.errors import UserError
 from saliency.core.json_files import read_json
+from saliency.core.recorded_paths import record_path, resolve_recorded
 
 SPEC_NAME = "sweep.json"
 CELLS_DIR = "cells"
@@ -167,8 +169,33 @@ def spec_of(plan: SweepPlan) -> dict:
     """What every cell of a folder shares: discover's resolved options, but for the varied ones
     and those that only say where or how a cell runs."""
     varied = {a.key for a in plan.axes}
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(plan.base.items())
-            if k not in NOT_IN_SPEC and k not in varied}
+    return {k: (record_path(v, plan.out) if k in PATH_OPTIONS and v else str(v) if isinstance(v, Path) else v)
+            for k, v in sorted(plan.base.items()) if k not in NOT_IN_SPEC and k not in varied}
+
+
+PATH_OPTIONS = {"weights"}  # discover's options that name a file: recorded relative to the sweep folder
+
+
+def _same_option(plan: SweepPlan, key: str, saved, now) -> bool:
+    if key in PATH_OPTIONS and isinstance(saved, str) and isinstance(now, str) and saved and now:
+        return (os.path.abspath(resolve_recorded(saved, plan.out))  # older folders: as given, or absolute
+                == os.path.abspath(resolve_recorded(now, plan.out)))
+    return saved == now
+
+
+def recorded_arguments(plan: SweepPlan) -> list[str]:
+    """discover's options as given, a file they name as the sweep folder records it."""
+    flags = {f"--{key}" for key in PATH_OPTIONS}
+    recorded, names_a_file = [], False
+    for arg in plan.forwarded:
+        flag, equals, value = arg.partition("=")
+        if names_a_file:
+            arg = record_path(arg, plan.out)
+        elif flag in flags and equals:
+            arg = f"{flag}={record_path(value, plan.out)}"
+        names_a_file = arg in flags
+        recorded.append(arg)
+    return recorded
 
 
 def _given(ctx, name: str) -> bool:
@@ -197,7 +224,8 @@ def _check_spec(plan: SweepPlan) -> dict:
     if path.is_file():
         saved = read_json(path, {"options?": dict}).get("options", {})
         varied = {a.key for a in plan.axes}
-        differs = sorted(k for k in set(saved) | set(spec) if k not in varied and saved.get(k) != spec.get(k))
+        differs = sorted(k for k in set(saved) | set(spec)
+                         if k not in varied and not _same_option(plan, k, saved.get(k), spec.get(k)))
         if differs:
             detail = ", ".join(f"{k}: {saved.get(k)!r} there, {spec.get(k)!r} now" for k in differs)
             raise UserError(f"{plan.out} holds a sweep with other fixed options ({detail}): use another --out")
@@ -227,7 +255,7 @@ def run_sweep(plan: SweepPlan, device: str | None = None, progress: bool = True,
     out = ensure_writable_dir(plan.out)
     spec = _check_spec(plan)
     if rank == 0:
-        write_json(out / SPEC_NAME, {"options": spec, "forwarded": plan.forwarded,
+        write_json(out / SPEC_NAME, {"options": spec, "forwarded": recorded_arguments(plan),
                                      "latest_grid": {a.flag: a.texts for a in plan.axes}, "seeds": plan.seeds})
     if world > 1:
         spec = device or "auto"
@@ -273,7 +301,7 @@ def collect(plan: SweepPlan) -> tuple[list[dict], list[dict]]:
                     "batch_size": summary.get("batch_size"), "num_directions": summary.get("num_directions"),
                     "mean_abs_cos": effects.get("mean_abs_cos"), "diversity": effects.get("diversity"),
                     "collapsed_fraction": effects.get("collapsed_fraction"),
-                    "train_seconds": summary.get("train_seconds"), "folder": str(cell.folder)}
+                    "train_seconds": summary.get("train_seconds"), "folder": record_path(cell.folder, plan.out)}
         cells.append({**cell.labels, **measured})
         groups.setdefault(tuple(cell.labels[a.flag] for a in plan.axes), []).append(measured)
     settings = []
@@ -305,7 +333,7 @@ def markdown_table(plan: SweepPlan, settings: list[dict]) -> str:
     seeds = f"{len(plan.seeds)} seed{'s' if len(plan.seeds) > 1 else ''}"
     entry = lambda s: (f"{s['rca_mean']:.3f}" + (f" ± {s['rca_std']:.3f}" if s["seeds"] > 1 else ""))  # noqa: E731
     lines = [f"RCA ({'mean ± std over ' + seeds if len(plan.seeds) > 1 else seeds}); discover options: "
-             f"`{' '.join(plan.forwarded) or '(defaults)'}`", ""]
+             f"`{' '.join(recorded_arguments(plan)) or '(defaults)'}`", ""]
     by_key = {tuple(s[a.flag] for a in plan.axes): s for s in settings}
     first = plan.axes[0]
     if len(plan.axes) == 1:

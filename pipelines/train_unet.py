@@ -21,6 +21,7 @@ from saliency.core.device import resolve_device
 from saliency.ensure import encoder_weights, ensure, weights_need
 from saliency.core.errors import ConfigError, UserError
 from saliency.model_card import training_card
+from saliency.core.recorded_paths import rebase_recorded, rebased_options, record_path
 from saliency.core.runtime import configure_device, resolve_precision
 from saliency.shards import load_manifest
 from saliency.training import CHECKPOINT_NAME, UNetTrainSettings, train_unet
@@ -170,16 +171,20 @@ def run_train_unet(config: TrainUNetConfig) -> dict:
         raise ConfigError(f"`resume`: {out} has no {CHECKPOINT_NAME}")
     if not config.resume and (out / CHECKPOINT_NAME).exists():
         raise ConfigError(f"{out} already holds a training run; pass `resume` to continue it, or use another `out`")
+    # Paths relative to the model folder (the data folder, the run it came from), so it can move.
+    data = record_path(config.data, out)
     record = {"profile": name, "architecture": asdict(arch), "settings": asdict(settings),
-              "data": str(config.data), "device": str(device), "processes": ctx.world, "streamed": config.stream}
+              "data": data, "device": str(device), "processes": ctx.world, "streamed": config.stream}
     result = train_unet(Path(config.data), out, arch, settings, device, resume=config.resume,
                         progress=config.progress, record=record, stream=stream)
     if not ctx.is_main:
         return {"part": True, "rank": ctx.rank}
+    manifest = {**manifest, "run": rebase_recorded(manifest.get("run"), config.data, out),
+                "generator_options": rebased_options(manifest.get("generator_options"), config.data, out)}
     meta = {
         "profile": name,
         "settings": asdict(settings),
-        "data": {"folder": str(config.data), "pairs": manifest["count"], "streamed": config.stream,
+        "data": {"folder": data, "pairs": manifest["count"], "streamed": config.stream,
                  "trained_on": result["train_pairs"], "generator": manifest.get("generator"),
                  "generator_options": manifest.get("generator_options"), "classes": manifest.get("classes"),
                  "resolution": [manifest["height"], manifest["width"]], "run": manifest.get("run")},
@@ -192,7 +197,7 @@ def run_train_unet(config: TrainUNetConfig) -> dict:
         "device": str(device),
         "processes": ctx.world,
         "batch_norm": result["batch_norm"],
-        "card": training_card(manifest, arch.encoder, str(config.data)),
+        "card": training_card(manifest, arch.encoder, data),
     }
     save_model(out, result["model"], arch, meta)
     return {**meta, "architecture": asdict(arch), "loss_curve": result["loss_curve"]}

@@ -54,6 +54,9 @@ def smp_weights_cached(encoder: str, weights: str) -> bool:
     return isinstance(found, str)
 
 
+CONVERTED_WEIGHTS = "mobilenet-v2-imagenet"  # the `saliency fetch-weights` name of those weights
+
+
 def converted_encoder_weights(arch: UNetArchitecture) -> Path | None:
     """The project's own converted ImageNet weights for this encoder, when smp has none cached."""
     if arch.encoder != "mobilenet_v2" or arch.encoder_weights != "imagenet":
@@ -62,7 +65,7 @@ def converted_encoder_weights(arch: UNetArchitecture) -> Path | None:
         return None
     from saliency.pretrained import installed_path
 
-    path = installed_path("mobilenet-v2-imagenet")
+    path = installed_path(CONVERTED_WEIGHTS)
     if not path.is_file():
         raise ConfigError(f"no ImageNet weights for the mobilenet_v2 encoder: smp has none in its cache and {path} "
                           "is missing; run `saliency fetch-weights mobilenet-v2-imagenet` (offline: add --from "
@@ -71,11 +74,14 @@ def converted_encoder_weights(arch: UNetArchitecture) -> Path | None:
 
 
 def encoder_weights_source(arch: UNetArchitecture) -> str | None:
-    """Where the encoder's starting weights come from, for model.json."""
+    """Where the encoder's starting weights come from, for model.json: by name (the weights
+    and their file), never by where they lie on this machine."""
     if arch.encoder_weights is None:
         return None
     converted = converted_encoder_weights(arch)
-    return str(converted) if converted else f"segmentation-models-pytorch {arch.encoder} {arch.encoder_weights}"
+    if converted:
+        return f"saliency fetch-weights {CONVERTED_WEIGHTS} ({converted.name})"
+    return f"segmentation-models-pytorch {arch.encoder} {arch.encoder_weights}"
 
 
 PLAIN = "plain"  # the encoder name of the paper's plain U-Net

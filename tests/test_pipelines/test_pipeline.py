@@ -95,7 +95,7 @@ def test_finished_stages_are_checked_against_the_options_passed(tmp_path):
     discover.mkdir()
     synthesize.mkdir()
     (discover / SUMMARY_NAME).write_text(json.dumps({"generator": "scenes", "steps": 100,
-                                                     "generator_options": {"weights": "G/a.pth"}}))
+                                                     "generator_options": {"weights": "../G/a.pth"}}))
     (synthesize / "manifest.json").write_text(json.dumps(
         {"count": 10, "min_area": 0.05, "max_area": 0.5, "classes": [3, 7], "class_vote": "classes.json"}))
     (synthesize / "classes.json").write_text(json.dumps({"settings": {"classifier": "resnet18-imagenet"}}))
@@ -104,9 +104,13 @@ def test_finished_stages_are_checked_against_the_options_passed(tmp_path):
         return _changed_settings(PipelineConfig(out=tmp_path, **options), name, tmp_path / name)
 
     assert changed("discover") == [] and changed("synthesize") == []  # nothing passed: nothing compared
-    assert changed("discover", weights="G/a.pth", discover_steps=100) == []
-    assert changed("discover", weights="G/b.pth") == [f"--weights {tmp_path.cwd() / 'G/b.pth'} "
-                                                      f"(it has {tmp_path.cwd() / 'G/a.pth'})"]
+    # the run records its weights relative to its folder: the same file, however it is named now
+    assert changed("discover", weights=str(tmp_path / "G" / "a.pth"), discover_steps=100) == []
+    assert changed("discover", weights=str(tmp_path / "G" / "b.pth")) == [f"--weights {tmp_path / 'G/b.pth'} "
+                                                                         f"(it has {tmp_path / 'G/a.pth'})"]
+    (discover / SUMMARY_NAME).write_text(json.dumps({"generator": "scenes", "steps": 100,  # an older run: absolute
+                                                     "generator_options": {"weights": str(tmp_path / "G/a.pth")}}))
+    assert changed("discover", weights=str(tmp_path / "G" / "a.pth")) == []
     assert changed("synthesize", classes=[7, 3, 7], classifier="resnet18-imagenet", min_area=0.05) == []
     assert changed("synthesize", classifier="mobilenet-v2-imagenet") == [
         "--classifier mobilenet-v2-imagenet (it has resnet18-imagenet)"]
