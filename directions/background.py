@@ -103,8 +103,9 @@ def _render(generator: Generator, z: Tensor, classes: Tensor | None, batch_size:
 @torch.no_grad()
 def score_direction(generator: Generator, direction: Tensor, magnitudes, z: Tensor, classes: Tensor | None,
                     criterion: BackgroundCriterion, original: Tensor | None = None,
-                    batch_size: int = 128) -> list[tuple[int, float, dict[str, float]]]:
-    """Score ``direction`` (unit, (d,)) at both signs and every magnitude: [(sign, m, terms)]."""
+                    batch_size: int = 128, progress=None) -> list[tuple[int, float, dict[str, float]]]:
+    """Score ``direction`` (unit, (d,)) at both signs and every magnitude: [(sign, m, terms)].
+    ``progress``: a bar, advanced by one per shift scored (``2 * len(magnitudes)``)."""
     if original is None:
         original = _render(generator, z, classes, batch_size)
     direction = direction.to(z.device, z.dtype)
@@ -113,6 +114,8 @@ def score_direction(generator: Generator, direction: Tensor, magnitudes, z: Tens
         for magnitude in magnitudes:
             shifted = _render(generator, z + sign * magnitude * direction, classes, batch_size)
             results.append((sign, float(magnitude), _summary(score_pairs(original, shifted, criterion))))
+            if progress is not None:
+                progress.update(1)
     return results
 
 
@@ -120,15 +123,15 @@ def score_direction(generator: Generator, direction: Tensor, magnitudes, z: Tens
 def rank_directions(generator: Generator, directions: Tensor, z: Tensor, classes: Tensor | None,
                     criterion: BackgroundCriterion, magnitudes=DEFAULT_MAGNITUDES,
                     batch_size: int = 128, progress=None) -> list[Candidate]:
-    """Every column of ``directions`` (d, K): its best sign and magnitude, best first."""
+    """Every column of ``directions`` (d, K): its best sign and magnitude, best first.
+    ``progress``: a bar, advanced by one per shift scored (``K * 2 * len(magnitudes)`` in all)."""
     original = _render(generator, z, classes, batch_size)
     candidates = []
     for k in range(directions.shape[1]):
-        scored = score_direction(generator, directions[:, k], magnitudes, z, classes, criterion, original, batch_size)
+        scored = score_direction(generator, directions[:, k], magnitudes, z, classes, criterion, original, batch_size,
+                                 progress=progress)
         sign, magnitude, terms = max(scored, key=lambda item: item[2]["score"])
         candidates.append(Candidate(index=k, sign=sign, magnitude=magnitude, **terms))
-        if progress is not None:
-            progress.update(1)
     return sorted(candidates, key=lambda c: c.score, reverse=True)
 
 

@@ -48,8 +48,9 @@ def _mean_pairwise_distance(images: Tensor) -> Tensor:
 
 @torch.no_grad()
 def direction_effects(generator: Generator, directions: Tensor, samples: int = 32, shift: float = 6.0,
-                      seed: int = 777, collapse_below: float = 0.5, still_below: float = 0.2) -> dict:
-    """The numbers in the module docstring for the columns of ``directions`` (d, K)."""
+                      seed: int = 777, collapse_below: float = 0.5, still_below: float = 0.2, progress=None) -> dict:
+    """The numbers in the module docstring for the columns of ``directions`` (d, K).
+    ``progress``: a bar, advanced by one per direction."""
     rng = torch.Generator().manual_seed(seed)
     z = generator.sample_latents(samples, rng)
     classes = generator.sample_classes(samples, rng)
@@ -63,6 +64,8 @@ def direction_effects(generator: Generator, directions: Tensor, samples: int = 3
         effects.append((shifted - base).flatten())
         diversity.append(float(_mean_pairwise_distance(shifted) / base_spread))
         change.append(float((shifted - base).norm(dim=1).mean() / base_spread))
+        if progress is not None:
+            progress.update(1)
     effect = torch.stack(effects)  # (K, n * D)
     effect = effect / effect.norm(dim=1, keepdim=True).clamp_min(1e-12)
     cos = (effect @ effect.T).abs()
@@ -96,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     from directions.generators.registry import generator_named_in_file
     from directions.run_folder import TENSORS_NAME, load_run
     from saliency.core.errors import UserError
+    from saliency.core.recorded_paths import resolved_options
 
     parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+")
@@ -111,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             options = summary.get("generator_options") or {}
             if not isinstance(options, dict):
                 raise UserError(f"{run}/directions.json: generator_options is not an object")
-            generator = build_generator(name, device=args.device, **options)
+            generator = build_generator(name, device=args.device, **resolved_options(options, run))
             directions = load_file(f"{run}/{TENSORS_NAME}")["directions"]
             print(json.dumps({"run": run, **direction_effects(generator, directions, shift=args.shift)}))
     except UserError as exc:

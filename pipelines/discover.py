@@ -17,6 +17,7 @@ A run folder holds::
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -27,8 +28,8 @@ from directions import background as bg
 from directions.charts import direction_strip, save_direction_charts
 from directions.deformators import build_deformator
 from directions.effects import direction_effects
-from directions.discovery import (CHECKPOINT_NAME, TrainSettings, check_identity, reconstructor_accuracy,
-                                  train)
+from directions.discovery import (CHECKPOINT_NAME, TrainSettings, check_identity, rca_batches,
+                                  reconstructor_accuracy, train)
 from directions.generators import Generator, build_generator
 from directions.ground_truth import background_report, factor_table, has_ground_truth
 from directions.reconstructors import build_reconstructor
@@ -41,6 +42,7 @@ from saliency.core import limits
 from saliency.core.errors import ConfigError, UserError
 from saliency.core.fields import bounded, check_ranges
 from saliency.core.progress import progress_bar
+from saliency.core.recorded_paths import record_path, recorded_options, resolve_recorded
 from saliency.core.runtime import configure_device, resolve_precision
 from saliency.core.visualize import save_grid
 
@@ -212,27 +214,36 @@ def choose_background(generator: Generator, directions: torch.Tensor, config: Di
         index, magnitude = parse_bg_direction(config.bg_direction)
         if index >= directions.shape[1]:
             raise ConfigError(f"`bg_direction` {index}: the run has directions 0..{directions.shape[1] - 1}")
-        scored = bg.score_direction(generator, vectors[index], bg.DEFAULT_MAGNITUDES if magnitude is None else (magnitude,),
-                                    held_z, held_c, criterion)
+        magnitudes = bg.DEFAULT_MAGNITUDES if magnitude is None else (magnitude,)
+        with progress_bar(2 * len(magnitudes), "h_bg scoring", enabled=config.progress, leave=False,
+                          unit="shift") as bar:
+            scored = bg.score_direction(generator, vectors[index], magnitudes, held_z, held_c, criterion, progress=bar)
         sign, magnitude, terms = max(scored, key=lambda item: item[2]["score"])
         winner = bg.Candidate(index=index, sign=sign, magnitude=magnitude, **terms, extra={"chosen_by": "user"})
         ranked = [winner]
     else:
-        with progress_bar(directions.shape[1], "h_bg search", enabled=config.progress, leave=False) as bar:
+        # One bar for the search: every direction at both signs and every magnitude, then the
+        # best re-scored on held-out samples (so it competes fairly with the refinement).
+        shifts = directions.shape[1] * 2 * len(bg.DEFAULT_MAGNITUDES) + 2
+        with progress_bar(shifts, "h_bg search", enabled=config.progress, leave=False, unit="shift") as bar:
             ranked = bg.rank_directions(generator, directions, z, classes, criterion, progress=bar)
-        best = ranked[0]
-        # Re-score the best on held-out samples so it competes fairly with the refinement.
-        held = bg.score_direction(generator, vectors[best.index] * best.sign, (best.magnitude,), held_z, held_c, criterion)
+            best = ranked[0]
+            held = bg.score_direction(generator, vectors[best.index] * best.sign, (best.magnitude,), held_z, held_c,
+                                      criterion, progress=bar)
         winner = replace(best, **held[0][2], extra={"chosen_by": "search", "search_score": best.score})
         if config.refine_bg and config.refine_steps > 0:
-            with progress_bar(config.refine_steps, "h_bg refine", enabled=config.progress, leave=False) as bar:
+            # One bar: the refinement's steps, then the refined direction's shifts scored.
+            total = config.refine_steps + 2 * len(bg.DEFAULT_MAGNITUDES) + 2
+            with progress_bar(total, "h_bg refine", enabled=config.progress, leave=False) as bar:
                 refined = bg.refine_direction(generator, vectors[best.index] * best.sign, best.magnitude, criterion,
                                               steps=config.refine_steps, seed=config.seed + 303, progress=bar)
-            # Sign and magnitude chosen on the search samples, scored on the held-out ones,
-            # exactly like the search's winner.
-            scored = bg.score_direction(generator, refined, bg.DEFAULT_MAGNITUDES, z, classes, criterion)
-            sign, magnitude, _ = max(scored, key=lambda item: item[2]["score"])
-            terms = bg.score_direction(generator, refined * sign, (magnitude,), held_z, held_c, criterion)[0][2]
+                # Sign and magnitude chosen on the search samples, scored on the held-out ones,
+                # exactly like the search's winner.
+                scored = bg.score_direction(generator, refined, bg.DEFAULT_MAGNITUDES, z, classes, criterion,
+                                            progress=bar)
+                sign, magnitude, _ = max(scored, key=lambda item: item[2]["score"])
+                terms = bg.score_direction(generator, refined * sign, (magnitude,), held_z, held_c, criterion,
+                                           progress=bar)[0][2]
             vectors["refined"] = refined
             refined_candidate = bg.Candidate(index="refined", sign=sign, magnitude=magnitude, **terms,
                                              extra={"chosen_by": "refinement", "start": best.index,
@@ -263,7 +274,7 @@ class Game:
     reconstructor: torch.nn.Module
     profile: Profile
     settings: TrainSettings
-    options: dict
+    options: dict  # as recorded: weights relative to the run folder
     train_options: dict
     identity: dict
 
@@ -279,11 +290,12 @@ def run_discover(config: DiscoverConfig) -> dict:
     distributed.barrier()  # every process has checked the folder before any of them writes in it
     game = _build_game(config, distributed.device_for(config.device, ctx), ctx.world)
     if saved is not None:
-        check_identity(saved, game.identity, out)  # before anything in the run folder changes
+        check_identity(_same_weights(saved, game.identity, out), game.identity, out)  # before anything changes
     if not (out / CHECKPOINT_NAME).exists() and ctx.is_main:
         write_json(out / CONFIG_NAME, {"identity": game.identity, "profile": asdict(game.profile),
                                        "settings": asdict(game.settings),
-                                       "command": asdict(config) | {"out": str(config.out)}})
+                                       "command": asdict(config) | {"out": ".", "generator_options": recorded_options(
+                                           config.generator_options, out)}})
     if config.bg_direction is not None and parse_bg_direction(config.bg_direction)[0] >= game.profile.num_directions:
         raise ConfigError(f"`bg_direction` {config.bg_direction}: the run has directions "
                         f"0..{game.profile.num_directions - 1}")
@@ -320,6 +332,18 @@ def _check_run_folder(config: DiscoverConfig, out: Path) -> dict | None:
     return saved
 
 
+def _same_weights(saved: dict, identity: dict, out: Path) -> dict:
+    """The saved identity, its generator weights taken as this call's where both name the same
+    file: a run records them relative to its folder, older runs as given or absolute."""
+    before = saved.get("generator_options")
+    now = identity.get("generator_options") or {}
+    if not isinstance(before, dict) or not isinstance(before.get("weights"), str) or "weights" not in now:
+        return saved
+    same = (os.path.abspath(resolve_recorded(before["weights"], out))
+            == os.path.abspath(resolve_recorded(now["weights"], out)))
+    return {**saved, "generator_options": {**before, "weights": now["weights"]}} if same else saved
+
+
 def _build_game(config: DiscoverConfig, device, world: int) -> Game:
     generator = build_generator(config.generator, device=device, **config.generator_options)
     configure_device(generator.device)
@@ -327,6 +351,7 @@ def _build_game(config: DiscoverConfig, device, world: int) -> Game:
     settings = replace(settings, precision=resolve_precision(config.precision, generator.device,
                                                              cpu_bf16=profile.cpu_bf16))
     options = {k: v for k, v in config.generator_options.items() if v is not None}
+    recorded = recorded_options(options, config.out)  # weights relative to the run folder
     train_options = dict(profile.train_options)
     if config.train_resolution is not None:
         train_options["resolution"] = config.train_resolution
@@ -336,7 +361,7 @@ def _build_game(config: DiscoverConfig, device, world: int) -> Game:
     if train_options:
         game_generator = build_generator(config.generator, device=device, **(options | train_options))
     identity = {
-        "generator": config.generator, "generator_options": options, "train_options": train_options,
+        "generator": config.generator, "generator_options": recorded, "train_options": train_options,
         "latent_dim": generator.latent_dim,
         "deformator": profile.deformator, "num_directions": profile.num_directions,
         "reconstructor": profile.reconstructor, "batch_size": profile.batch_size, "seed": config.seed,
@@ -360,7 +385,7 @@ def _build_game(config: DiscoverConfig, device, world: int) -> Game:
     if config.compile:
         game_generator.synthesize = torch.compile(game_generator.synthesize)
         reconstructor.forward = torch.compile(reconstructor.forward)
-    return Game(generator, game_generator, deformator, reconstructor, profile, settings, options, train_options,
+    return Game(generator, game_generator, deformator, reconstructor, profile, settings, recorded, train_options,
                 identity)
 
 
@@ -370,13 +395,23 @@ def _finish(config: DiscoverConfig, out: Path, game: Game, history: dict, starte
     generator, profile, settings = game.generator, game.profile, game.settings
     game.deformator.eval()
     directions = game.deformator.directions().detach()
-    rca = reconstructor_accuracy(game.game_generator, game.deformator, game.reconstructor, settings,
-                                 samples=config.rca_samples)
+    # Each phase after training has a bar of its own: minutes each on a large generator.
+    with progress_bar(rca_batches(config.rca_samples), "final RCA", enabled=config.progress, leave=False,
+                      unit="batch") as bar:
+        rca = reconstructor_accuracy(game.game_generator, game.deformator, game.reconstructor, settings,
+                                     samples=config.rca_samples, progress=bar)
 
-    effects = direction_effects(generator, directions, shift=settings.shift_scale) if config.effects else None
+    effects = None
+    if config.effects:
+        with progress_bar(directions.shape[1], "effects", enabled=config.progress, leave=False,
+                          unit="direction") as bar:
+            effects = direction_effects(generator, directions, shift=settings.shift_scale, progress=bar)
     charts = {}
     if config.charts:
         charts = save_direction_charts(generator, directions, out / "charts", progress=config.progress)
+        # recorded relative to the run folder (charts/direction_000.png), so the folder can move
+        charts = {**charts, "directions": [record_path(path, out) for path in charts["directions"]],
+                  "overview": record_path(charts["overview"], out)}
 
     criterion = bg.BackgroundCriterion()
     bg_search = profile.bg_search if config.bg_search is None else config.bg_search

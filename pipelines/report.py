@@ -31,6 +31,7 @@ from PIL import Image
 
 from saliency.core.artifacts import atomic_path
 from saliency.core.errors import ConfigError, UserError
+from saliency.core.progress import progress_bar
 
 REPORT_NAME = "report.html"
 PAPER_ECSSD_MAE = 0.099  # the paper's section 5.1 (BigGAN, ECSSD test)
@@ -42,10 +43,12 @@ METRIC_COLUMNS = (("paper_mae", "MAE (paper)"), ("mae", "MAE (PySOD)"), ("max_f"
 
 
 class Page:
-    """The HTML being written, with the lines for what could not be shown."""
+    """The HTML being written, with the lines for what could not be shown; ``progress``: a bar
+    advanced by one per picture encoded (a pipeline page of 128 direction charts takes a while)."""
 
-    def __init__(self) -> None:
+    def __init__(self, progress=None) -> None:
         self.parts: list[str] = []
+        self.progress = progress
 
     def add(self, html: str) -> None:
         self.parts.append(html)
@@ -101,6 +104,8 @@ def _thumbnail(path: Path, page: Page, label: str, max_side: int = 480, quality:
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         page.missing(f"{label}: {path.name} is not a readable picture ({type(exc).__name__})")
         return None
+    if page.progress is not None:
+        page.progress.update(1)
     encoded = []
     for kind, options in (("webp", {"quality": quality, "method": 4}), ("jpeg", {"quality": quality, "optimize": True}),
                           ("png", {"optimize": True})):
@@ -562,8 +567,9 @@ SCRIPT = """
 """
 
 
-def render(folder: str | Path) -> str:
-    """The page of ``folder`` as HTML; refuses a folder that holds no run."""
+def render(folder: str | Path, progress=None) -> str:
+    """The page of ``folder`` as HTML; refuses a folder that holds no run. ``progress``: a bar,
+    advanced by one per picture."""
     folder = Path(folder)
     if not folder.exists():
         raise UserError(f"{folder} does not exist")
@@ -574,7 +580,7 @@ def render(folder: str | Path) -> str:
     if not sections:
         raise UserError(f"{folder} holds no run of any stage (no directions.json, manifest.json, model.json, "
                         "metrics.json, sweep.json, pipeline.json or predicted maps)")
-    page = Page()
+    page = Page(progress)
     for kind, path in sections:
         title, write = SECTIONS[kind]
         page.add(f'<section id="{escape(kind)}-{escape(path.name)}"><h2>{escape(title)}'
@@ -589,13 +595,16 @@ def render(folder: str | Path) -> str:
             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
             "style-src 'unsafe-inline'; script-src 'unsafe-inline'\">"
             f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>"
-            f"<h1>{escape(title)}</h1><p class=\"meta\">{escape(str(folder.resolve()))}; written "
+            # the folder by its name alone: the page moves with it and names no machine
+            f"<h1>{escape(title)}</h1><p class=\"meta\">written "
             f"{time.strftime('%Y-%m-%d %H:%M')}</p>{''.join(page.parts)}<script>{SCRIPT}</script></body></html>\n")
 
 
-def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
-    """Write ``folder``'s page (default ``folder/report.html``) atomically; returns its path."""
-    html = render(folder)
+def write_report(folder: str | Path, out: str | Path | None = None, progress: bool = False) -> Path:
+    """Write ``folder``'s page (default ``folder/report.html``) atomically; returns its path.
+    ``progress``: a bar counting the pictures as they are encoded."""
+    with progress_bar(None, "report.html", enabled=progress, leave=False, unit="picture") as bar:
+        html = render(folder, bar if progress else None)
     target = Path(out) if out is not None else Path(folder) / REPORT_NAME
     if target.is_dir():
         raise ConfigError(f"`out` {target} is a folder; give a file name (report.html)")

@@ -43,7 +43,8 @@ from saliency.core.device import resolve_device
 from saliency.core import limits
 from saliency.core.errors import ConfigError, UserError
 from saliency.core.fields import REQUIRED, bounded, check_ranges
-from saliency.core.progress import progress_bar
+from saliency.core.progress import progress_bar, redraw_if_due
+from saliency.core.recorded_paths import rebased_options, record_path, resolve_recorded, resolved_options
 from saliency.core.runtime import configure_device, resolve_precision
 from saliency.shards import (DATASET_FORMAT, MANIFEST_NAME, PROGRESS_NAME, PairBuffer, ShardWriter,
                              discard_unlisted_shards, load_progress, read_shard)
@@ -164,13 +165,13 @@ def stream_from_manifest(folder: Path, manifest: dict, device: torch.device, see
     run = manifest.get("run")
     if not isinstance(run, str):
         raise UserError(f"{folder / MANIFEST_NAME} names no discovery run to stream pairs from")
-    run_dir = Path(run)
+    run_dir = resolve_recorded(run, folder)  # relative to the synthesis folder (older ones: as given)
     summary = load_run(run_dir)
     name = generator_named_in_file(summary.get("generator"), run_dir / SUMMARY_NAME, generator_spec)
     options = summary.get("generator_options") or {}
     if not isinstance(options, dict):
         raise UserError(f"{run_dir / SUMMARY_NAME}: generator_options is not an object")
-    generator = build_generator(name, device=device, **options).eval()
+    generator = build_generator(name, device=device, **resolved_options(options, run_dir)).eval()
     direction = load_background_direction(run_dir, summary, generator.latent_dim)
     if manifest.get("bg_vector") == "column":
         direction = background_column(run_dir, summary, direction)
@@ -269,7 +270,8 @@ def run_synthesize(config: SynthesizeConfig) -> dict:
     device = resolve_device(distributed.device_for(config.device, ctx))
     configure_device(device)
     precision = resolve_precision(config.precision, device)
-    generator = build_generator(generator_name, device=device, **options).eval()
+    # the run records its weights relative to its own folder; the fingerprint keeps them so
+    generator = build_generator(generator_name, device=device, **resolved_options(options, run_dir)).eval()
     direction = load_background_direction(run_dir, summary, generator.latent_dim)
     if config.bg_vector == "column":
         direction = background_column(run_dir, summary, direction)
@@ -434,6 +436,7 @@ def _synthesize_part(generator: Generator, out: Path, fingerprint: dict, shards:
             batch += 1
             row = 0
             bar.set_postfix(acceptance=f"{totals['kept'] / max(1, totals['candidates']):.2f}", refresh=False)
+            redraw_if_due(bar)  # a line now and then also while batches keep no pair
             if (total + buffer.size < count and totals["candidates"] >= GIVE_UP_AFTER
                     and totals["kept"] < MIN_ACCEPTANCE * totals["candidates"]):
                 raise UserError(_too_few_kept(totals))
@@ -517,8 +520,8 @@ def _manifest(config, out, run_dir, generator, generator_name, options, classes,
         "filters": {"component_fraction": rule.component_fraction,
                     "bimodal_min": rule.bimodal_min if rule.bimodal else None},
         "generator": generator_name,
-        "generator_options": options,
-        "run": str(run_dir),
+        "generator_options": rebased_options(options, run_dir, out),
+        "run": record_path(run_dir, out),  # relative to this folder, as every path a run records
         "height": generator.resolution,
         "width": generator.resolution,
         "latent_dim": generator.latent_dim,

@@ -29,7 +29,7 @@ from saliency.core.checkpoint import load_checkpoint, save_checkpoint
 from saliency.core import limits
 from saliency.core.errors import ConfigError, UserError
 from saliency.core.fields import bounded, check_ranges
-from saliency.core.progress import progress_bar
+from saliency.core.progress import PostfixProgress, progress_bar
 from saliency.core.runtime import autocast
 from saliency.shards import SyntheticPairs
 from saliency.unet import MODEL_META, UNetArchitecture, build_unet, foreground_probability
@@ -99,8 +99,9 @@ def freeze(net: torch.nn.Module) -> None:
 
 @torch.no_grad()
 def validate(model, pairs: SyntheticPairs, indices: np.ndarray, device, temperature: float, batch: int = 128,
-             freeze_encoder: bool = False) -> dict:
-    """Mean tempered CE, MAE and IoU@0.5 of the foreground probability on held-out pairs."""
+             freeze_encoder: bool = False, progress=None) -> dict:
+    """Mean tempered CE, MAE and IoU@0.5 of the foreground probability on held-out pairs.
+    ``progress``: a bar (or :class:`PostfixProgress`), advanced by the pairs of each batch."""
     model.eval()
     loss = mae = iou = 0.0
     for start in range(0, len(indices), batch):
@@ -115,6 +116,8 @@ def validate(model, pairs: SyntheticPairs, indices: np.ndarray, device, temperat
         inter = (pred & truth).flatten(1).sum(1).float()
         union = (pred | truth).flatten(1).sum(1).float()
         iou += float(torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)).sum())
+        if progress is not None:
+            progress.update(len(chunk))
     set_training_mode(model, freeze_encoder)
     n = max(1, len(indices))
     return {"val_loss": loss / n, "val_mae": mae / n, "val_iou": iou / n}
@@ -219,8 +222,10 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
             bar.update(1)
             validation = None
             if ctx.is_main and (step % settings.val_every == 0 or step == settings.steps):
+                # the held-out scoring shows in the bar's postfix (a minute and more on a CPU)
                 validation = last_val = validate(net, pairs, val_indices, device, settings.temperature,
-                                                 freeze_encoder=settings.freeze_encoder)
+                                                 freeze_encoder=settings.freeze_encoder,
+                                                 progress=PostfixProgress(bar, len(val_indices), "held-out"))
             postfix = {"loss": f"{running:.3f}"} | ({"val_mae": f"{validation['val_mae']:.3f}"} if validation else {})
             bar.set_postfix(**postfix, refresh=False)
             if step % settings.log_every == 0 or validation is not None:
@@ -233,7 +238,8 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
                     "schedule": schedule.state_dict(), "seconds": seconds_before + time.perf_counter() - started})
     distributed.barrier()
     if ctx.is_main and step == start and not last_val:  # resumed at the end already
-        last_val = validate(net, pairs, val_indices, device, settings.temperature)
+        with progress_bar(len(val_indices), "held-out scoring", enabled=progress, leave=False, unit="pair") as bar:
+            last_val = validate(net, pairs, val_indices, device, settings.temperature, progress=bar)
     curve = save_loss_curve(metrics_path, out / CURVE_NAME) if ctx.is_main else None
     return {"model": net, "steps": step, "seconds": round(seconds_before + time.perf_counter() - started, 1),
             "validation": {k: round(v, 5) for k, v in last_val.items()}, "val_pairs": len(val_indices),

@@ -70,7 +70,8 @@ def run_vote(classifier, dataset, top_k: int = 5, fraction: float = 0.25, device
     counts, images = count_votes(model, batches(), classifier.num_classes, top_k, device)
     chosen = choose_classes(counts, fraction)
     names = class_names(classifier.name, classifier.num_classes)
-    record = {"classifier": classifier.name, "images": images, "data_folder": str(dataset.folder),
+    # the dataset by name, not by where it lies on this disk (a run folder names no machine)
+    record = {"classifier": classifier.name, "images": images, "dataset": dataset.spec.name,
               "counts": {str(c): int(v) for c, v in enumerate(counts.tolist()) if v},
               "classes": chosen, "seconds": round(time.perf_counter() - started, 1)}
     if names is not None:
