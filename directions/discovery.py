@@ -406,16 +406,23 @@ def train(
             "batch_norm": distributed.batch_norm_report(generator.device, ctx, settings.batch_size)}
 
 
+def rca_batches(samples: int = 2048, batch_size: int = 128, calibration_batches: int = 20) -> int:
+    """The batches :func:`reconstructor_accuracy` renders, recalibration included: its bar's total."""
+    return calibration_batches + -(-samples // batch_size)
+
+
 @torch.no_grad()
 def recalibrate_batch_norm(generator: Generator, deformator: Deformator, reconstructor: Reconstructor,
-                           settings: TrainSettings, batches: int = 20, seed: int = 54321) -> None:
+                           settings: TrainSettings, batches: int = 20, seed: int = 54321, progress=None) -> None:
     """Re-estimate R's batch-norm statistics as plain averages over fresh batches of the final A.
 
     The running averages kept during training trail a moving A; evaluated with them, R
-    scores visibly lower than it plays.
+    scores visibly lower than it plays. ``progress``: a bar, advanced by one per batch.
     """
     norms = [m for m in reconstructor.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not norms:
+        if progress is not None:
+            progress.update(batches)
         return
     momenta = [m.momentum for m in norms]
     for m in norms:
@@ -426,6 +433,8 @@ def recalibrate_batch_norm(generator: Generator, deformator: Deformator, reconst
     for _ in range(batches):
         z, classes, index, eps = sample_game(generator, deformator.num_directions, settings.batch_size, rng, settings)
         reconstructor(*render_pair(generator, deformator, z, classes, index, eps))
+        if progress is not None:
+            progress.update(1)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
 
@@ -433,10 +442,12 @@ def recalibrate_batch_norm(generator: Generator, deformator: Deformator, reconst
 @torch.no_grad()
 def reconstructor_accuracy(generator: Generator, deformator: Deformator, reconstructor: Reconstructor,
                            settings: TrainSettings, samples: int = 2048, batch_size: int = 128,
-                           seed: int = 12345) -> float:
+                           seed: int = 12345, calibration_batches: int = 20, progress=None) -> float:
     """RCA: R's direction accuracy on fresh samples (a seed the training never used), in
-    inference mode, after :func:`recalibrate_batch_norm`."""
-    recalibrate_batch_norm(generator, deformator, reconstructor, settings)
+    inference mode, after :func:`recalibrate_batch_norm`. ``progress``: a bar advanced by one
+    per batch, :func:`rca_batches` in all."""
+    recalibrate_batch_norm(generator, deformator, reconstructor, settings, batches=calibration_batches,
+                           progress=progress)
     reconstructor.eval()
     rng = torch.Generator().manual_seed(seed)
     correct, seen = 0, 0
@@ -446,5 +457,7 @@ def reconstructor_accuracy(generator: Generator, deformator: Deformator, reconst
         logits, _ = reconstructor(*render_pair(generator, deformator, z, classes, index, eps))
         correct += int((logits.argmax(1) == index).sum())
         seen += n
+        if progress is not None:
+            progress.update(1)
     reconstructor.train()
     return correct / seen

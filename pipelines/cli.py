@@ -521,9 +521,13 @@ def export(model, out, opset) -> None:
                    "charts, as the paper did); on a finished discovery, training is not repeated (h_bg, scores and charts are).")
 @device_option
 @precision_option
+@click.option("--plan", "plan_only", is_flag=True,
+              help="Measure instead of run: build every stage at its real sizes on --device, time a few steps of "
+                   "each, print the projected time, memory and disk per stage and write OUT/plan.json (nothing "
+                   "else; nothing is downloaded).")
 def pipeline(out, data_root, profile, weights, pairs, unet_steps, discover_steps, classes, classifier,
              classifier_weights, min_area, max_area, encoder, encoder_weights, freeze_encoder, bg_direction, device,
-             precision) -> None:
+             precision, plan_only) -> None:
     """The main job: discover, synthesize, train, evaluate; each stage skipped when already complete."""
     from pipelines.pipeline import PipelineConfig, run_pipeline
 
@@ -534,7 +538,16 @@ def pipeline(out, data_root, profile, weights, pairs, unet_steps, discover_steps
                                          encoder=encoder, encoder_weights=encoder_weights,
                                          freeze_encoder=freeze_encoder, bg_direction=bg_direction,
                                          min_area=min_area, max_area=max_area,
-                                         precision=precision, log=click.echo))
+                                         precision=precision, plan=plan_only, log=click.echo))
+    if plan_only:
+        from pipelines.plan import PLAN_NAME, out_of_memory_line, plan_table
+
+        click.echo("\n" + plan_table(result["plan"]))
+        click.echo(f"\nwrote {Path(out) / PLAN_NAME}")
+        too_big = out_of_memory_line(result["plan"])
+        if too_big:
+            raise UserError(too_big)
+        return
     for name, table in result["tables"].items():
         click.echo(f"\n{name}:\n{table.rstrip()}")
     click.echo(f"\nwrote {Path(out) / 'pipeline.json'}")

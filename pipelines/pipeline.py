@@ -36,6 +36,7 @@ from saliency.datasets import resolve_data_root
 from saliency.core import limits
 from saliency.core.errors import UserError
 from saliency.core.json_files import read_json
+from saliency.core.recorded_paths import resolve_recorded
 from saliency.core.fields import bounded, check_ranges
 from saliency.synthesis import MaskRule
 from saliency.training import CHECKPOINT_NAME as UNET_CHECKPOINT
@@ -98,6 +99,7 @@ class PipelineConfig:
     max_area: float | None = bounded(limits.FRACTION)
     precision: str = "auto"
     progress: bool = True
+    plan: bool = False  # measure each stage and write plan.json instead of running (pipelines/plan.py)
     log: Callable[[str], None] = print
 
 
@@ -130,6 +132,11 @@ def run_pipeline(config: PipelineConfig) -> dict:
     profile = PROFILES[config.profile]
     if config.precision == "auto":
         config = replace(config, precision=profile.precision)
+    if config.plan:  # measured, not run: nothing fetched, nothing but plan.json written
+        from pipelines.plan import make_plan
+
+        return {"plan": make_plan(config, profile, resolve_data_root(config.data_root), requested_pairs(config, profile),
+                                  AUTHORS_BIGGAN_WEIGHTS, config.log)}
     if profile.generator == AUTHORS_BIGGAN_GENERATOR and config.weights is None:
         config = replace(config, weights=str(_authors_biggan(config)))
     data_root = resolve_data_root(config.data_root)
@@ -153,7 +160,8 @@ def run_pipeline(config: PipelineConfig) -> dict:
         action()
         record["stages"][name] = {"seconds": round(time.perf_counter() - started, 1), "skipped_last_run": False}
         write_json(record_path, record)
-        _write_report(out, config.log)  # after each stage, so a long run can be watched
+        if name != names[-1]:  # after each stage, so a long run can be watched (the last: below, once)
+            _write_report(out, config.log, config.progress)
 
     generator_options = {"weights": config.weights} if config.weights else {}
     discover_dir, unet_dir = paths["discover"], paths["unet"]
@@ -194,7 +202,7 @@ def run_pipeline(config: PipelineConfig) -> dict:
             dataset="scenes", model=unet_dir, out=paths["eval-scenes"], device=config.device,
             progress=config.progress, precision=config.precision, card=True)))
     write_json(record_path, record)
-    report = _write_report(out, config.log)
+    report = _write_report(out, config.log, config.progress)
     tables = {}
     for name in ("eval-ecssd", "eval-scenes"):
         metrics = paths[name] / "metrics.md"
@@ -227,12 +235,12 @@ def _shift(config: PipelineConfig, profile: PipelineProfile) -> float | None:
     return profile.shift
 
 
-def _write_report(out: Path, log: Callable[[str], None]) -> Path | None:
+def _write_report(out: Path, log: Callable[[str], None], progress: bool = True) -> Path | None:
     """OUT/report.html as it stands; a page that cannot be written is a warning, not a failed run."""
     from pipelines.report import write_report
 
     try:
-        return write_report(out)
+        return write_report(out, progress=progress)  # a bar: a page of 128 charts takes a while on a CPU
     except (UserError, OSError) as exc:
         log(f"warning: report.html not written ({exc})")
         return None
@@ -265,8 +273,9 @@ def _changed_settings(config: PipelineConfig, name: str, folder: Path) -> list[s
         passed["generator"] = (PROFILES[config.profile].generator, summary.get("generator"))
         passed["--discover-steps"] = (config.discover_steps, summary.get("steps"))
         recorded = (summary.get("generator_options") or {}).get("weights")
-        passed["--weights"] = (config.weights and os.path.abspath(config.weights),
-                               recorded and os.path.abspath(recorded))
+        # recorded relative to the discovery folder (older runs: as given, or absolute)
+        recorded = os.path.abspath(resolve_recorded(recorded, folder)) if isinstance(recorded, str) and recorded else None
+        passed["--weights"] = (config.weights and os.path.abspath(config.weights), recorded)
     elif name == "synthesize":
         manifest = _read_json(folder / "manifest.json")
         passed["--min-area"] = (config.min_area, manifest.get("min_area"))

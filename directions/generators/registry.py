@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
 
@@ -35,6 +36,18 @@ def register_generator(name: str) -> Callable[[GeneratorFactory], GeneratorFacto
         return factory
 
     return decorate
+
+
+@contextmanager
+def substituted(name: str, factory: GeneratorFactory) -> Iterator[None]:
+    """Inside the block, ``name`` builds through ``factory`` (the plan's random weights in the
+    real architecture, when the real ones are not on disk); restored after."""
+    saved = _REGISTRY[name]
+    _REGISTRY[name] = factory
+    try:
+        yield
+    finally:
+        _REGISTRY[name] = saved
 
 
 def available_generators() -> list[str]:

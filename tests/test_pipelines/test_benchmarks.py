@@ -107,3 +107,37 @@ def test_serve_load_benchmark_runs_on_a_tiny_dataset(tmp_path):
     assert report["memory_mb"]["first"][0] == 4 and report["memory_mb"]["last"][0] == 12
     assert report["images_predicted"] >= 12 and report["server_exit"] == 0
     assert "| clients | images/s |" in result.stdout
+
+
+def test_silent_stretch_times_the_gaps_between_a_commands_lines(tmp_path):
+    """A smoke test of benchmarks/silent_stretch.py: a "\\r" ends a line as "\\n" does, and a line
+    counts from its first byte (tqdm writes "\\r" + the bar and ends it only with its next redraw);
+    the longest gap is found with the lines around it; the exit status is kept."""
+    out = tmp_path / "gaps.json"
+    child = ("import sys, time; print(1); time.sleep(0.3); sys.stderr.write('\\r2'); sys.stderr.flush(); "
+             "time.sleep(1.0); print(3); sys.exit(3)")
+    result = subprocess.run([sys.executable, "benchmarks/silent_stretch.py", "--no-echo", "--json", str(out), "--",
+                             sys.executable, "-c", child], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3, result.stderr[-2000:]  # the command's own status
+    report = json.loads(out.read_text())
+    assert report["lines"] == 3 and report["returncode"] == 3
+    longest = report["gaps"][0]
+    assert (longest["before"], longest["after"]) == ("2", "3") and 0.9 <= longest["seconds"] < 30
+    assert report["total_seconds"] >= 1.3 and len(report["gaps"]) == 4  # start, 3 lines, exit
+    assert "longest silence:" in result.stdout and "top 4 gaps:" in result.stdout
+
+
+def test_plan_vs_run_puts_the_projection_beside_the_stage_times(tmp_path):
+    plan = {"device": "cpu", "device_name": "x", "plan_seconds": 50,
+            "stages": {"discover": {"seconds": 300.0}, "synthesize": {"seconds": 11.0}, "unet": {"seconds": 200.0},
+                       "eval": {"seconds": 60.0}}}
+    record = {"stages": {"discover": {"seconds": 280.0}, "synthesize": {"seconds": 8.0},
+                         "unet": {"seconds": 210.0}, "eval-ecssd": {"seconds": 45.0}, "eval-scenes": {"seconds": 5.0}}}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    (tmp_path / "pipeline.json").write_text(json.dumps(record))
+    result = subprocess.run([sys.executable, "benchmarks/plan_vs_run.py", str(tmp_path / "plan.json"),
+                             str(tmp_path / "pipeline.json")], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1  # synthesize: 11 against 8 s; the rest within 25 %
+    assert "| eval | 60.0 | 50.0 | 1.20 |" in result.stdout
+    assert "| total | 571.0 | 548.0 | 1.04 |" in result.stdout
+    assert "off by more than 25%: synthesize" in result.stdout
