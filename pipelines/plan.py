@@ -53,7 +53,7 @@ class PlanRow:
         return None if self.seconds_per_unit is None else self.seconds_per_unit * self.count
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "seconds": None if self.seconds is None else round(self.seconds, 1),
+        return {**asdict(self), "seconds": None if self.seconds is None else round(self.seconds, 3),
                 "seconds_per_unit": None if self.seconds_per_unit is None else round(self.seconds_per_unit, 6)}
 
 
@@ -136,6 +136,30 @@ class PeakMemory:
             self.bytes = int(torch.cuda.max_memory_allocated(self.device))
         else:
             self.bytes = resident_peak()
+
+
+CPU_TIMED_BATCH = 32
+
+
+def resident_now() -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def available_memory() -> int | None:
+    """Memory the machine can still give (Linux's MemAvailable), in bytes."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def resident_peak() -> int | None:
@@ -429,8 +453,10 @@ def plan_synthesize(ctx: PlanContext, pairs: int) -> tuple[list[PlanRow], Path]:
     if ctx.vote_needed:
         name = config.classifier or default_classifier(profile.generator)[0]
         try:
+            started = time.perf_counter()
             dataset = open_dataset("ecssd", ctx.data_root, "train")
             classifier = build_classifier(name, config.classifier_weights)
+            set_up = time.perf_counter() - started
         except UserError as exc:
             ctx.notes.append(f"the class vote is not timed ({exc})")
         else:
@@ -444,6 +470,8 @@ def plan_synthesize(ctx: PlanContext, pairs: int) -> tuple[list[PlanRow], Path]:
                 seconds = time_per_call(vote, device, min_calls=1, min_seconds=0.0)
             rows.append(PlanRow("synthesize", f"class vote ({name})", "image", seconds / count, len(dataset), 32,
                                 memory.bytes))
+            rows.append(PlanRow("synthesize", "class vote set-up", "run", set_up, 1,
+                                note="the train split's file list and the classifier's weights read"))
     classes = None if not conditional else (config.classes or list(range(min(10, generator.num_classes))))
     batch = DEFAULT_BATCH.get(profile.generator, 256)
     direction = torch.randn(generator.latent_dim, generator=torch.Generator().manual_seed(0))
@@ -452,24 +480,42 @@ def plan_synthesize(ctx: PlanContext, pairs: int) -> tuple[list[PlanRow], Path]:
     del generator
     out = ctx.tmp / "synthesize"
 
-    def measure(size: int) -> dict:
+    def measure(size: int) -> tuple[float, float, dict]:
+        """One batch, then two: the difference is a batch in steady state, the rest set-up."""
         import shutil
 
-        shutil.rmtree(out, ignore_errors=True)
-        return run_synthesize(SynthesizeConfig(run=run, count=2 * size, out=out, data_root=ctx.data_root,
-                                               classes=classes, device=str(device), precision=config.precision,
-                                               min_area=0.0, max_area=1.0, batch_size=size, progress=False))
+        walls = []
+        for batches in (1, 2):
+            shutil.rmtree(out, ignore_errors=True)
+            started = time.perf_counter()
+            manifest = run_synthesize(SynthesizeConfig(run=run, count=batches * size, out=out,
+                                                       data_root=ctx.data_root, classes=classes, device=str(device),
+                                                       precision=config.precision, min_area=0.0, max_area=1.0,
+                                                       batch_size=size, progress=False))
+            walls.append(time.perf_counter() - started)
+        per_pair = (walls[1] - walls[0]) / size if walls[1] > walls[0] else walls[1] / (2 * size)
+        return per_pair, max(0.0, walls[0] - size * per_pair), manifest
 
+    # A CPU that runs out of memory is killed, not told: there the batch is timed at most at
+    # CPU_TIMED_BATCH, and its memory projected to the real batch against what the machine has.
+    timed_batch = batch if device.type != "cpu" else min(batch, CPU_TIMED_BATCH)
+    gc.collect()
+    baseline = resident_now() or 0
     with PeakMemory(device) as memory:
-        started = time.perf_counter()
-        fitted, manifest = fitting_batch(ctx, "synthesize", batch, measure)
-        wall = time.perf_counter() - started
-    per_pair = manifest["seconds"] / manifest["count"]
-    fixed = max(0.0, wall - manifest["seconds"])
+        fitted, (per_pair, fixed, manifest) = fitting_batch(ctx, "synthesize", timed_batch, measure)
+    peak, note = memory.bytes, "every candidate kept; rejected ones cost as much again"
+    if fitted == timed_batch < batch and peak:
+        per_sample = max(peak - baseline, 0) / timed_batch
+        peak = int(baseline + per_sample * batch)
+        note += f"; timed at batch {timed_batch}, memory projected to {batch}"
+        available = available_memory()
+        if available and per_sample > 0 and peak - baseline > available:
+            fits = max(1, 2 ** int(math.log2(max(1.0, available / per_sample))))
+            ctx.out_of_memory.append(OutOfMemory("synthesize", batch, min(fits, batch)))
+        fitted = batch
     per_pair_disk = folder_bytes(out, "shard-*.safetensors") / manifest["count"]
-    rows.append(PlanRow("synthesize", "pairs", "pair", per_pair, pairs, fitted, memory.bytes,
-                        int(per_pair_disk * pairs + folder_bytes(out, "preview.png")),
-                        "every candidate kept; rejected ones cost as much again"))
+    rows.append(PlanRow("synthesize", "pairs", "pair", per_pair, pairs, fitted, peak,
+                        int(per_pair_disk * pairs + folder_bytes(out, "preview.png")), note))
     rows.append(PlanRow("synthesize", "set-up and preview", "run", fixed, 1))
     return rows, out
 
@@ -574,14 +620,20 @@ def plan_eval(ctx: PlanContext, model: Path) -> list[PlanRow]:
     disk = folder_bytes(out)
     rows.append(PlanRow("eval", "ECSSD", "image", seconds / count, ECSSD_IMAGES, detector.batch_size, memory.bytes,
                         disk))
-    if profile.scenes_eval:
+    if profile.scenes_eval:  # 32 rendered scenes, then 96: the difference is 64 images, the rest set-up
+        walls = []
         with PeakMemory(device) as memory:
-            started = time.perf_counter()
-            run_eval(EvalConfig(dataset="scenes", model=model, out=ctx.tmp / "eval-scenes", scenes_count=32,
-                                device=str(device), precision=config.precision, progress=False))
-            seconds = time.perf_counter() - started
-        rows.append(PlanRow("eval", "rendered scenes", "image", seconds / 32, RENDERED_SCENES, None, memory.bytes,
-                            disk))
+            for count in (32, 96):
+                started = time.perf_counter()
+                run_eval(EvalConfig(dataset="scenes", model=model, out=ctx.tmp / f"eval-scenes-{count}",
+                                    scenes_count=count, device=str(device), precision=config.precision,
+                                    progress=False))
+                walls.append(time.perf_counter() - started)
+        # a noisy machine can make the larger run no slower: then its mean, an upper bound
+        per_image = (walls[1] - walls[0]) / 64 if walls[1] > walls[0] else walls[1] / 96
+        rows.append(PlanRow("eval", "rendered scenes", "image", per_image, RENDERED_SCENES, None, memory.bytes, disk))
+        rows.append(PlanRow("eval", "set-up and outputs", "run", max(0.0, walls[0] - 32 * per_image), 2, None, None,
+                            note="each evaluation: the model loaded, the tables and pictures written"))
     return rows
 
 
