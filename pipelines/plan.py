@@ -141,34 +141,30 @@ class PeakMemory:
 CPU_TIMED_BATCH = 32
 
 
-def resident_now() -> int | None:
+def proc_kilobytes(path: str, field_name: str) -> int | None:
+    """A ``NAME: N kB`` field of a Linux /proc file, in bytes (None elsewhere)."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field_name + ":"):
                 return int(line.split()[1]) * 1024
-    except OSError:
+    except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def resident_now() -> int | None:
+    return proc_kilobytes("/proc/self/status", "VmRSS")
 
 
 def available_memory() -> int | None:
     """Memory the machine can still give (Linux's MemAvailable), in bytes."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    return proc_kilobytes("/proc/meminfo", "MemAvailable")
 
 
 def resident_peak() -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    peak = proc_kilobytes("/proc/self/status", "VmHWM")
+    if peak is not None:
+        return peak
     try:
         import resource
         import sys
