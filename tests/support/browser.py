@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -35,7 +37,8 @@ class Browser:
              "--disable-component-update", "--disable-sync", "--remote-debugging-port=0",
              "--remote-allow-origins=*", f"--user-data-dir={self.profile.name}", "--window-size=1200,900",
              "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)  # its own process group: its helpers are stopped with it
         port_file = Path(self.profile.name) / "DevToolsActivePort"
         deadline = time.monotonic() + timeout
         while not (port_file.is_file() and port_file.read_text().strip()):
@@ -123,12 +126,28 @@ class Browser:
             if getattr(self, "socket", None) is not None:
                 self.socket.close()
         finally:
-            self.process.terminate()
+            self._signal_group(signal.SIGTERM)
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-            self.profile.cleanup()
+                self._signal_group(signal.SIGKILL)
+                self.process.wait(timeout=10)
+            # Helpers (renderer, crash handler) can still be writing into the profile for a
+            # moment after the main process has gone, on a loaded machine.
+            for attempt in range(20):
+                try:
+                    self.profile.cleanup()
+                    break
+                except OSError:
+                    time.sleep(0.25)
+            else:
+                shutil.rmtree(self.profile.name, ignore_errors=True)
+
+    def _signal_group(self, number: int) -> None:
+        try:
+            os.killpg(self.process.pid, number)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def __enter__(self) -> "Browser":
         return self
