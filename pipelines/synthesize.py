@@ -253,10 +253,73 @@ def empty_totals() -> dict:
 
 
 # ------------------------------------------------------------------------------ the run
+@dataclass
+class _Job:
+    """What a synthesis request resolves to, before any pair is made."""
+
+    run_dir: Path
+    generator_name: str
+    options: dict
+    generator: Generator
+    device: torch.device
+    ctx: distributed.Context
+    precision: str
+    direction: torch.Tensor
+    magnitude: float
+    rule: MaskRule
+    out: Path
+    classes: list[int] | None
+    vote: dict | None
+    batch_size: int
+    with_truth: bool
+
+    @property
+    def shift(self) -> torch.Tensor:
+        return (self.direction * self.magnitude).to(self.generator.device, self.generator.dtype)
+
+
 def run_synthesize(config: SynthesizeConfig) -> dict:
     """Write ``config.count`` pairs into ``config.out``; returns the manifest."""
     config.validate()
     started = time.perf_counter()
+    job = _resolve_job(config)
+    fingerprint = _fingerprint(config, job)
+    manifest_path = job.out / MANIFEST_NAME
+    if _finished(manifest_path, config.count, fingerprint, job.ctx.world):
+        return _skipped(manifest_path)
+    work, part_count, part_fingerprint, previous = _claim_part(config, job, fingerprint, manifest_path)
+    shift = job.shift
+    shards, totals = _synthesize_part(job.generator, work, part_fingerprint, previous, part_count, config, job.classes,
+                                      shift, job.rule, job.with_truth, job.batch_size, job.ctx, job.precision)
+    distributed.barrier()
+    if not job.ctx.is_main:
+        return {"count": part_count, "rank": job.ctx.rank, "part": True}
+    if job.ctx.distributed:
+        shards, totals = _merge_parts(job.out, job.ctx.world)
+    return _write_manifest(config, job, fingerprint, shards, totals, shift, manifest_path, started)
+
+
+def _resolve_job(config: SynthesizeConfig) -> _Job:
+    """Every input checked (and the class vote run) before the output folder's pairs are touched."""
+    run_dir, summary, generator_name, options = _open_run(config)
+    ctx = distributed.context()
+    device = resolve_device(distributed.device_for(config.device, ctx))
+    configure_device(device)
+    precision = resolve_precision(config.precision, device)
+    # the run records its weights relative to its own folder; the fingerprint keeps them so
+    generator = build_generator(generator_name, device=device, **resolved_options(options, run_dir)).eval()
+    direction, magnitude = _background_shift(config, run_dir, summary, generator)
+    rule = _acceptance_rule(config, summary)
+    out = ensure_writable_dir(config.out)
+    classes, vote = _choose_classes(config, generator_name, generator, out, ctx)
+    return _Job(run_dir=run_dir, generator_name=generator_name, options=options, generator=generator, device=device,
+                ctx=ctx, precision=precision, direction=direction, magnitude=magnitude, rule=rule, out=out,
+                classes=classes, vote=vote, batch_size=config.batch_size or DEFAULT_BATCH.get(generator_name, 256),
+                with_truth=config.ground_truth and hasattr(generator, "forward_with_masks"))
+
+
+def _open_run(config: SynthesizeConfig) -> tuple[Path, dict, str, dict]:
+    """The discovery run's folder, summary, generator name and options; refuses an output inside any input."""
     run_dir = Path(config.run)
     refuse_output_in_inputs(config.out, {"--run": run_dir, "--data-root": resolve_data_root(config.data_root)
                                          / get_spec(config.dataset).folder, "--classifier-weights": config.classifier_weights})
@@ -265,86 +328,100 @@ def run_synthesize(config: SynthesizeConfig) -> dict:
     options = summary.get("generator_options") or {}
     if not isinstance(options, dict):
         raise UserError(f"{run_dir / SUMMARY_NAME}: generator_options is not an object")
-    bg = summary.get("bg_direction") or {}
-    ctx = distributed.context()
-    device = resolve_device(distributed.device_for(config.device, ctx))
-    configure_device(device)
-    precision = resolve_precision(config.precision, device)
-    # the run records its weights relative to its own folder; the fingerprint keeps them so
-    generator = build_generator(generator_name, device=device, **resolved_options(options, run_dir)).eval()
+    return run_dir, summary, generator_name, options
+
+
+def _background_shift(config: SynthesizeConfig, run_dir: Path, summary: dict,
+                      generator: Generator) -> tuple[torch.Tensor, float]:
+    """The unit h_bg to shift along (the run's, or its column of A) and how far."""
     direction = load_background_direction(run_dir, summary, generator.latent_dim)
     if config.bg_vector == "column":
         direction = background_column(run_dir, summary, direction)
-    magnitude = float(config.magnitude if config.magnitude is not None else bg["magnitude"])
+    bg = summary.get("bg_direction") or {}
+    return direction, float(config.magnitude if config.magnitude is not None else bg["magnitude"])
+
+
+def _acceptance_rule(config: SynthesizeConfig, summary: dict) -> MaskRule:
+    """The mask rule; its threshold defaults to the one the run's h_bg was chosen with."""
+    bg = summary.get("bg_direction") or {}
     rule = MaskRule(threshold=float(config.threshold if config.threshold is not None else bg.get("threshold", 0.95)),
                     min_area=config.min_area, max_area=config.max_area, strict_area=config.strict_area,
                     component_fraction=config.component_fraction, bimodal=config.bimodal)
     rule.validate()
-    out = ensure_writable_dir(config.out)
+    return rule
 
-    vote = None
-    classes = None
-    if generator.conditional:
-        if config.classes is not None:
-            bad = [c for c in config.classes if not 0 <= c < generator.num_classes]
-            if bad:
-                raise ConfigError(f"`classes` {bad[0]} is out of range: {generator_name} has classes 0..{generator.num_classes - 1}")
-            classes = sorted(set(config.classes))
-        else:
-            if ctx.is_main:  # rank 0 votes; the others then read its classes.json
-                vote = vote_for_classes(config, generator_name, generator, out)
-            distributed.barrier()
-            if not ctx.is_main:
-                vote = vote_for_classes(config, generator_name, generator, out)
-            classes = vote["classes"]
-            if not classes:
-                raise UserError("the class vote chose no class")
 
-    batch_size = config.batch_size or DEFAULT_BATCH.get(generator_name, 256)
-    with_truth = config.ground_truth and hasattr(generator, "forward_with_masks")
+def _choose_classes(config: SynthesizeConfig, generator_name: str, generator: Generator, out: Path,
+                    ctx: distributed.Context) -> tuple[list[int] | None, dict | None]:
+    """(classes, vote): the given classes, or the vote's; none for an unconditional generator."""
+    if not generator.conditional:
+        return None, None
+    if config.classes is not None:
+        bad = [c for c in config.classes if not 0 <= c < generator.num_classes]
+        if bad:
+            raise ConfigError(f"`classes` {bad[0]} is out of range: {generator_name} has classes 0..{generator.num_classes - 1}")
+        return sorted(set(config.classes)), None
+    if ctx.is_main:  # rank 0 votes; the others then read its classes.json
+        vote = vote_for_classes(config, generator_name, generator, out)
+    distributed.barrier()
+    if not ctx.is_main:
+        vote = vote_for_classes(config, generator_name, generator, out)
+    if not vote["classes"]:
+        raise UserError("the class vote chose no class")
+    return vote["classes"], vote
+
+
+def _fingerprint(config: SynthesizeConfig, job: _Job) -> dict:
+    """The settings that decide the pairs: a folder made with others is refused, not extended."""
     fingerprint = {
-        "generator": generator_name, "generator_options": options, "resolution": generator.resolution,
-        "shift_sha256": hashlib.sha256(direction.numpy().tobytes()).hexdigest(), "magnitude": magnitude,
-        "rule": rule.fingerprint(), "classes": classes, "batch_size": batch_size, "shard_size": config.shard_size,
-        "seed": config.seed, "ground_truth": with_truth,
+        "generator": job.generator_name, "generator_options": job.options, "resolution": job.generator.resolution,
+        "shift_sha256": hashlib.sha256(job.direction.numpy().tobytes()).hexdigest(), "magnitude": job.magnitude,
+        "rule": job.rule.fingerprint(), "classes": job.classes, "batch_size": job.batch_size,
+        "shard_size": config.shard_size, "seed": config.seed, "ground_truth": job.with_truth,
     }
-    if precision != "fp32":  # recorded only when it changes the pairs (older folders stay resumable)
-        fingerprint["precision"] = precision
-    manifest_path = out / MANIFEST_NAME
-    if _finished(manifest_path, config.count, fingerprint, ctx.world):
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        manifest["skipped"] = True
-        return manifest
+    if job.precision != "fp32":  # recorded only when it changes the pairs (older folders stay resumable)
+        fingerprint["precision"] = job.precision
+    return fingerprint
+
+
+def _skipped(manifest_path: Path) -> dict:
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest["skipped"] = True
+    return manifest
+
+
+def _claim_part(config: SynthesizeConfig, job: _Job, fingerprint: dict,
+                manifest_path: Path) -> tuple[Path, int, dict, list[dict]]:
+    """(folder, count, fingerprint, verified shards) of this process's part; the old manifest
+    goes only once every rank has checked its part."""
+    ctx = job.ctx
     # Each process fills its own part: all of OUT alone, else OUT/rank-RR with its share of n
     # and every world-th batch, so the parts hold disjoint latents and add up to exactly n.
     if ctx.distributed:
-        work = ensure_writable_dir(out / f"rank-{ctx.rank:02d}")
+        work = ensure_writable_dir(job.out / f"rank-{ctx.rank:02d}")
         part_count = config.count // ctx.world + (1 if ctx.rank < config.count % ctx.world else 0)
         part_fingerprint = {**fingerprint, "world": ctx.world, "rank": ctx.rank}
     else:
-        work, part_count, part_fingerprint = out, config.count, fingerprint
+        work, part_count, part_fingerprint = job.out, config.count, fingerprint
     previous = load_progress(work, part_fingerprint)  # refuses other settings before anything changes
     held = sum(int(e["count"]) for e in previous)
     if held > part_count:
         raise ConfigError(f"{work} already holds {held} pairs, more than `count` {config.count}; use another `out`")
-    distributed.barrier()  # every rank has checked its part before rank 0 removes the old manifest
+    distributed.barrier()
     if ctx.is_main:
         manifest_path.unlink(missing_ok=True)
-    shift = (direction * magnitude).to(generator.device, generator.dtype)
-    shards, totals = _synthesize_part(generator, work, part_fingerprint, previous, part_count, config, classes,
-                                      shift, rule, with_truth, batch_size, ctx, precision)
-    distributed.barrier()
-    if not ctx.is_main:
-        return {"count": part_count, "rank": ctx.rank, "part": True}
-    if ctx.distributed:
-        shards, totals = _merge_parts(out, ctx.world)
-    manifest = _manifest(config, out, run_dir, generator, generator_name, options, classes, vote, rule, magnitude,
-                         batch_size, with_truth, shards, totals, device)
-    manifest["processes"] = ctx.world
-    manifest["precision"] = precision
+    return work, part_count, part_fingerprint, previous
+
+
+def _write_manifest(config: SynthesizeConfig, job: _Job, fingerprint: dict, shards: list[dict], totals: dict,
+                    shift: torch.Tensor, manifest_path: Path, started: float) -> dict:
+    """The preview, then manifest.json: written last, so its presence means the folder is complete."""
+    manifest = _manifest(config, job, shards, totals)
+    manifest["processes"] = job.ctx.world
+    manifest["precision"] = job.precision
     manifest["fingerprint_sha256"] = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
     if config.preview > 0:
-        _save_preview(generator, out, shards, manifest, shift, config.preview)
+        _save_preview(job.generator, job.out, shards, manifest, shift, config.preview)
         manifest["preview"] = PREVIEW_NAME
     manifest["wall_seconds_this_call"] = round(time.perf_counter() - started, 2)
     write_json(manifest_path, manifest)
@@ -391,57 +468,86 @@ def _synthesize_part(generator: Generator, out: Path, fingerprint: dict, shards:
     batch, row = (shards[-1]["position"]["batch"], shards[-1]["position"]["row"]) if shards else (0, 0)
     if done == count:
         return shards, totals
-    seconds_before = totals["seconds"]
-    run_started = time.perf_counter()
-    buffer = PairBuffer()
-    total = done
-    writer = ShardWriter(out, fingerprint, shards)
-
-    def flush(position: tuple[int, int]) -> None:
-        nonlocal total
-        arrays = buffer.take()
-        totals["seconds"] = round(seconds_before + time.perf_counter() - run_started, 3)
-        writer.submit(arrays, {"batch": position[0], "row": position[1]}, json.loads(json.dumps(totals)))
-        total += len(arrays["index"])
-
+    filler = _ShardFiller(ShardWriter(out, fingerprint, shards), totals, done, count, config.shard_size)
     desc = "synthesize" if not ctx.distributed else f"synthesize [rank {ctx.rank}]"
-    with writer, progress_bar(count, desc, enabled=config.progress and ctx.is_main, initial=done, unit="pair") as bar:
-        while total + buffer.size < count:
+    with filler.writer, progress_bar(count, desc, enabled=config.progress and ctx.is_main, initial=done,
+                                     unit="pair") as bar:
+        while filler.collected < count:
             global_batch = batch * ctx.world + ctx.rank  # disjoint seeds across processes
             z, c = batch_latents(generator, config.seed, global_batch, batch_size, classes)
             pairs = synthesize_batch(generator, z, c, shift, rule, with_truth=with_truth, precision=precision)
-            reasons = pairs.judged.reasons.cpu()
-            kept_rows = torch.nonzero(reasons == KEPT).flatten()
-            kept_rows = kept_rows[kept_rows >= row]
-            while True:
-                need = min(config.shard_size - buffer.size, count - total - buffer.size)
-                if need == 0:  # all pairs are written; the rest of this batch is never looked at
-                    break
-                take = kept_rows[:need]
-                end = int(take[-1]) + 1 if len(take) == need else batch_size
-                _account(totals, pairs, reasons, row, end, take)
-                if len(take):
-                    buffer.add(**_kept_arrays(pairs, z, c, take, global_batch, batch_size))
-                    bar.update(len(take))
-                kept_rows = kept_rows[len(take):]
-                if end == batch_size:
-                    position = (batch + 1, 0)
-                else:
-                    position = (batch, end)
-                if buffer.size == config.shard_size or total + buffer.size == count:
-                    flush(position)
-                row = position[1]
-                if end == batch_size:
-                    break
-            batch += 1
-            row = 0
+            _fill_from_batch(filler, pairs, z, c, (batch, row), global_batch, batch_size, bar)
+            batch, row = batch + 1, 0
             bar.set_postfix(acceptance=f"{totals['kept'] / max(1, totals['candidates']):.2f}", refresh=False)
             redraw_if_due(bar)  # a line now and then also while batches keep no pair
-            if (total + buffer.size < count and totals["candidates"] >= GIVE_UP_AFTER
-                    and totals["kept"] < MIN_ACCEPTANCE * totals["candidates"]):
-                raise UserError(_too_few_kept(totals))
-        writer.close()
+            _give_up_if_hopeless(filler)
+        filler.writer.close()
     return shards, totals
+
+
+class _ShardFiller:
+    """Kept pairs on their way into shards: each full shard (and the last, short one) goes to
+    the writer with the position to resume from and a snapshot of the totals."""
+
+    def __init__(self, writer: ShardWriter, totals: dict, done: int, count: int, shard_size: int) -> None:
+        self.writer, self.totals, self.count, self.shard_size = writer, totals, count, shard_size
+        self.seconds_before = totals["seconds"]
+        self.started = time.perf_counter()
+        self.buffer = PairBuffer()
+        self.written = done
+
+    @property
+    def collected(self) -> int:
+        return self.written + self.buffer.size
+
+    def room(self) -> int:
+        """Pairs the current shard still takes; 0 once all ``count`` are collected."""
+        return min(self.shard_size - self.buffer.size, self.count - self.collected)
+
+    def add(self, arrays: dict[str, np.ndarray]) -> None:
+        self.buffer.add(**arrays)
+
+    def flush_if_due(self, position: tuple[int, int]) -> None:
+        if self.buffer.size == self.shard_size or self.collected == self.count:
+            self.flush(position)
+
+    def flush(self, position: tuple[int, int]) -> None:
+        arrays = self.buffer.take()
+        self.totals["seconds"] = round(self.seconds_before + time.perf_counter() - self.started, 3)
+        self.writer.submit(arrays, {"batch": position[0], "row": position[1]}, json.loads(json.dumps(self.totals)))
+        self.written += len(arrays["index"])
+
+
+def _fill_from_batch(filler: _ShardFiller, pairs, z, c, position: tuple[int, int], global_batch: int,
+                     batch_size: int, bar) -> None:
+    """Hand the batch's kept rows from ``position`` on to ``filler``, one shard's worth at a time.
+    Candidates count up to the last row taken, so each shard's totals match its position; once
+    all pairs are collected the rest of the batch is never looked at."""
+    batch, row = position
+    reasons = pairs.judged.reasons.cpu()
+    kept_rows = torch.nonzero(reasons == KEPT).flatten()
+    kept_rows = kept_rows[kept_rows >= row]
+    need = filler.room()
+    while need:
+        take = kept_rows[:need]
+        end = int(take[-1]) + 1 if len(take) == need else batch_size
+        _account(filler.totals, pairs, reasons, row, end, take)
+        if len(take):
+            filler.add(_kept_arrays(pairs, z, c, take, global_batch, batch_size))
+            bar.update(len(take))
+        kept_rows = kept_rows[len(take):]
+        filler.flush_if_due((batch + 1, 0) if end == batch_size else (batch, end))
+        if end == batch_size:
+            return
+        row, need = end, filler.room()
+
+
+def _give_up_if_hopeless(filler: _ShardFiller) -> None:
+    """Stop with a reason once the acceptance shows the filters will practically never fill the count."""
+    totals = filler.totals
+    if (filler.collected < filler.count and totals["candidates"] >= GIVE_UP_AFTER
+            and totals["kept"] < MIN_ACCEPTANCE * totals["candidates"]):
+        raise UserError(_too_few_kept(totals))
 
 
 def _merge_parts(out: Path, world: int) -> tuple[list[dict], dict]:
@@ -497,8 +603,8 @@ def _kept_arrays(pairs, z, c, take: torch.Tensor, batch: int, batch_size: int) -
     }
 
 
-def _manifest(config, out, run_dir, generator, generator_name, options, classes, vote, rule, magnitude, batch_size,
-              with_truth, shards, totals, device) -> dict:
+def _manifest(config: SynthesizeConfig, job: _Job, shards: list[dict], totals: dict) -> dict:
+    rule, generator = job.rule, job.generator
     count = sum(int(e["count"]) for e in shards)
     edges = [round(i / HISTOGRAM_BINS, 3) for i in range(HISTOGRAM_BINS + 1)]
     return {
@@ -509,19 +615,19 @@ def _manifest(config, out, run_dir, generator, generator_name, options, classes,
         "kept": totals["kept"],
         "rejected": totals["rejected"],
         "area_histogram": {"edges": edges, "all": totals["area_histogram_all"], "kept": totals["area_histogram_kept"]},
-        "classes": classes,
-        "class_vote": CLASSES_NAME if vote is not None else None,
+        "classes": job.classes,
+        "class_vote": CLASSES_NAME if job.vote is not None else None,
         "threshold": rule.threshold,
-        "shift": magnitude,
+        "shift": job.magnitude,
         "min_area": rule.min_area,
         "max_area": rule.max_area,
         "strict_area": rule.strict_area,
         "bg_vector": config.bg_vector,
         "filters": {"component_fraction": rule.component_fraction,
                     "bimodal_min": rule.bimodal_min if rule.bimodal else None},
-        "generator": generator_name,
-        "generator_options": rebased_options(options, run_dir, out),
-        "run": record_path(run_dir, out),  # relative to this folder, as every path a run records
+        "generator": job.generator_name,
+        "generator_options": rebased_options(job.options, job.run_dir, job.out),
+        "run": record_path(job.run_dir, job.out),  # relative to this folder, as every path a run records
         "height": generator.resolution,
         "width": generator.resolution,
         "latent_dim": generator.latent_dim,
@@ -529,13 +635,13 @@ def _manifest(config, out, run_dir, generator, generator_name, options, classes,
                    "latents": "float32 (n, d)", "classes": "int64 (n,), -1 if unconditional",
                    "index": "int64 (n,), batch * batch_size + row"},
         "seed": config.seed,
-        "batch_size": batch_size,
+        "batch_size": job.batch_size,
         "shard_size": config.shard_size,
         "shards": [{"file": e["file"], "count": e["count"], "sha256": e["sha256"]} for e in shards],
         "seconds": totals["seconds"],
-        "device": str(device),
+        "device": str(job.device),
         "ground_truth": ({"mask_iou": round(totals["truth_iou_sum"] / max(1, totals["truth_pairs"]), 4),
-                          "pairs": totals["truth_pairs"]} if with_truth else None),
+                          "pairs": totals["truth_pairs"]} if job.with_truth else None),
     }
 
 

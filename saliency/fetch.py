@@ -12,11 +12,13 @@ is the content, so ECSSD is verified by ``content_sha256``: SHA-256 over the sor
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from saliency.core.artifacts import ensure_writable_dir, refuse_output_in_inputs, sha256_file
 from saliency.core.download import download, safe_extract_zip
@@ -90,25 +92,74 @@ def fetch_dataset(name: str, data_root: Path, mirror: str | None = None, progres
     final = data_root / spec.folder
     if final.exists() and not force:
         raise ConfigError(f"{final} already exists; pass `force` to download it again")
+    mirror = _mirror_url(mirror)
+    if source is None:
+        fill = functools.partial(_download_archives, source_spec, mirror, progress, timeout)
+    else:
+        source = Path(source)
+        fill = _local_source(source, spec, source_spec)
+        # --force would otherwise replace the very copy it reads
+        refuse_output_in_inputs(final, {"--from": source}, flag="--data-root", what="the dataset folder")
+    return _unpack_verified(spec, source_spec, data_root, final, fill, verify_content)
+
+
+def _mirror_url(mirror: str | None) -> str | None:
     mirror = mirror or os.environ.get(DATA_MIRROR_ENV) or None
     if mirror and not mirror.startswith(("http://", "https://")):
         raise ConfigError(f"`mirror` (or ${DATA_MIRROR_ENV}) must be an http(s) URL, got {mirror!r}")
-    archive_names = [archive.url.rsplit("/", 1)[-1] for archive in source_spec.archives]
-    unpacked = None
-    if source is not None:
-        source = Path(source)
-        if not source.is_dir():
-            raise ConfigError(f"`source` {source}: not a folder (give the folder that holds {' and '.join(archive_names)}, "
-                            f"or an unpacked {spec.folder})")
-        if (source / spec.image_dir).is_dir() and (source / spec.mask_dir).is_dir():
-            unpacked = source
-        else:
-            absent = [n for n in archive_names if not (source / n).is_file()]
-            if absent:
-                raise ConfigError(f"`source` {source}: holds neither {spec.image_dir}/ and {spec.mask_dir}/ nor "
-                                f"{', '.join(absent)}")
-    if source is not None:  # --force would otherwise replace the very copy it reads
-        refuse_output_in_inputs(final, {"--from": source}, flag="--data-root", what="the dataset folder")
+    return mirror
+
+
+def _archive_name(archive: Archive) -> str:
+    return archive.url.rsplit("/", 1)[-1]
+
+
+def _local_source(source: Path, spec: DatasetSpec, source_spec: Source) -> Callable[[Path, Path], None]:
+    """How to fill the staging folder from ``source``: an unpacked copy, else the archives; refuses
+    a folder with neither before anything is written."""
+    archive_names = [_archive_name(archive) for archive in source_spec.archives]
+    if not source.is_dir():
+        raise ConfigError(f"`source` {source}: not a folder (give the folder that holds {' and '.join(archive_names)}, "
+                          f"or an unpacked {spec.folder})")
+    if (source / spec.image_dir).is_dir() and (source / spec.mask_dir).is_dir():
+        return functools.partial(_copy_unpacked, source, spec)
+    absent = [n for n in archive_names if not (source / n).is_file()]
+    if absent:
+        raise ConfigError(f"`source` {source}: holds neither {spec.image_dir}/ and {spec.mask_dir}/ nor "
+                          f"{', '.join(absent)}")
+    return functools.partial(_copy_archives, source, source_spec)
+
+
+def _download_archives(source_spec: Source, mirror: str | None, progress: bool, timeout: float,
+                       staging: Path, downloads: Path) -> None:
+    for archive in source_spec.archives:
+        name = _archive_name(archive)
+        url = mirror.rstrip("/") + "/" + name if mirror else archive.url
+        download(url, downloads / name, archive.sha256, progress=progress, timeout=timeout)
+        safe_extract_zip(downloads / name, staging)
+
+
+def _copy_archives(source: Path, source_spec: Source, staging: Path, downloads: Path) -> None:
+    """The archives from a local folder, checked like a download before they are unpacked."""
+    for archive in source_spec.archives:
+        name = _archive_name(archive)
+        local = downloads / name
+        shutil.copyfile(source / name, local)
+        if archive.sha256 is not None and sha256_file(local) != archive.sha256.lower():
+            raise UserError(f"checksum mismatch for {source / name}: expected sha256 {archive.sha256}")
+        safe_extract_zip(local, staging)
+
+
+def _copy_unpacked(source: Path, spec: DatasetSpec, staging: Path, downloads: Path) -> None:
+    """Only the image and mask folders: whatever else lies beside them stays out of the data root."""
+    for sub in (spec.image_dir, spec.mask_dir):
+        shutil.copytree(source / sub, staging / sub)
+
+
+def _unpack_verified(spec: DatasetSpec, source_spec: Source, data_root: Path, final: Path,
+                     fill: Callable[[Path, Path], None], verify_content: bool) -> Path:
+    """Fill a staging folder, check its layout and content, and only then rename it to ``final``,
+    so an interrupted or refused fetch never leaves a partial dataset where one is looked for."""
     root = ensure_writable_dir(data_root)
     staging = root / f".{spec.folder}.partial"
     downloads = root / f".{spec.folder}.downloads"
@@ -116,21 +167,7 @@ def fetch_dataset(name: str, data_root: Path, mirror: str | None = None, progres
     staging.mkdir()
     downloads.mkdir(exist_ok=True)
     try:
-        if unpacked is not None:
-            for sub in (spec.image_dir, spec.mask_dir):
-                shutil.copytree(unpacked / sub, staging / sub)
-        for archive, archive_name in zip(source_spec.archives, archive_names):
-            if unpacked is not None:
-                break
-            local = downloads / archive_name
-            if source is not None:
-                shutil.copyfile(source / archive_name, local)
-                if archive.sha256 is not None and sha256_file(local) != archive.sha256.lower():
-                    raise UserError(f"checksum mismatch for {source / archive_name}: expected sha256 {archive.sha256}")
-            else:
-                url = mirror.rstrip("/") + "/" + archive_name if mirror else archive.url
-                download(url, local, archive.sha256, progress=progress, timeout=timeout)
-            safe_extract_zip(local, staging)
+        fill(staging, downloads)
         folder = _find_dataset_folder(staging, spec)
         if verify_content and source_spec.content_sha256:
             found = content_digest(folder, spec)
