@@ -93,7 +93,55 @@ def _run(args: list[str], work: str) -> str:
     result = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True)
     lines = [TIMING_IN_TEXT.sub("<t>", line.replace(work, "<work>")) for line in result.stdout.splitlines()
              if not line.startswith("fetching weights")]  # printed once per cache, not per run
-    return f"exit {result.returncode} | " + " / ".join(lines)
+    errors = [line.replace(work, "<work>") for line in result.stderr.splitlines()
+              if line.startswith(("saliency: error", "Usage:", "Error:", "warning:"))]  # not the bars
+    return f"exit {result.returncode} | " + " / ".join(lines) + (" | stderr " + " / ".join(errors) if errors else "")
+
+
+def _command_names() -> list[str]:
+    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "--help"], capture_output=True, text=True)
+    listing = result.stdout.split("Commands:", 1)[1]
+    return [line.split()[0] for line in listing.splitlines() if line.startswith("  ") and line.split()]
+
+
+def _stage_commands(work: Path) -> dict[str, list[str]]:
+    """Each stage's command on its own, on the pipeline's outputs, and the one-line errors."""
+    run, cpu = work / "pipeline", ["--device", "cpu"]
+    return {
+        "discover": ["discover", "--out", str(work / "discover"), "--steps", "6", "--directions", "6",
+                     "--rca-samples", "32", "--bg-samples", "8", "--refine-steps", "3", "--no-charts",
+                     "--precision", "fp32", *cpu],
+        "synthesize": ["synthesize", "--run", str(run / "discover"), "--n", "24", "--out", str(work / "synth"),
+                       "--classes", "0,1", "--batch", "16", "--shard-size", "10", "--precision", "fp32", *cpu],
+        "train-unet": ["train-unet", "--data", str(work / "synth"), "--out", str(work / "unet"), "--steps", "3",
+                       "--batch", "4", "--encoder-weights", "none", "--val-count", "4", "--val-every", "3",
+                       "--precision", "fp32", *cpu],
+        "eval": ["eval", "--dataset", "scenes", "--model", str(work / "unet"), "--out", str(work / "eval"),
+                 "--images", "6", "--precision", "fp32", *cpu],
+        "vote": ["vote", "--classifier", "scenes-shapes", "--split", "test", "--out", str(work / "classes.json"),
+                 *cpu],
+        "sweep-plan": ["sweep", "--out", str(work / "sweep"), "--vary", "directions=4,8", "--seeds", "0,1",
+                       "--plan", "--steps", "5"],
+        "report": ["report", str(run / "unet"), "--out", str(work / "unet-report.html")],
+        "generators": ["generators"],
+        "error-range": ["discover", "--out", str(work / "bad"), "--steps", "0"],
+        "error-classes": ["sample", "--classes", "a,b", "--out", str(work / "bad.png")],
+        "error-bg-direction": ["discover", "--out", str(work / "bad"), "--bg-direction", "x:y"],
+        "error-no-run": ["synthesize", "--run", str(work / "missing"), "--n", "5", "--out", str(work / "bad")],
+        "error-weights-name": ["fetch-weights", "no-such-weights"],
+        "error-weights-from": ["fetch-weights", "a", "b", "--from", str(work / "grid.png")],
+        "error-classifier": ["vote", "--classifier", "nope", "--out", str(work / "bad.json")],
+        "error-model": ["predict", "--model", str(work / "missing"), str(work / "grid.png"), "--out",
+                        str(work / "bad")],
+        "error-sweep-seeds": ["sweep", "--out", str(work / "bad"), "--seeds", "x"],
+        "error-data-mirror": ["fetch-data", "ecssd", "--from", str(work), "--mirror", "http://localhost:9"],
+        "error-import": ["import-run", str(work / "missing"), "--out", str(work / "bad")],
+        "error-eval": ["eval", "--dataset", "nosuch", "--model", str(work / "unet"), "--out", str(work / "bad")],
+        "error-train": ["train-unet", "--data", str(work / "missing"), "--out", str(work / "bad")],
+        "error-pipeline": ["pipeline", "--out", str(work / "bad"), "--classes", ","],
+        "error-serve": ["serve", "--model", str(work / "missing"), "--port", "0"],
+        "error-export": ["export", "--model", str(work / "missing"), "--out", str(work / "bad.onnx")],
+    }
 
 
 def _sngan_runs(work: Path) -> None:
@@ -144,6 +192,11 @@ def main() -> int:
     }
     for name, command in commands.items():
         print(f"cli {name}: {_run(command, work)}")
+    for name, command in _stage_commands(args.work).items():
+        print(f"cli {name}: {_run(command, work)}")
+    for name in ["", *_command_names()]:  # every --help, byte for byte
+        text = _run([*name.split(), "--help"], work)
+        print(f"help {name or 'saliency'}: {hashlib.sha256(text.encode()).hexdigest()}")
     _sngan_runs(args.work / "sngan")
     for path in sorted(p for p in args.work.rglob("*") if p.is_file()):
         name = str(path.relative_to(args.work)).replace(work.lstrip("/"), "<work>")  # predict mirrors input paths

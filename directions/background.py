@@ -19,6 +19,7 @@ labels and no ground truth are used: only images.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -26,8 +27,28 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from directions.generators import Generator
+from saliency.core.errors import ConfigError
 
 DEFAULT_MAGNITUDES = (2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 20.0, 26.0)
+
+
+def parse_bg_direction(text: str, signed: bool = False) -> tuple[int, float | None]:
+    """The user's h_bg, ``INDEX[:MAGNITUDE]`` (option ``bg_direction``): (index, magnitude),
+    the magnitude None where the text gives none. Unsigned (``discover``), the magnitude must be
+    > 0 and ``INDEX:`` gives none; ``signed`` (``import-run``), a negative magnitude flips the
+    direction, any finite non-zero one is taken, and ``INDEX:`` is refused."""
+    index_text, sep, magnitude_text = text.partition(":")
+    try:
+        index = int(index_text)
+        magnitude = float(magnitude_text) if (sep if signed else magnitude_text) else None
+    except ValueError as exc:
+        form = "INDEX[:MAGNITUDE]" if signed else "INDEX or INDEX:MAGNITUDE"
+        raise ConfigError(f"`bg_direction` takes {form}, got {text!r}") from exc
+    size = magnitude if magnitude is None or not signed else abs(magnitude)
+    if index < 0 or (size is not None and not (size > 0 and math.isfinite(size))):
+        wanted = "a non-zero magnitude" if signed else "a magnitude > 0"
+        raise ConfigError(f"`bg_direction` needs an index >= 0 and {wanted}, got {text!r}")
+    return index, magnitude
 
 
 @dataclass

@@ -29,7 +29,7 @@ from saliency.core import distributed
 from saliency.core.artifacts import ensure_writable_dir, remove_stale_temporaries, trim_step_log
 from saliency.core.progress import progress_bar
 from saliency.core.runtime import autocast
-from saliency.core.checkpoint import load_checkpoint, save_checkpoint
+from saliency.core.checkpoint import check_identity, load_checkpoint, save_checkpoint
 from saliency.core import limits
 from saliency.core.errors import ConfigError, UserError
 from saliency.core.fields import bounded, check_ranges
@@ -141,10 +141,6 @@ def _optimizers(deformator: Deformator, reconstructor: Reconstructor, settings: 
     return optimizers
 
 
-# Identity keys added after runs were made: a checkpoint without one was made at this value.
-IDENTITY_DEFAULTS = {"shift_loss_weight": 0.25}
-
-
 def _match_parameter_layouts(optimizer: torch.optim.Optimizer) -> None:
     """Give loaded optimizer state its parameter's memory layout (a checkpoint stores tensors
     contiguous; a channels-last R keeps channels-last weights): the same values, and the same
@@ -154,15 +150,6 @@ def _match_parameter_layouts(optimizer: torch.optim.Optimizer) -> None:
             for key, value in optimizer.state.get(parameter, {}).items():
                 if isinstance(value, Tensor) and value.shape == parameter.shape and value.dim() == 4:
                     optimizer.state[parameter][key] = torch.empty_like(parameter).copy_(value)
-
-
-def check_identity(saved: dict, identity: dict, run_dir: Path) -> None:
-    """Refuse to resume a run made with other settings, naming each difference."""
-    saved = {**IDENTITY_DEFAULTS, **saved}
-    differs = sorted(k for k in identity if saved.get(k) != identity[k])
-    if differs:
-        detail = ", ".join(f"{k}: {saved.get(k)!r} in the run, {identity[k]!r} now" for k in differs)
-        raise UserError(f"cannot resume {run_dir}: it was made with other settings ({detail})")
 
 
 def plateaued(history: list[list], window: int, change: float) -> bool:

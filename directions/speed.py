@@ -1,7 +1,7 @@
 """Making the discovery game cheaper without changing what it computes.
 
-Measured on dcgan-faces at batch 32 on a 2-core CPU (benchmarks/discover_speed.py, which
-prints the numbers for the machine it runs on):
+Each measured with benchmarks/discover_speed.py (which prints the numbers for the machine it
+runs on); the figures are in docs/benchmarks.md:
 
 - **Batch norm folded into the convolution before it.** The generator is frozen and in eval
   mode, so each BatchNorm that directly follows a conv in an ``nn.Sequential`` is an affine
@@ -12,10 +12,8 @@ prints the numbers for the machine it runs on):
 - ``torch.compile`` of the generator and the reconstructor, on request (``--compile``): it
   fuses what is left, but costs tens of seconds of compilation per process.
 
-On a 2-core AMD EPYC (AVX2), step time against the generator and R as built: folding plus
-channels-last 0.91x with the LeNet-style R and 0.96x with ResNet-18; compile on top 0.88x and
-0.98x. Rendering the base and shifted batches in one generator call measured 1.02x / 0.99x
-(slower), so discover keeps two calls.
+Rendering the base and shifted batches in one generator call measured no faster (same
+benchmark), so discover keeps two calls.
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ A run folder holds::
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -28,8 +27,8 @@ from directions import background as bg
 from directions.charts import direction_strip, save_direction_charts
 from directions.deformators import build_deformator
 from directions.effects import direction_effects
-from directions.discovery import (CHECKPOINT_NAME, TrainSettings, check_identity, rca_batches,
-                                  reconstructor_accuracy, train)
+from directions.background import parse_bg_direction
+from directions.discovery import CHECKPOINT_NAME, TrainSettings, rca_batches, reconstructor_accuracy, train
 from directions.generators import Generator, build_generator
 from directions.ground_truth import background_report, factor_table, has_ground_truth
 from directions.reconstructors import build_reconstructor
@@ -37,7 +36,7 @@ from directions.run_folder import CONFIG_NAME, SUMMARY_NAME, TENSORS_NAME, write
 from directions.speed import prepare_frozen_generator, prepare_reconstructor
 from saliency.core import distributed
 from saliency.core.artifacts import ensure_writable_dir, refuse_output_in_inputs, write_json, write_safetensors
-from saliency.core.checkpoint import load_checkpoint
+from saliency.core.checkpoint import check_identity, load_checkpoint
 from saliency.core import limits
 from saliency.core.errors import ConfigError, UserError
 from saliency.core.fields import bounded, check_ranges
@@ -135,38 +134,6 @@ class DiscoverConfig:
         limits.RESOLUTION.check("resolution", self.generator_options.get("resolution"))
         if self.bg_direction is not None:
             parse_bg_direction(self.bg_direction)
-
-
-def config_from_options(generator_name, out, deformator, num_directions, reconstructor, steps, batch_size, lr,
-                        shift_loss_weight, seed, device, resume, checkpoint_every, refine_bg, refine_steps, bg_search,
-                        bg_direction, bg_samples, rca_samples, charts, effects, log_every, resolution,
-                        train_resolution, weights, truncation, latent_space, precision, compile_game=False,
-                        rca_every=0, stop_rca_change=0.0, stop_rca_window=20_000) -> DiscoverConfig:
-    """``saliency discover``'s options (by parameter name) as a DiscoverConfig; ``saliency
-    sweep`` builds every cell here too."""
-    return DiscoverConfig(
-        generator=generator_name, out=out, deformator=deformator, num_directions=num_directions,
-        reconstructor=reconstructor, steps=steps, batch_size=batch_size, lr=lr, shift_loss_weight=shift_loss_weight,
-        seed=seed, device=device, resume=resume, checkpoint_every=checkpoint_every, refine_bg=refine_bg,
-        refine_steps=refine_steps, bg_search=bg_search, bg_direction=bg_direction, bg_samples=bg_samples,
-        rca_samples=rca_samples, rca_every=rca_every, stop_rca_change=stop_rca_change,
-        stop_rca_window=stop_rca_window, charts=charts, effects=effects, log_every=log_every,
-        train_resolution=train_resolution, precision=precision, compile=compile_game,
-        generator_options={"resolution": resolution, "weights": weights, "truncation": truncation,
-                           "latent_space": latent_space},
-    )
-
-
-def parse_bg_direction(text: str) -> tuple[int, float | None]:
-    index_text, _, magnitude_text = text.partition(":")
-    try:
-        index = int(index_text)
-        magnitude = float(magnitude_text) if magnitude_text else None
-    except ValueError as exc:
-        raise ConfigError(f"`bg_direction` takes INDEX or INDEX:MAGNITUDE, got {text!r}") from exc
-    if index < 0 or (magnitude is not None and not (magnitude > 0 and math.isfinite(magnitude))):
-        raise ConfigError(f"`bg_direction` needs an index >= 0 and a magnitude > 0, got {text!r}")
-    return index, magnitude
 
 
 def _resolved(config: DiscoverConfig, generator: Generator) -> tuple[Profile, TrainSettings]:
@@ -310,7 +277,9 @@ def run_discover(config: DiscoverConfig) -> dict:
                     resume=config.resume, progress=config.progress, on_ready=unfinish)
     if not ctx.is_main:  # under torchrun, rank 0 alone scores, charts and writes the run
         return {"part": True, "rank": ctx.rank}
-    return _finish(config, out, game, history, started)
+    measured = _measure_directions(config, out, game)
+    choice = _choose_h_bg(config, out, game, measured.directions)
+    return _write_run(config, out, game, history, started, measured, choice)
 
 
 def _check_run_folder(config: DiscoverConfig, out: Path) -> dict | None:
@@ -334,7 +303,7 @@ def _check_run_folder(config: DiscoverConfig, out: Path) -> dict | None:
 
 def _same_weights(saved: dict, identity: dict, out: Path) -> dict:
     """The saved identity, its generator weights taken as this call's where both name the same
-    file: a run records them relative to its folder, older runs as given or absolute."""
+    file: a run records them relative to its folder (or absolute, where no relative path exists)."""
     before = saved.get("generator_options")
     now = identity.get("generator_options") or {}
     if not isinstance(before, dict) or not isinstance(before.get("weights"), str) or "weights" not in now:
@@ -389,44 +358,72 @@ def _build_game(config: DiscoverConfig, device, world: int) -> Game:
                 identity)
 
 
-def _finish(config: DiscoverConfig, out: Path, game: Game, history: dict, started: float) -> dict:
-    """After training: RCA, image-space effects, charts, h_bg; then the tensors, the report
-    and, last, the summary that marks the run finished."""
-    generator, profile, settings = game.generator, game.profile, game.settings
+@dataclass
+class Measured:
+    """What the finished directions are measured to do, before h_bg is chosen among them."""
+    directions: torch.Tensor
+    rca: float
+    effects: dict | None
+    charts: dict
+
+
+@dataclass
+class BackgroundChoice:
+    """h_bg, stage 1's main output, with its scores and (where the generator knows its
+    backgrounds) how it does against the truth; all None where h_bg was not searched."""
+    summary: dict | None = None
+    vector: torch.Tensor | None = None
+    ground_truth: dict | None = None
+
+
+def _measure_directions(config: DiscoverConfig, out: Path, game: Game) -> Measured:
+    """The final RCA, the image-space effects and one chart per direction, each with its own
+    bar: minutes each on a large generator."""
     game.deformator.eval()
     directions = game.deformator.directions().detach()
-    # Each phase after training has a bar of its own: minutes each on a large generator.
     with progress_bar(rca_batches(config.rca_samples), "final RCA", enabled=config.progress, leave=False,
                       unit="batch") as bar:
-        rca = reconstructor_accuracy(game.game_generator, game.deformator, game.reconstructor, settings,
+        rca = reconstructor_accuracy(game.game_generator, game.deformator, game.reconstructor, game.settings,
                                      samples=config.rca_samples, progress=bar)
-
     effects = None
     if config.effects:
         with progress_bar(directions.shape[1], "effects", enabled=config.progress, leave=False,
                           unit="direction") as bar:
-            effects = direction_effects(generator, directions, shift=settings.shift_scale, progress=bar)
+            effects = direction_effects(game.generator, directions, shift=game.settings.shift_scale, progress=bar)
     charts = {}
     if config.charts:
-        charts = save_direction_charts(generator, directions, out / "charts", progress=config.progress)
+        charts = save_direction_charts(game.generator, directions, out / "charts", progress=config.progress)
         # recorded relative to the run folder (charts/direction_000.png), so the folder can move
         charts = {**charts, "directions": [record_path(path, out) for path in charts["directions"]],
                   "overview": record_path(charts["overview"], out)}
+    return Measured(directions, rca, effects, charts)
 
+
+def _choose_h_bg(config: DiscoverConfig, out: Path, game: Game, directions: torch.Tensor) -> BackgroundChoice:
+    """h_bg by the search (or as ``bg_direction`` names it), where the profile or the user asks."""
+    bg_search = game.profile.bg_search if config.bg_search is None else config.bg_search
+    if not (bg_search or config.bg_direction is not None):
+        return BackgroundChoice()
     criterion = bg.BackgroundCriterion()
-    bg_search = profile.bg_search if config.bg_search is None else config.bg_search
-    bg_summary, tensors, report = None, {"directions": directions}, None
-    if bg_search or config.bg_direction is not None:
-        bg_summary, h_bg, held = choose_background(generator, directions, config, out, criterion)
-        tensors["bg_direction"] = h_bg
-        if has_ground_truth(generator):
-            report = {"background": background_report(generator, h_bg, bg_summary["magnitude"], held["z"],
-                                                      held["classes"], criterion),
-                      "factors": factor_table(generator, directions)}
+    summary, h_bg, held = choose_background(game.generator, directions, config, out, criterion)
+    report = None
+    if has_ground_truth(game.generator):
+        report = {"background": background_report(game.generator, h_bg, summary["magnitude"], held["z"],
+                                                  held["classes"], criterion),
+                  "factors": factor_table(game.generator, directions)}
+    return BackgroundChoice(summary, h_bg, report)
 
+
+def _write_run(config: DiscoverConfig, out: Path, game: Game, history: dict, started: float, measured: Measured,
+               choice: BackgroundChoice) -> dict:
+    """The tensors, the report and, last, the summary that marks the run finished."""
+    generator, profile, settings = game.generator, game.profile, game.settings
+    tensors = {"directions": measured.directions}
+    if choice.vector is not None:
+        tensors["bg_direction"] = choice.vector
     write_safetensors(out / TENSORS_NAME, tensors,
                       {"generator": config.generator,
-                       **({"bg_magnitude": float(bg_summary["magnitude"])} if bg_summary else {})})
+                       **({"bg_magnitude": float(choice.summary["magnitude"])} if choice.summary else {})})
     summary = {
         "generator": config.generator,
         "generator_options": game.options,
@@ -441,14 +438,14 @@ def _finish(config: DiscoverConfig, out: Path, game: Game, history: dict, starte
         "steps": history["steps"],
         "train_seconds": history["seconds"],
         "batch_norm": history["batch_norm"],
-        "rca": round(rca, 4),
+        "rca": round(measured.rca, 4),
         "rca_samples": config.rca_samples,
         "rca_curve": history["rca_curve"],
         "stopped_early": history["stopped_early"],
-        "effects": effects,
-        "bg_direction": bg_summary,
-        "ground_truth": report,
-        "charts": charts,
+        "effects": measured.effects,
+        "bg_direction": choice.summary,
+        "ground_truth": choice.ground_truth,
+        "charts": measured.charts,
         "seconds": round(time.perf_counter() - started, 2),
         "device": str(generator.device),
         "precision": settings.precision,

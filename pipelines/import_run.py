@@ -23,13 +23,12 @@ the run's ``human_annotation.txt`` names as background removal.
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
 import torch
 
-from directions.background import BackgroundCriterion
+from directions.background import BackgroundCriterion, parse_bg_direction
 from saliency.core.weights import load_torch_weights
 from saliency.core.artifacts import ensure_writable_dir, refuse_output_in_inputs, write_json, write_safetensors
 from saliency.core.errors import ConfigError, UserError
@@ -130,18 +129,6 @@ def annotated_background(folder: Path) -> tuple[int, str] | None:
     return None
 
 
-def parse_signed_direction(text: str) -> tuple[int, float]:
-    index_text, sep, magnitude_text = text.partition(":")
-    try:
-        index = int(index_text)
-        magnitude = float(magnitude_text) if sep else REFERENCE_SHIFT
-    except ValueError as exc:
-        raise ConfigError(f"`bg_direction` takes INDEX[:MAGNITUDE], got {text!r}") from exc
-    if index < 0 or magnitude == 0 or not math.isfinite(magnitude):
-        raise ConfigError(f"`bg_direction` needs an index >= 0 and a non-zero magnitude, got {text!r}")
-    return index, magnitude
-
-
 def import_run(source: Path, out: Path, bg_direction: str | None = None, generator: str | None = None,
                step: int | None = None, weights: str | None = None, latent_dim: int | None = None) -> dict:
     from directions.run_folder import SUMMARY_NAME, TENSORS_NAME
@@ -167,7 +154,8 @@ def import_run(source: Path, out: Path, bg_direction: str | None = None, generat
     count = directions.shape[1]
 
     if bg_direction is not None:
-        index, magnitude = parse_signed_direction(bg_direction)
+        index, magnitude = parse_bg_direction(bg_direction, signed=True)  # a negative magnitude flips h_bg
+        magnitude = REFERENCE_SHIFT if magnitude is None else magnitude
         chosen_by = "user"
     else:
         annotated = annotated_background(source)

@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from pipelines.discover import DiscoverConfig, parse_bg_direction, run_discover
+from pipelines.discover import DiscoverConfig, run_discover
+from directions.background import parse_bg_direction
 from directions.run_folder import SUMMARY_NAME
 from pipelines.evaluate import EvalConfig, run_eval
 from pipelines.evaluate import is_complete as eval_complete
@@ -61,8 +62,8 @@ class PipelineProfile:
 
 
 PROFILES = {
-    # Discovery for half the scenes profile's 2,400 steps: measured, h_bg is as good (bg_cos
-    # 0.996, mask IoU 0.964 against the exact masks; RCA 0.897 instead of 0.93) in half the time.
+    # Discovery for half the scenes profile's 2,400 steps: measured, h_bg is as good, for a lower
+    # RCA, in half the time (the figures: docs/results.md, stage 1 on scenes).
     "embedded": PipelineProfile("scenes", 10_000, "embedded", True,
                                 "the embedded scenes generator; offline, CPU, minutes", discover_steps=1_200),
     "biggan": PipelineProfile("biggan-deep-128", 100_000, "biggan", False,
@@ -273,7 +274,7 @@ def _changed_settings(config: PipelineConfig, name: str, folder: Path) -> list[s
         passed["generator"] = (PROFILES[config.profile].generator, summary.get("generator"))
         passed["--discover-steps"] = (config.discover_steps, summary.get("steps"))
         recorded = (summary.get("generator_options") or {}).get("weights")
-        # recorded relative to the discovery folder (older runs: as given, or absolute)
+        # recorded relative to the discovery folder (or absolute, where no relative path exists)
         recorded = os.path.abspath(resolve_recorded(recorded, folder)) if isinstance(recorded, str) and recorded else None
         passed["--weights"] = (config.weights and os.path.abspath(config.weights), recorded)
     elif name == "synthesize":

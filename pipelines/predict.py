@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from saliency.core.artifacts import refuse_output_in_inputs, remove_stale_temporaries, write_bytes_atomic
+from saliency.core.artifacts import (ensure_writable_dir, refuse_output_in_inputs, remove_stale_temporaries,
+                                     write_bytes_atomic)
 from saliency.detector import (DEFAULT_BATCH, KINDS_ON_THE_IMAGE, OUTPUT_KINDS, PreparedImage, SaliencyDetector,
                                as_rgb_array, prepare_image, render_output)
 from saliency.datasets import load_image_for_model
@@ -284,15 +285,7 @@ def run_predict(config: PredictConfig) -> dict:
     extensions = image_extensions()
     total, unlisted = check_inputs(config, extensions)
     detector = SaliencyDetector.load(config.model, config.device, config.precision, config.size, config.batch_size)
-    out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"`out` {out} is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create `out` {out} ({exc.strerror or type(exc).__name__})") from exc
-    if not os.access(out, os.W_OK):
-        raise ConfigError(f"`out` {out} is not writable")
+    out = ensure_writable_dir(config.out, field="out")
 
     workers = default_workers() if config.workers is None else config.workers
     stream = ImageStream(config, detector.size, detector.stride, extensions)

@@ -600,12 +600,12 @@ def render(folder: str | Path, progress=None) -> str:
             f"{time.strftime('%Y-%m-%d %H:%M')}</p>{''.join(page.parts)}<script>{SCRIPT}</script></body></html>\n")
 
 
-def write_report(folder: str | Path, out: str | Path | None = None, progress: bool = False) -> Path:
-    """Write ``folder``'s page (default ``folder/report.html``) atomically; returns its path.
+def write_report(run_dir: str | Path, out: str | Path | None = None, progress: bool = False) -> Path:
+    """Write ``run_dir``'s page (default ``run_dir/report.html``) atomically; returns its path.
     ``progress``: a bar counting the pictures as they are encoded."""
     with progress_bar(None, "report.html", enabled=progress, leave=False, unit="picture") as bar:
-        html = render(folder, bar if progress else None)
-    target = Path(out) if out is not None else Path(folder) / REPORT_NAME
+        html = render(run_dir, bar if progress else None)
+    target = Path(out) if out is not None else Path(run_dir) / REPORT_NAME
     if target.is_dir():
         raise ConfigError(f"`out` {target} is a folder; give a file name (report.html)")
     with atomic_path(target) as tmp:

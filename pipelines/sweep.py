@@ -126,7 +126,8 @@ def plan_sweep(out: Path, vary: list[str], seeds: list[int], forwarded: list[str
     ``discover`` is the CLI's discover command, whose options (types, ranges, defaults) every
     cell takes: the CLI passes it in, so this module does not import the CLI that imports it."""
     from directions.generators.registry import get_factory
-    from pipelines.discover import config_from_options
+    from pipelines.discover import DiscoverConfig
+    from pipelines.options import config_from
 
     if not vary:
         raise UserError("--vary is required: KEY=V1,V2,... (one or two of them)")
@@ -156,7 +157,7 @@ def plan_sweep(out: Path, vary: list[str], seeds: list[int], forwarded: list[str
     for combo in product(*[list(zip(a.texts, a.values)) for a in axes]):
         labels = {a.flag: text for a, (text, _) in zip(axes, combo)}
         settings = {a.key: value for a, (_, value) in zip(axes, combo)}
-        config = config_from_options(**{**plan.base, **settings})
+        config = config_from(DiscoverConfig, {**plan.base, **settings})
         config.validate()  # the checks discover makes before it writes anything
         get_factory(config.generator)  # an unknown generator is refused here, not in the first cell
         for seed in seeds:
@@ -178,7 +179,7 @@ PATH_OPTIONS = {"weights"}  # discover's options that name a file: recorded rela
 
 def _same_option(plan: SweepPlan, key: str, saved, now) -> bool:
     if key in PATH_OPTIONS and isinstance(saved, str) and isinstance(now, str) and saved and now:
-        return (os.path.abspath(resolve_recorded(saved, plan.out))  # older folders: as given, or absolute
+        return (os.path.abspath(resolve_recorded(saved, plan.out))  # relative to the folder, or absolute
                 == os.path.abspath(resolve_recorded(now, plan.out)))
     return saved == now
 
@@ -233,7 +234,8 @@ def _check_spec(plan: SweepPlan) -> dict:
 
 
 def run_cell(cell: Cell, plan: SweepPlan, device: str, progress: bool) -> dict:
-    from pipelines.discover import config_from_options, run_discover
+    from pipelines.discover import DiscoverConfig, run_discover
+    from pipelines.options import config_from
     from directions.run_folder import load_run
 
     state = cell_state(cell)
@@ -242,7 +244,7 @@ def run_cell(cell: Cell, plan: SweepPlan, device: str, progress: bool) -> dict:
     params = {**plan.base, **cell.settings, "seed": cell.seed, "out": cell.folder, "resume": state == "interrupted"}
     if device is not None:
         params["device"] = device
-    config = config_from_options(**params)
+    config = config_from(DiscoverConfig, params)
     config.progress = progress
     with distributed.single_process():
         return run_discover(config)

@@ -25,7 +25,7 @@ from saliency.core import distributed
 from saliency.core.artifacts import atomic_path, remove_stale_temporaries, trim_step_log, write_json
 from saliency.augment import AugmentedPairs, AugmentSettings, StepBatchSampler
 from saliency.core.imagenet import IMAGENET_MEAN, IMAGENET_STD
-from saliency.core.checkpoint import load_checkpoint, save_checkpoint
+from saliency.core.checkpoint import check_identity, load_checkpoint, save_checkpoint
 from saliency.core import limits
 from saliency.core.errors import ConfigError, UserError
 from saliency.core.fields import bounded, check_ranges
@@ -162,8 +162,8 @@ def _resume(checkpoint_path: Path, identity: dict, net: torch.nn.Module, optimiz
     """Load a checkpoint of the same run (settings and data) into the model, the optimizer and
     the schedule; returns (its step, its training seconds)."""
     state = load_checkpoint(checkpoint_path)
-    if json.loads(json.dumps(state.get("identity"))) != json.loads(json.dumps(identity)):
-        raise ConfigError(f"{checkpoint_path} was trained with other settings or data; use another `out`")
+    check_identity(state.get("identity"), identity, checkpoint_path, error=ConfigError,
+                   message="{where} was trained with other settings or data; use another `out`")
     try:
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -282,10 +282,8 @@ def _run_identity(arch: UNetArchitecture, settings: UNetTrainSettings, pairs: Sy
     identity = {"architecture": asdict(arch),
                 "settings": {**asdict(settings), "steps": None, "workers": None, "compile": None},
                 "data_pairs": len(pairs), "data_manifest_sha": _manifest_digest(data)}
-    if streamed:  # recorded only when set: checkpoints of stored-pair runs stay resumable
+    if streamed:
         identity["streamed"] = True
-    if not settings.freeze_encoder:  # the identity checkpoints had before the setting existed
-        identity["settings"].pop("freeze_encoder")
     return identity
 
 

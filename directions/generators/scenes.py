@@ -238,10 +238,6 @@ class ScenesGenerator(Generator):
         p = self.pre_activations(z)
         return self.factor_low + self.factor_span * torch.sigmoid(self.factor_gain * p + self.factor_offset)
 
-    def factor_dict(self, z: Tensor) -> dict[str, Tensor]:
-        values = self.factor_values(z)
-        return {name: values[:, i] for i, name in enumerate(FACTOR_NAMES)}
-
     def factor_jacobian(self, z: Tensor) -> Tensor:
         """Latent gradient of every factor's pre-activation, ``(n, n_factors, latent_dim)``.
 

@@ -38,7 +38,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from directions.generators.sngan import MODEL_FILE, MODEL_JSON, SNResNetGenerator
 from saliency.core.artifacts import (ensure_writable_dir, remove_stale_temporaries, trim_step_log, write_json,
                                 write_safetensors)
-from saliency.core.checkpoint import load_checkpoint, save_checkpoint
+from saliency.core.checkpoint import check_identity, load_checkpoint, save_checkpoint
 from saliency.core import limits
 from saliency.core.errors import ConfigError, UserError
 from saliency.core.fields import bounded, check_ranges
@@ -181,8 +181,8 @@ def _resume(checkpoint: Path, identity: dict, out: Path, parts: dict, rng: torch
     """Load a checkpoint of the same settings into the networks, their optimizers and both
     random streams; returns (its step, its training seconds)."""
     state = load_checkpoint(checkpoint)
-    if state.get("identity") != identity:
-        raise UserError(f"cannot resume {out}: it was made with other settings ({state.get('identity')})")
+    check_identity(state.get("identity"), identity, out,
+                   message="cannot resume {where}: it was made with other settings ({saved})")
     for name, part in parts.items():
         part.load_state_dict(state[name])
     rng.set_state(state["rng"])

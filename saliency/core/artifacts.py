@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from saliency.core.errors import UserError
+from saliency.core.errors import ConfigError, UserError
 
 TEMP_SUFFIX = ".tmp"
 # A write that fails for want of room: a full disk, a quota, or a file-size limit (ulimit -f).
@@ -86,16 +86,23 @@ def refuse_output_in_inputs(out: str | os.PathLike, inputs: dict[str, str | os.P
                         f"what it reads; choose another {flag}")
 
 
-def ensure_writable_dir(path: str | os.PathLike) -> Path:
-    """Create ``path`` (and parents) if needed and check that files can be written in it."""
+def ensure_writable_dir(path: str | os.PathLike, field: str | None = None) -> Path:
+    """Create ``path`` (and parents) if needed and check that files can be written in it. With
+    ``field`` (the option that named it, e.g. ``out``), each refusal is a ConfigError naming it."""
     path = Path(path)
+    if field is not None and path.exists() and not path.is_dir():
+        raise ConfigError(f"`{field}` {path} is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError as exc:
-        raise UserError(f"cannot use {path} as an output folder: a file of that name exists") from exc
     except OSError as exc:
+        if field is not None:
+            raise ConfigError(f"cannot create `{field}` {path} ({exc.strerror or type(exc).__name__})") from exc
+        if isinstance(exc, FileExistsError):
+            raise UserError(f"cannot use {path} as an output folder: a file of that name exists") from exc
         raise UserError(f"cannot create output folder {path}: {exc.strerror}") from exc
-    if not os.access(path, os.W_OK | os.X_OK):
+    if field is not None and not os.access(path, os.W_OK):
+        raise ConfigError(f"`{field}` {path} is not writable")
+    if field is None and not os.access(path, os.W_OK | os.X_OK):
         raise UserError(f"output folder {path} is not writable")
     return path
 

@@ -76,10 +76,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
-            if METADATA_KEY in metadata:
-                info = json.loads(metadata[METADATA_KEY])
-            else:  # written before the one-key layout: "format" and "state" side by side
-                info = {"format": metadata.get("format"), "state": json.loads(metadata.get("state", "null"))}
+            info = json.loads(metadata.get(METADATA_KEY, "null"))
             if not isinstance(info, dict) or info.get("format") != FORMAT:
                 raise UserError(f"checkpoint {path} is corrupted, or not a saliency checkpoint")
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
@@ -91,3 +88,25 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise
     except (SafetensorError, OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
         raise UserError(f"checkpoint {path} is corrupted or truncated ({type(exc).__name__})") from exc
+
+
+RESUME_REFUSAL = "cannot resume {where}: it was made with other settings ({detail})"
+
+
+def _comparable(value: Any) -> Any:
+    """``value`` as its JSON text reads back (a tuple as a list, an int key as a string)."""
+    return json.loads(json.dumps(value))
+
+
+def check_identity(saved: Any, identity: dict, where: str | Path, message: str = RESUME_REFUSAL,
+                   error: type[UserError] = UserError) -> None:
+    """Refuse to resume a run whose checkpoint was made with other settings: ``saved`` is the
+    identity the checkpoint holds, ``identity`` what this call would make. One ``error``, its
+    ``message`` filled in with ``where`` (the run the caller names), ``detail`` (each differing
+    key, sorted: its value in the run and now) and ``saved`` (the checkpoint's identity as it is)."""
+    before = saved if isinstance(saved, dict) else {}
+    differs = sorted(k for k in {*before, *identity}
+                     if k not in before or k not in identity or _comparable(before[k]) != _comparable(identity[k]))
+    if differs or not isinstance(saved, dict):
+        detail = ", ".join(f"{k}: {before.get(k)!r} in the run, {identity.get(k)!r} now" for k in differs)
+        raise error(message.format(where=where, detail=detail, saved=saved))

@@ -6,9 +6,8 @@ relative to the directory the command ran in; datasets and downloaded weights ar
 name. A tree of run folders can then be moved, copied or shared, and every record still points
 at the same files.
 
-``record_path`` writes such a path, ``resolve_recorded`` reads one back (accepting the older
-records too: an absolute path, or one relative to the directory the command ran in), and
-``rebase_recorded`` moves a record copied from one folder's file into another folder's.
+``record_path`` writes such a path, ``resolve_recorded`` reads one back (an absolute one as it
+is), and ``rebase_recorded`` moves a record copied from one folder's file into another folder's.
 """
 
 from __future__ import annotations
@@ -31,18 +30,11 @@ def record_path(path: str | os.PathLike, folder: str | os.PathLike) -> str:
 def resolve_recorded(value: str | os.PathLike, folder: str | os.PathLike) -> Path:
     """The file or folder that a record in a file of ``folder`` names.
 
-    A relative record is relative to ``folder``. Older run folders recorded paths as given on
-    the command line (relative to the directory the command ran in) or absolute: a relative
-    record that names nothing below ``folder`` but does name something as given is taken as
-    given.
+    A relative record is relative to ``folder``; an absolute one (``record_path`` writes one
+    where no relative path exists, and a user may write one) is taken as it is.
     """
     path = Path(value)
-    if path.is_absolute():
-        return path
-    here = Path(folder) / path
-    if here.exists() or not path.exists():
-        return here
-    return path
+    return path if path.is_absolute() else Path(folder) / path
 
 
 def rebase_recorded(value, source: str | os.PathLike, target: str | os.PathLike):

@@ -84,12 +84,13 @@ def _configs():
     from pipelines.predict import PredictConfig
     from pipelines.sample import SampleConfig
     from pipelines.synthesize import SynthesizeConfig
+    from pipelines.vote import VoteConfig
     from saliency.augment import AugmentSettings
     from saliency.training import UNetTrainSettings
 
     return {"sample": [SampleConfig], "discover": [DiscoverConfig], "synthesize": [SynthesizeConfig],
             "train-unet": [UNetTrainSettings, AugmentSettings], "eval": [EvalConfig], "predict": [PredictConfig],
-            "pipeline": [PipelineConfig]}  # (sweep forwards discover's own options)
+            "pipeline": [PipelineConfig], "vote": [VoteConfig]}  # (sweep forwards discover's own options)
 
 
 def _declared(configs) -> dict[str, Range]:
@@ -107,6 +108,42 @@ def test_every_option_that_sets_a_bounded_field_has_that_fields_range(command):
     assert checked, f"{command}: no option sets a bounded field"
     for name in checked:
         assert params[name].type.to_info_dict() == option_range(declared[name]).to_info_dict(), (command, name)
+
+
+def _config_of_command():
+    from pipelines.fetch_data import FetchDataConfig
+    from pipelines.fetch_weights import FetchWeightsConfig
+    from pipelines.serve import ServeConfig
+    from pipelines.train_unet import TrainUNetConfig
+
+    configs = {name: classes[0] for name, classes in _configs().items()}
+    return {**configs, "train-unet": TrainUNetConfig, "fetch-data": FetchDataConfig,
+            "fetch-weights": FetchWeightsConfig, "serve": ServeConfig}
+
+
+@pytest.mark.parametrize("command", sorted(_config_of_command()))
+def test_every_option_reaches_its_config_field_by_name(command):
+    """An option is declared on its command and received by the field of the same name
+    (``config_from``): nothing in between to keep in step."""
+    from pipelines.cli import cli
+    from pipelines.options import GENERATOR_OPTIONS
+
+    config = _config_of_command()[command]
+    fields = {field.name for field in dataclasses.fields(config)}
+    if "generator_options" in fields:
+        fields |= set(GENERATOR_OPTIONS)
+    names = {param.name for param in cli.commands[command].params}
+    assert names <= fields, f"{command}: options with no field: {sorted(names - fields)}"
+
+
+def test_config_from_refuses_an_option_with_no_field():
+    from pipelines.options import config_from
+    from pipelines.vote import VoteConfig
+
+    with pytest.raises(TypeError, match="no field for the option 'unknown'"):
+        config_from(VoteConfig, {"classifier": "scenes-shapes", "out": "x.json", "unknown": 1})
+    made = config_from(VoteConfig, {"classifier": "scenes-shapes", "out": "x.json", "top_k": 3})
+    assert (made.classifier, made.top_k, made.class_fraction) == ("scenes-shapes", 3, 0.25)
 
 
 # ------------------------------------------------------------------ messages: fields below, flags above

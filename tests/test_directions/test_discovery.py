@@ -270,16 +270,17 @@ def test_refinement_moves_a_rough_start_onto_the_planted_direction(planted):
     assert torch.dot(refined, gen.white_direction) > 0.9
 
 
-def test_checkpoints_of_the_earlier_two_key_layout_still_load(tmp_path):
+def test_a_checkpoint_without_the_one_key_layout_is_refused(tmp_path):
     from safetensors.torch import save_file
 
     from saliency.core.checkpoint import FORMAT, _split
 
     tensors: dict = {}
     structure = _split({"step": 3, "weights": torch.ones(2)}, "", tensors)
-    save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"format": FORMAT, "state": json.dumps(structure)})
-    state = load_checkpoint(tmp_path / "old.safetensors")
-    assert state["step"] == 3 and torch.equal(state["weights"], torch.ones(2))
+    save_file(tensors, str(tmp_path / "two-key.safetensors"),
+              metadata={"format": FORMAT, "state": json.dumps(structure)})
+    with pytest.raises(UserError, match="not a saliency checkpoint"):
+        load_checkpoint(tmp_path / "two-key.safetensors")
 
 
 # ------------------------------------------------------- frozen generators that have weights

@@ -114,7 +114,7 @@ def test_a_moved_pipeline_folder_still_works_and_names_no_machine(tmp_path):
     assert _places_named(elsewhere, places) == []
 
 
-def test_recorded_paths_are_relative_to_the_recording_folder_and_older_ones_still_read(tmp_path, monkeypatch):
+def test_recorded_paths_are_relative_to_the_recording_folder_and_absolute_ones_still_read(tmp_path, monkeypatch):
     from saliency.core.recorded_paths import (rebase_recorded, rebased_options, record_path, recorded_options,
                                               resolve_recorded, resolved_options)
 
@@ -133,16 +133,16 @@ def test_recorded_paths_are_relative_to_the_recording_folder_and_older_ones_stil
     assert resolved_options({"weights": "../../weights/G.pth"}, run) == {"weights": str(run / "../../weights/G.pth")}
     assert rebased_options({"weights": "../../weights/G.pth"}, run, tmp_path) == {"weights": "weights/G.pth"}
     assert recorded_options({"weights": None}, run) == {"weights": None}
-    # Older folders recorded paths as given (relative to the directory the command ran in) or absolute.
+    # An absolute record is read as it is; a relative one is never read from the working directory.
     monkeypatch.chdir(tmp_path)
-    assert resolve_recorded("pipe/discover", synthesis) == Path("pipe/discover")
     assert resolve_recorded(str(run), synthesis) == run
-    assert resolved_options({"weights": "weights/G.pth"}, run) == {"weights": "weights/G.pth"}
+    assert resolve_recorded("pipe/discover", synthesis) == synthesis / "pipe" / "discover"
+    assert resolved_options({"weights": "weights/G.pth"}, run) == {"weights": str(run / "weights/G.pth")}
 
 
 def test_a_sweep_records_the_generator_weights_relative_to_its_folder(tmp_path):
     from pipelines import sweep
-    from pipelines.cli import discover
+    from pipelines.commands.discover import discover
     from saliency.core.errors import UserError
 
     weights = tmp_path / "G.pth"
@@ -172,8 +172,8 @@ def test_a_discovery_resumes_with_weights_recorded_in_either_form(tmp_path, monk
     (tmp_path / "G.pth").write_bytes(b"w")
     monkeypatch.chdir(tmp_path)
     now = {"generator": "g", "generator_options": {"weights": "../G.pth"}}  # as this call records them
-    for older in ("G.pth", str(tmp_path / "G.pth"), "../G.pth"):  # as given, absolute, relative to the run
-        saved = {"generator": "g", "generator_options": {"weights": older}}
+    for recorded in (str(tmp_path / "G.pth"), "../G.pth"):  # absolute, relative to the run
+        saved = {"generator": "g", "generator_options": {"weights": recorded}}
         assert _same_weights(saved, now, out) == now
     other = {"generator": "g", "generator_options": {"weights": "H.pth"}}
     assert _same_weights(other, now, out) == other

@@ -1,0 +1,49 @@
+"""``saliency sweep``: discover over a grid of settings, tabulated and charted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from saliency.core.errors import UserError
+from pipelines.commands.discover import discover
+from pipelines.options import DEVICE_HELP
+
+
+def seed_list(ctx: click.Context, param: click.Parameter, text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError as exc:
+        raise UserError(f"--seeds takes a comma-separated list of integers, got {text!r}") from exc
+
+
+@click.command("sweep", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--generator", default=None,
+              help="Generator of every cell (see `saliency generators`). Default: discover's (scenes).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Sweep folder: cells/ (one discover run each), table.md, table.csv, cells.csv, rca.png.")
+@click.option("--vary", multiple=True, metavar="KEY=V1,V2,...",
+              help="A discover option and its values, e.g. directions=16,32,64 or shift-loss-weight=0,0.25. "
+                   "Give it twice for a grid.")
+@click.option("--seeds", default="0", show_default=True, callback=seed_list,
+              help="Comma-separated seeds: one cell per seed and setting.")
+@click.option("--device", default=None, help=DEVICE_HELP + " Under torchrun: each process's own GPU.")
+@click.option("--plan", "plan_only", is_flag=True, help="List the cells and their state, run nothing.")
+@click.pass_context
+def sweep(ctx, device, plan_only, **options) -> None:
+    """Run discover over a grid of settings (resumable), then tabulate and chart RCA.
+
+    Any other option is passed to every cell's discover, e.g. --steps 2000 --batch 64.
+    """
+    from pipelines.sweep import cell_state, plan_sweep, run_sweep
+
+    plan = plan_sweep(**options, forwarded=list(ctx.args), discover=discover)
+    if plan_only:
+        for cell in plan.cells:
+            click.echo(f"{cell_state(cell):12s} {cell.folder}")
+        return
+    result = run_sweep(plan, device=device, log=click.echo)
+    if result["finished"]:
+        click.echo(result["table"].rstrip())
+        click.echo(f"wrote {Path(options['out']) / 'table.md'}, table.csv, cells.csv, rca.png")
