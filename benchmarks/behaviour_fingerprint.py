@@ -152,7 +152,7 @@ def _sngan_runs(work: Path) -> None:
     import numpy as np
 
     sys.path.insert(0, os.getcwd())
-    from pipelines.shipped import train_sngan
+    from tools import train_sngan
 
     rng = np.random.default_rng(0)
     rows = np.zeros((40, 785), dtype=np.int64)

@@ -1,4 +1,4 @@
-"""The discovery step before and after directions/speed.py, measured in one run.
+"""The discovery step before and after directions/prepared_models.py, measured in one run.
 
     python benchmarks/discover_speed.py [--generator dcgan-faces] [--reconstructors lenet,resnet18]
                                         [--batch 32] [--directions 32] [--compile]
@@ -31,7 +31,7 @@ from directions.deformators import build_deformator
 from directions.discovery import TrainSettings, _optimizers, play_step, sample_game
 from directions.generators import build_generator
 from directions.reconstructors import build_reconstructor
-from directions.speed import prepare_frozen_generator, prepare_reconstructor
+from directions.prepared_models import prepare_frozen_generator, prepare_reconstructor
 from saliency.core.runtime import cpu_name, tune_cpu_allocator
 
 

@@ -28,7 +28,7 @@ from directions.deformators import build_deformator
 from directions.discovery import _optimizers, play_step, sample_game
 from directions.generators import build_generator
 from directions.reconstructors import build_reconstructor
-from directions.speed import prepare_frozen_generator, prepare_reconstructor
+from directions.prepared_models import prepare_frozen_generator, prepare_reconstructor
 from pipelines.discover import DiscoverConfig, _resolved
 from saliency.core.runtime import autocast, configure_device, cpu_name, resolve_precision, tune_cpu_allocator
 

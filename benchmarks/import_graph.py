@@ -5,7 +5,8 @@
     python benchmarks/import_graph.py --sizes    # the largest modules and the longest functions
 
 Layers, bottom to top: saliency.core (infrastructure) <- directions (stage 1) <- the rest of
-saliency (stages 2-4 and the public API) <- pipelines (one run per command, and the CLI). A
+saliency (stages 2-4 and the public API) <- pipelines (one run per command, and the CLI) <- tools
+(the maintainers' scripts that rebuild the shipped checkpoints, not installed). A
 module imports only its own layer or lower ones, no two modules import each other (directly or
 around a loop), and only pipelines imports click. Imports inside functions count: they run
 too, only later.
@@ -19,8 +20,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("saliency", "directions", "pipelines")
-LAYERS = ("saliency.core", "directions", "saliency", "pipelines")  # bottom to top
+PACKAGES = ("saliency", "directions", "pipelines", "tools")
+LAYERS = ("saliency.core", "directions", "saliency", "pipelines", "tools")  # bottom to top
 CLI_ONLY = ("click",)
 
 

@@ -33,7 +33,7 @@ from directions.generators import Generator, build_generator
 from directions.ground_truth import background_report, factor_table, has_ground_truth
 from directions.reconstructors import build_reconstructor
 from directions.run_folder import CONFIG_NAME, SUMMARY_NAME, TENSORS_NAME, write_report
-from directions.speed import prepare_frozen_generator, prepare_reconstructor
+from directions.prepared_models import prepare_frozen_generator, prepare_reconstructor
 from saliency.core import distributed
 from saliency.core.artifacts import ensure_writable_dir, refuse_output_in_inputs, write_json, write_safetensors
 from saliency.core.checkpoint import check_identity, load_checkpoint
@@ -346,7 +346,7 @@ def _build_game(config: DiscoverConfig, device, world: int) -> Game:
     deformator = build_deformator(profile.deformator, generator.latent_dim, profile.num_directions, rng)
     torch.manual_seed(config.seed)  # R's initial weights: the same seed, the same run
     reconstructor = build_reconstructor(profile.reconstructor, profile.num_directions, generator.channels)
-    # The same computation, cheaper (directions/speed.py): folded batch norms, channels-last.
+    # The same computation, cheaper (directions/prepared_models.py): folded batch norms, channels-last.
     same = game_generator is generator
     game_generator = prepare_frozen_generator(game_generator)
     generator = game_generator if same else prepare_frozen_generator(generator)

@@ -25,12 +25,12 @@ from PIL import Image
 from saliency.core.artifacts import (atomic_path, ensure_writable_dir, refuse_output_in_inputs, remove_stale_temporaries,
                                 write_bytes_atomic, write_json)
 from saliency.datasets import get_spec, open_dataset, resolve_data_root, split_stems
-from saliency.ensure import dataset_need, ensure
+from saliency.downloads.prefetch import dataset_need, ensure
 from saliency.core import limits
 from saliency.core.errors import ConfigError, UserError
 from saliency.core.fields import bounded, check_ranges
 from saliency.detector import SaliencyDetector
-from saliency.evaluate import SampleScores, folder_samples, scenes_samples, score_samples
+from saliency.scoring import SampleScores, folder_samples, scenes_samples, score_samples
 from saliency import reference_rows
 from saliency.model_card import record_evaluation
 from saliency.core.png import encode_png

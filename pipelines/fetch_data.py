@@ -21,7 +21,7 @@ class FetchDataConfig:
 def run_fetch_data(config: FetchDataConfig) -> Path:
     """The dataset's folder, fetched and checked."""
     from saliency.datasets import resolve_data_root
-    from saliency.fetch import fetch_dataset
+    from saliency.downloads.datasets import fetch_dataset
 
     if config.source is not None and config.mirror is not None:
         raise UserError("--from and --mirror are two sources: give one")

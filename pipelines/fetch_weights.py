@@ -1,6 +1,6 @@
 """``saliency fetch-weights``: named third-party weights installed, checked, converted.
 
-The checks and conversions are :mod:`saliency.pretrained`'s; this decides which source each
+The checks and conversions are :mod:`saliency.downloads.weights`'s; this decides which source each
 name takes (the hub, a file on disk, a mirror) and refuses combinations that cannot apply.
 """
 
@@ -22,7 +22,7 @@ class FetchWeightsConfig:
 
 
 def run_fetch_weights(config: FetchWeightsConfig, log: Callable[[str], None] = print) -> None:
-    from saliency.pretrained import HUB_WEIGHTS, fetch_weights, installed_path, spec
+    from saliency.downloads.weights import HUB_WEIGHTS, fetch_weights, installed_path, spec
 
     if (config.source or config.url) and len(config.names) > 1:
         raise UserError("--from and --url take one NAME")

@@ -62,8 +62,8 @@ class PipelineProfile:
 
 
 PROFILES = {
-    # Discovery for half the scenes profile's 2,400 steps: measured, h_bg is as good, for a lower
-    # RCA, in half the time (the figures: docs/results.md, stage 1 on scenes).
+    # Discovery for half the scenes profile's 2,400 steps: h_bg is as good, for a lower RCA, in
+    # half the time (measured: docs/results.md, stage 1 on scenes).
     "embedded": PipelineProfile("scenes", 10_000, "embedded", True,
                                 "the embedded scenes generator; offline, CPU, minutes", discover_steps=1_200),
     "biggan": PipelineProfile("biggan-deep-128", 100_000, "biggan", False,
@@ -219,8 +219,8 @@ AUTHORS_BIGGAN_GENERATOR, AUTHORS_BIGGAN_WEIGHTS = "biggan-128", "biggan-128-aut
 def _authors_biggan(config: PipelineConfig) -> Path:
     """The authors' G_ema.pth as `saliency fetch-weights biggan-128-authors` installs it:
     fetched now, once, if missing (or one line saying how to provide it)."""
-    from saliency.ensure import ensure, weights_need
-    from saliency.pretrained import installed_path
+    from saliency.downloads.prefetch import ensure, weights_need
+    from saliency.downloads.weights import installed_path
 
     ensure([weights_need(AUTHORS_BIGGAN_WEIGHTS, progress=config.progress)], log=config.log)
     return installed_path(AUTHORS_BIGGAN_WEIGHTS)
@@ -341,7 +341,7 @@ def check_inputs(config: PipelineConfig, profile: PipelineProfile, data_root: Pa
     from pipelines.train_unet import resolve_architecture
     from saliency.classifiers import build_classifier, default_classifier
     from saliency.datasets import open_dataset
-    from saliency.ensure import classifier_weights, dataset_need, encoder_weights, ensure, weights_need
+    from saliency.downloads.prefetch import classifier_weights, dataset_need, encoder_weights, ensure, weights_need
     from saliency.unet import converted_encoder_weights
 
     out = Path(config.out)

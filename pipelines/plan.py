@@ -249,7 +249,7 @@ def generator_weights(ctx: PlanContext) -> tuple[dict, Callable | None]:
         ctx.random_weights.append("BigGAN-deep-128 (the generator)")
         return {}, random_biggan_deep
     if name == "biggan-128":
-        from saliency.pretrained import installed_path
+        from saliency.downloads.weights import installed_path
 
         path = config.weights or installed_path(ctx.authors_weights)
         if Path(path).is_file():
@@ -310,7 +310,7 @@ def random_biggan128(weights: str | None = None, truncation: float | None = None
 
 def downloads(ctx: PlanContext, vote_needed: bool, architecture) -> list[dict]:
     """What the run would fetch before stage 1 (nothing is fetched here)."""
-    from saliency.ensure import classifier_weights, dataset_need, encoder_weights, weights_need
+    from saliency.downloads.prefetch import classifier_weights, dataset_need, encoder_weights, weights_need
 
     config, profile = ctx.config, ctx.profile
     needs = [dataset_need("ecssd", ctx.data_root, progress=False),
@@ -581,7 +581,7 @@ def plan_eval(ctx: PlanContext, model: Path) -> list[PlanRow]:
     from pipelines.evaluate import EvalConfig, run_eval
     from saliency.datasets import open_dataset
     from saliency.detector import SaliencyDetector
-    from saliency.evaluate import EvalSample, folder_samples, score_samples
+    from saliency.scoring import EvalSample, folder_samples, score_samples
 
     config, profile, device = ctx.config, ctx.profile, ctx.device
     rows: list[PlanRow] = []

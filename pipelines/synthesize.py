@@ -38,7 +38,7 @@ from saliency.core import distributed
 from saliency.core.artifacts import ensure_writable_dir, refuse_output_in_inputs, write_json
 from saliency.classifiers import build_classifier, default_classifier
 from saliency.datasets import get_spec, open_dataset, resolve_data_root
-from saliency.ensure import classifier_weights, dataset_need, ensure, weights_need
+from saliency.downloads.prefetch import classifier_weights, dataset_need, ensure, weights_need
 from saliency.core.device import resolve_device
 from saliency.core import limits
 from saliency.core.errors import ConfigError, UserError
@@ -165,7 +165,7 @@ def stream_from_manifest(folder: Path, manifest: dict, device: torch.device, see
     run = manifest.get("run")
     if not isinstance(run, str):
         raise UserError(f"{folder / MANIFEST_NAME} names no discovery run to stream pairs from")
-    run_dir = resolve_recorded(run, folder)  # relative to the synthesis folder (older ones: as given)
+    run_dir = resolve_recorded(run, folder)  # relative to the synthesis folder
     summary = load_run(run_dir)
     name = generator_named_in_file(summary.get("generator"), run_dir / SUMMARY_NAME, generator_spec)
     options = summary.get("generator_options") or {}
@@ -373,15 +373,13 @@ def _choose_classes(config: SynthesizeConfig, generator_name: str, generator: Ge
 
 def _fingerprint(config: SynthesizeConfig, job: _Job) -> dict:
     """The settings that decide the pairs: a folder made with others is refused, not extended."""
-    fingerprint = {
+    return {
         "generator": job.generator_name, "generator_options": job.options, "resolution": job.generator.resolution,
         "shift_sha256": hashlib.sha256(job.direction.numpy().tobytes()).hexdigest(), "magnitude": job.magnitude,
         "rule": job.rule.fingerprint(), "classes": job.classes, "batch_size": job.batch_size,
         "shard_size": config.shard_size, "seed": config.seed, "ground_truth": job.with_truth,
+        "precision": job.precision,
     }
-    if job.precision != "fp32":  # recorded only when it changes the pairs (older folders stay resumable)
-        fingerprint["precision"] = job.precision
-    return fingerprint
 
 
 def _skipped(manifest_path: Path) -> dict:
@@ -443,8 +441,8 @@ def _finished(manifest_path: Path, count: int, fingerprint: dict, world: int) ->
     expected = fingerprint if world == 1 else None
     if expected is not None and "fingerprint_sha256" in manifest:
         return manifest["fingerprint_sha256"] == hashlib.sha256(json.dumps(expected, sort_keys=True).encode()).hexdigest()
-    # Older manifests (and distributed ones, whose parts hold the per-rank fingerprints) are
-    # checked through progress records when the run continues; here the count decides.
+    # Distributed manifests (whose parts hold the per-rank fingerprints) are checked through
+    # progress records when the run continues; here the count decides.
     return True
 
 

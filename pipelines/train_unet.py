@@ -18,7 +18,7 @@ from pathlib import Path
 from saliency.core import distributed
 from saliency.core.artifacts import ensure_writable_dir, refuse_output_in_inputs
 from saliency.core.device import resolve_device
-from saliency.ensure import encoder_weights, ensure, weights_need
+from saliency.downloads.prefetch import encoder_weights, ensure, weights_need
 from saliency.core.errors import ConfigError, UserError
 from saliency.model_card import training_card
 from saliency.core.recorded_paths import rebase_recorded, rebased_options, record_path

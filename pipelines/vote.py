@@ -35,7 +35,7 @@ def run_vote(config: VoteConfig, log: Callable[[str], None] = print) -> dict:
     from saliency.core.artifacts import ensure_writable_dir, refuse_output_in_inputs, write_json
     from saliency.core.device import resolve_device
     from saliency.datasets import get_spec, open_dataset, resolve_data_root
-    from saliency.ensure import classifier_weights as weights_of, dataset_need, ensure, weights_need
+    from saliency.downloads.prefetch import classifier_weights as weights_of, dataset_need, ensure, weights_need
 
     if config.classifier not in CLASSIFIERS:  # the options first, then what is missing
         raise UserError(f"unknown classifier {config.classifier!r}; known: {', '.join(sorted(CLASSIFIERS))}")

@@ -11,7 +11,7 @@ over the generator's classes, plus ``preprocess`` that turns a PIL image into th
   from ``--classifier-weights`` pointing at the ``.tflite`` or the converted file): the ImageNet
   classifier that installs offline, padding as TensorFlow does.
 - ``scenes-shapes``: a small CNN over the ten shape families of the embedded ``scenes``
-  generator, trained by ``python -m pipelines.shipped.scenes_classifier`` and shipped in
+  generator, trained by ``python -m tools.scenes_classifier`` and shipped in
   ``checkpoints/scenes-classifier/`` so the whole embedded path runs offline.
 """
 
@@ -78,7 +78,7 @@ def load_scenes_classifier(weights: str | Path | None = None) -> Classifier:
     meta_path, tensor_path = folder / "model.json", folder / "model.safetensors"
     for path in (meta_path, tensor_path):
         if not path.is_file():
-            raise UserError(f"scenes classifier: {path} not found (make it with `python -m pipelines.shipped.scenes_classifier`)")
+            raise UserError(f"scenes classifier: {path} not found (make it with `python -m tools.scenes_classifier`)")
     meta = read_json(meta_path, {"num_classes": int, "width": int, "input_size": int})
     if not (0 < meta["num_classes"] <= 100_000 and 0 < meta["width"] <= 4096 and 8 <= meta["input_size"] <= 4096):
         raise UserError(f"{meta_path}: num_classes, width or input_size out of range")
@@ -114,7 +114,7 @@ def load_resnet18_imagenet(weights: str | Path | None = None) -> Classifier:
 def load_mobilenet_v2_imagenet(weights: str | Path | None = None) -> Classifier:
     from torchvision.models import mobilenet_v2
 
-    from saliency.pretrained import installed_path
+    from saliency.downloads.weights import installed_path
     from saliency.tflite_mobilenet import convert_mobilenet_v2_tflite, pad_like_tensorflow
 
     path = Path(weights) if weights is not None else installed_path("mobilenet-v2-imagenet")
@@ -157,7 +157,7 @@ GENERATOR_CLASSIFIERS = {
 
 def resnet18_weights_path() -> Path:
     """Where torchvision (and ``fetch-weights resnet18-imagenet``) keeps the weights."""
-    from saliency.pretrained import installed_path
+    from saliency.downloads.weights import installed_path
 
     return installed_path("resnet18-imagenet")
 
@@ -171,7 +171,7 @@ def default_classifier(generator: str) -> tuple[str, str]:
         return choices[0], f"the classifier of {generator}'s classes"
     if resnet18_weights_path().is_file():
         return "resnet18-imagenet", f"the paper's ResNet-18 (weights found at {resnet18_weights_path()})"
-    from saliency.pretrained import installed_path
+    from saliency.downloads.weights import installed_path
 
     if installed_path("mobilenet-v2-imagenet").is_file():
         return "mobilenet-v2-imagenet", (f"MobileNetV2 (no ResNet-18 weights at {resnet18_weights_path()}; "

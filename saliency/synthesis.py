@@ -44,9 +44,8 @@ class MaskRule:
     strict_area: bool = False
 
     def fingerprint(self) -> dict:
-        """What a synthesis folder records of the rule (``strict_area`` only when set, so folders
-        made before it existed stay resumable)."""
-        return {k: v for k, v in asdict(self).items() if k != "strict_area" or v}
+        """What a synthesis folder records of the rule: a folder made with another is refused."""
+        return asdict(self)
 
     def validate(self) -> None:
         check_ranges(self)

@@ -279,12 +279,9 @@ def _build_training(arch: UNetArchitecture, settings: UNetTrainSettings, device:
 def _run_identity(arch: UNetArchitecture, settings: UNetTrainSettings, pairs: SyntheticPairs, data: Path,
                   streamed: bool = False) -> dict:
     """What a resumed run must share with its checkpoint (not steps, workers or compilation)."""
-    identity = {"architecture": asdict(arch),
-                "settings": {**asdict(settings), "steps": None, "workers": None, "compile": None},
-                "data_pairs": len(pairs), "data_manifest_sha": _manifest_digest(data)}
-    if streamed:
-        identity["streamed"] = True
-    return identity
+    return {"architecture": asdict(arch),
+            "settings": {**asdict(settings), "steps": None, "workers": None, "compile": None},
+            "data_pairs": len(pairs), "data_manifest_sha": _manifest_digest(data), "streamed": streamed}
 
 
 def _prepare_run_folder(out: Path, start: int, resume: bool, record: dict | None, ctx) -> None:

@@ -63,7 +63,7 @@ def converted_encoder_weights(arch: UNetArchitecture) -> Path | None:
         return None
     if smp_weights_cached(arch.encoder, arch.encoder_weights):
         return None
-    from saliency.pretrained import installed_path
+    from saliency.downloads.weights import installed_path
 
     path = installed_path(CONVERTED_WEIGHTS)
     if not path.is_file():

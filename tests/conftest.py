@@ -122,7 +122,7 @@ def _torch_home(tmp_path_factory):
     """A torch hub cache of the tests' own (the CLI processes inherit it): the embedded U-Net's
     ImageNet MobileNetV2 encoder installed from the user's cache or the shared TFLite copy, and
     nothing else, so no test depends on, or writes to, the user's cache."""
-    from saliency.pretrained import installed_path
+    from saliency.downloads.weights import installed_path
 
     user_copy = installed_path("mobilenet-v2-imagenet")
     home = tmp_path_factory.mktemp("torch-home")
@@ -134,7 +134,7 @@ def _torch_home(tmp_path_factory):
     if user_copy.is_file():
         target.write_bytes(user_copy.read_bytes())
     elif (mirrored and mirrored.is_file()) or SHARED_TFLITE.is_file():
-        from saliency.pretrained import fetch_weights
+        from saliency.downloads.weights import fetch_weights
 
         fetch_weights("mobilenet-v2-imagenet", source=mirrored if mirrored and mirrored.is_file() else SHARED_TFLITE,
                       progress=False)

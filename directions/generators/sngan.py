@@ -8,13 +8,13 @@ discriminator only, so the generator is plain layers.
 
 Weights:
 - ``sngan-mnist`` with no ``--weights``: this project's own generator, trained on 5,000 MNIST
-  digits by ``python -m pipelines.shipped.train_sngan`` and shipped in ``checkpoints/sngan-mnist/``
+  digits by ``python -m tools.train_sngan`` and shipped in ``checkpoints/sngan-mnist/``
   (three up-blocks, 32x32, one channel; widths chosen for a CPU, see that folder's model.json).
 - ``--weights`` with the authors' published files: a folder holding ``args.json`` and
   ``generator.pt`` (their SN_MNIST / SN_Anime download), or the ``generator.pt`` file alone.
   The widths are read from the tensors' shapes; the file is read with ``weights_only=True``
   and must match the architecture key for key.
-- ``--weights`` with a folder (or ``.safetensors`` file) written by ``pipelines.shipped.train_sngan``.
+- ``--weights`` with a folder (or ``.safetensors`` file) written by ``tools.train_sngan``.
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def load_authors_generator(path: Path, what: str) -> SNResNetGenerator:
 
 
 def load_own_generator(path: Path, what: str) -> SNResNetGenerator:
-    """A generator saved by ``pipelines.shipped.train_sngan`` (``model.safetensors`` + ``model.json``)."""
+    """A generator saved by ``tools.train_sngan`` (``model.safetensors`` + ``model.json``)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 

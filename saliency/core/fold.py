@@ -2,7 +2,7 @@
 
 Each eval-mode BatchNorm2d that directly follows a conv is an affine map per channel: it goes
 into that conv's weights and bias, and one pass over every activation disappears (equal up to
-float rounding). Discovery folds the frozen generator (directions/speed.py); inference folds
+float rounding). Discovery folds the frozen generator (directions/prepared_models.py); inference folds
 the U-Net (saliency/detector.py).
 """
 

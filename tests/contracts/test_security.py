@@ -17,7 +17,7 @@ import pytest
 
 from conftest import REPO
 from saliency.core.errors import UserError
-from saliency.core.download import download
+from saliency.downloads.transfer import download
 
 UNPICKLERS = {"pickle", "marshal", "dill", "shelve", "joblib", "cloudpickle"}
 # Only to name the exception torch's weights-only loader raises: nothing is unpickled with it.
@@ -163,6 +163,9 @@ DYNAMIC_SITES = {
         "a --generator package.module:factory the user typed, or a name read from a file that "
         "generator_named_in_file let through (registered, or the very spec the user typed)",
     ("directions/generators/registry.py", "get_factory", "getattr"): "the factory part of that same spec",
+    **{("benchmarks/option_places.py", function, "importlib.import_module"):
+       "a module of the project's own pipelines package (pkgutil's walk, or an import line of a command's source)"
+       for function in ("_pipeline_functions", "_config_classes", "_receiving_parameters", "places")},
 }
 DYNAMIC_CALLS = {"importlib.import_module", "import_module", "__import__", "importlib.__import__",
                  "importlib.util.spec_from_file_location", "spec_from_file_location", "runpy.run_path",

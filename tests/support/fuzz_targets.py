@@ -288,7 +288,7 @@ def _zip_seeds() -> list[bytes]:
 
 
 def _run_zip(data: bytes, folder: Path) -> None:
-    from saliency.core.download import safe_extract_zip
+    from saliency.downloads.transfer import safe_extract_zip
 
     archive = folder / "images.zip"
     archive.write_bytes(data)

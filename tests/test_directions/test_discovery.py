@@ -305,7 +305,7 @@ def test_no_generator_weight_gets_a_gradient_or_changes(tmp_path, name, prepared
     weight or batch-norm statistic changes (as built, G still has its batch norms; folded, as
     discover runs it, they are in the convolutions)."""
     from directions.discovery import _optimizers, play_step
-    from directions.speed import prepare_frozen_generator, prepare_reconstructor
+    from directions.prepared_models import prepare_frozen_generator, prepare_reconstructor
 
     generator = _weighted_generator(name, tmp_path)
     if prepared:
@@ -330,7 +330,7 @@ def test_no_generator_weight_gets_a_gradient_or_changes(tmp_path, name, prepared
 
 
 def test_folding_batch_norms_keeps_the_generators_images(tmp_path):
-    from directions.speed import prepare_frozen_generator
+    from directions.prepared_models import prepare_frozen_generator
     from saliency.core.fold import fold_batch_norms
 
     pytest.importorskip("gan_face_generate")
@@ -374,7 +374,7 @@ class _NeedsNCHW(Generator):
 
 
 def test_a_generator_that_needs_nchw_keeps_it_but_still_gets_its_norms_folded():
-    from directions.speed import prepare_frozen_generator
+    from directions.prepared_models import prepare_frozen_generator
 
     generator = _NeedsNCHW().eval().requires_grad_(False)
     prepared = prepare_frozen_generator(generator)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from directions.generators import Generator, build_generator
-from pipelines.shipped import train_sngan
-from pipelines.shipped.mnist_quality import GATE, load_classifier, quality_gate, quality_gate_over_seeds
+from tools import train_sngan
+from tools.mnist_quality import GATE, load_classifier, quality_gate, quality_gate_over_seeds
 from saliency.core.errors import UserError
 from makers import effects_by_hand
 from conftest import REPO
@@ -186,14 +186,14 @@ def test_discovery_on_the_gray_generator_follows_the_papers_mnist_setup(tmp_path
 
 
 def test_the_quality_gate_command_runs_as_results_md_cites_it(tmp_path):
-    """`python -m pipelines.shipped.mnist_quality gate` (it crashed on --seeds it did not declare)."""
+    """`python -m tools.mnist_quality gate` (it crashed on --seeds it did not declare)."""
     import subprocess
     import sys
 
     from conftest import REPO
 
     out = tmp_path / "quality.json"
-    result = subprocess.run([sys.executable, "-m", "pipelines.shipped.mnist_quality", "gate", "--samples", "64",
+    result = subprocess.run([sys.executable, "-m", "tools.mnist_quality", "gate", "--samples", "64",
                              "--seeds", "2", "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode in (0, 1) and "Traceback" not in result.stderr, result.stderr  # 1: the gate failed
     recorded = json.loads(out.read_text())

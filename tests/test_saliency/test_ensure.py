@@ -1,4 +1,4 @@
-"""The fetch-what-is-missing step (saliency/ensure.py): once, from mirrors, and offline in seconds.
+"""The fetch-what-is-missing step (saliency/downloads/prefetch.py): once, from mirrors, and offline in seconds.
 
 Every server here is on loopback; the conftest points every other fetch at a closed port.
 """
@@ -17,7 +17,7 @@ from makers import constant_model, zip_folder
 from pipelines import pipeline as pipeline_module
 from pipelines.pipeline import PipelineConfig, run_pipeline
 from saliency.core.errors import UserError
-from saliency.pretrained import installed_path
+from saliency.downloads.weights import installed_path
 
 SHARED_ECSSD = ECSSD
 needs_shared = pytest.mark.skipif(not (SHARED_ECSSD.is_dir() and SHARED_TFLITE.is_file()),
@@ -137,7 +137,7 @@ def test_stages_run_on_their_own_fetch_too(tmp_path):
 
 
 def test_unreachable_sources_are_reported_before_anything_is_fetched(tmp_path, monkeypatch):
-    from saliency.ensure import dataset_need, ensure, weights_need
+    from saliency.downloads.prefetch import dataset_need, ensure, weights_need
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("SALIENCY_DATA_MIRROR", CLOSED_URL)

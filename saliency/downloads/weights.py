@@ -30,7 +30,7 @@ import torch
 from saliency.core.artifacts import write_json, write_safetensors
 from saliency.core.errors import ConfigError, UserError
 from saliency.core.artifacts import sha256_file
-from saliency.core.download import download
+from saliency.downloads.transfer import download
 
 
 @dataclass(frozen=True)

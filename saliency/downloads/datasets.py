@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from saliency.core.artifacts import ensure_writable_dir, refuse_output_in_inputs, sha256_file
-from saliency.core.download import download, safe_extract_zip
+from saliency.downloads.transfer import download, safe_extract_zip
 from saliency.datasets import DatasetSpec, get_spec
 from saliency.core.errors import ConfigError, UserError
 
