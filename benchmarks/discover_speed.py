@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from directions.deformators import build_deformator
-from directions.discovery import TrainSettings, _optimizers, play_step, sample_game
+from directions.discovery import TrainSettings, game_optimizers, play_step, sample_game
 from directions.generators import build_generator
 from directions.reconstructors import build_reconstructor
 from directions.prepared_models import prepare_frozen_generator, prepare_reconstructor
@@ -63,7 +63,7 @@ def build(variant: str, generator_name: str, reconstructor_name: str, directions
     if variant == "compiled":
         generator.synthesize = torch.compile(generator.synthesize)
         reconstructor.forward = torch.compile(reconstructor.forward)
-    optimizers = _optimizers(deformator, reconstructor, settings)
+    optimizers = game_optimizers(deformator, reconstructor, settings)
     rng = torch.Generator().manual_seed(0)
     step_fn = _one_call_step if variant == "one_call" else play_step
 

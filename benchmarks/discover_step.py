@@ -25,11 +25,11 @@ from dataclasses import replace
 import torch
 
 from directions.deformators import build_deformator
-from directions.discovery import _optimizers, play_step, sample_game
+from directions.discovery import game_optimizers, play_step, sample_game
 from directions.generators import build_generator
 from directions.reconstructors import build_reconstructor
 from directions.prepared_models import prepare_frozen_generator, prepare_reconstructor
-from pipelines.discover import DiscoverConfig, _resolved
+from pipelines.discover import DiscoverConfig, resolved_settings
 from saliency.core.runtime import autocast, configure_device, cpu_name, resolve_precision, tune_cpu_allocator
 
 
@@ -62,7 +62,7 @@ def main() -> None:
     options = {"weights": args.weights} if args.weights else {}
     config = DiscoverConfig(generator=args.generator, device=args.device, generator_options=options)
     generator = build_generator(args.generator, device=args.device, **options)
-    profile, settings = _resolved(config, generator)
+    profile, settings = resolved_settings(config, generator)
     if profile.train_options:
         generator = build_generator(args.generator, device=args.device, **options, **dict(profile.train_options))
     generator.eval()
@@ -96,7 +96,7 @@ def measure(kind: str, generator, profile, settings, precision: str, args, sync)
     reconstructor = build_reconstructor(profile.reconstructor, profile.num_directions, generator.channels)
     reconstructor = reconstructor.to(generator.device)
     prepare_reconstructor(reconstructor)
-    optimizers = _optimizers(deformator, reconstructor, settings)
+    optimizers = game_optimizers(deformator, reconstructor, settings)
 
     z, classes, index, eps = sample_game(generator, profile.num_directions, settings.batch_size, rng, settings)
     shift = deformator(index, eps).detach()

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from directions.deformators import build_deformator
-from directions.discovery import TrainSettings, _optimizers, play_step
+from directions.discovery import TrainSettings, game_optimizers, play_step
 from directions.generators import build_generator
 from directions.reconstructors import build_reconstructor
 from directions.run_folder import write_known_direction_run
@@ -111,7 +111,7 @@ def main() -> None:
         reconstructor = build_reconstructor("resnet18", 128).to(device)
         if device.type == "cuda":
             reconstructor = reconstructor.to(memory_format=torch.channels_last)
-        optimizers = _optimizers(deformator, reconstructor, settings)
+        optimizers = game_optimizers(deformator, reconstructor, settings)
 
         def discover_step():
             play_step(generator, deformator, reconstructor, optimizers, rng, batch_d, settings)

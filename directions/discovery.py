@@ -133,7 +133,7 @@ def _process_seed(seed: int, rank: int, step: int) -> int:
     return seed if rank == 0 and step == 0 else (seed * 1_000_003 + rank * 7_919 + step) % (2**63 - 1)
 
 
-def _optimizers(deformator: Deformator, reconstructor: Reconstructor, settings: TrainSettings):
+def game_optimizers(deformator: Deformator, reconstructor: Reconstructor, settings: TrainSettings):
     optimizers = {"reconstructor": torch.optim.Adam(reconstructor.parameters(), lr=settings.lr)}
     if deformator.trainable:
         lr = settings.deformator_lr if settings.deformator_lr is not None else settings.lr
@@ -278,7 +278,7 @@ def _start_game(run_dir: Path, device: torch.device, deformator: Deformator, rec
     """A fresh game, or the run's checkpoint loaded (with ``resume``); the step log trimmed to match."""
     deformator.to(device).train()
     reconstructor.to(device).train()
-    optimizers = _optimizers(deformator, reconstructor, settings)
+    optimizers = game_optimizers(deformator, reconstructor, settings)
     checkpoint_path, metrics_path = run_dir / CHECKPOINT_NAME, run_dir / METRICS_NAME
     rng = torch.Generator(device=stream_device(device, checkpoint_path if resume else None))
     rng.manual_seed(_process_seed(settings.seed, ctx.rank, 0))

@@ -136,7 +136,7 @@ class DiscoverConfig:
             parse_bg_direction(self.bg_direction)
 
 
-def _resolved(config: DiscoverConfig, generator: Generator) -> tuple[Profile, TrainSettings]:
+def resolved_settings(config: DiscoverConfig, generator: Generator) -> tuple[Profile, TrainSettings]:
     profile = PROFILES.get(config.generator) or default_profile(generator)
     profile = replace(
         profile,
@@ -255,7 +255,7 @@ def run_discover(config: DiscoverConfig) -> dict:
     saved = _check_run_folder(config, out)
     ctx = distributed.context()
     distributed.barrier()  # every process has checked the folder before any of them writes in it
-    game = _build_game(config, distributed.device_for(config.device, ctx), ctx.world)
+    game = build_game(config, distributed.device_for(config.device, ctx), ctx.world)
     if saved is not None:
         check_identity(_same_weights(saved, game.identity, out), game.identity, out)  # before anything changes
     if not (out / CHECKPOINT_NAME).exists() and ctx.is_main:
@@ -313,10 +313,10 @@ def _same_weights(saved: dict, identity: dict, out: Path) -> dict:
     return {**saved, "generator_options": {**before, "weights": now["weights"]}} if same else saved
 
 
-def _build_game(config: DiscoverConfig, device, world: int) -> Game:
+def build_game(config: DiscoverConfig, device, world: int) -> Game:
     generator = build_generator(config.generator, device=device, **config.generator_options)
     configure_device(generator.device)
-    profile, settings = _resolved(config, generator)
+    profile, settings = resolved_settings(config, generator)
     settings = replace(settings, precision=resolve_precision(config.precision, generator.device,
                                                              cpu_bf16=profile.cpu_bf16))
     options = {k: v for k, v in config.generator_options.items() if v is not None}

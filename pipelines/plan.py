@@ -339,10 +339,10 @@ def plan_discover(ctx: PlanContext) -> tuple[list[PlanRow], dict]:
     search and refinement, each timed on a part of its work and scaled to the whole."""
     from directions import background as bg
     from directions.charts import save_direction_charts
-    from directions.discovery import _optimizers, play_step, reconstructor_accuracy
+    from directions.discovery import game_optimizers, play_step, reconstructor_accuracy
     from directions.effects import direction_effects
     from directions.ground_truth import background_report, factor_table, has_ground_truth
-    from pipelines.discover import DiscoverConfig, _build_game
+    from pipelines.discover import DiscoverConfig, build_game
 
     config, profile, device = ctx.config, ctx.profile, ctx.device
     discover = DiscoverConfig(generator=profile.generator, out=ctx.tmp / "discover", device=str(device),
@@ -350,11 +350,11 @@ def plan_discover(ctx: PlanContext) -> tuple[list[PlanRow], dict]:
                               generator_options=ctx.generator_options, refine_bg=profile.refine_bg, progress=False)
     rows: list[PlanRow] = []
     with PeakMemory(device) as memory:
-        game = _build_game(discover, device, 1)
+        game = build_game(discover, device, 1)
         settings, generator = game.settings, game.generator
         deformator = game.deformator.to(generator.device).train()
         reconstructor = game.reconstructor.to(generator.device).train()
-        optimizers = _optimizers(deformator, reconstructor, settings)
+        optimizers = game_optimizers(deformator, reconstructor, settings)
         rng = torch.Generator().manual_seed(0)
 
         def measure(batch: int) -> float:
@@ -522,7 +522,7 @@ def plan_unet(ctx: PlanContext, data: Path, pairs: int, per_pair: float | None) 
     from pipelines.train_unet import TrainUNetConfig, resolve
     from saliency.core.runtime import resolve_precision
     from saliency.shards import SyntheticPairs
-    from saliency.training import _build_training, _train_step, set_training_mode, validate
+    from saliency.training import build_training, train_step, set_training_mode, validate
     from saliency.unet import converted_encoder_weights, save_model
 
     config, profile, device = ctx.config, ctx.profile, ctx.device
@@ -542,12 +542,12 @@ def plan_unet(ctx: PlanContext, data: Path, pairs: int, per_pair: float | None) 
     rows: list[PlanRow] = []
 
     def measure(batch: int):
-        net, optimizer, schedule = _build_training(arch, replace(settings, batch_size=batch), device)
+        net, optimizer, schedule = build_training(arch, replace(settings, batch_size=batch), device)
         set_training_mode(net, settings.freeze_encoder)
         chosen = [stored[i % len(stored)] for i in range(batch)]
         images = torch.from_numpy(np.stack([row[0] for row in chosen]))
         masks = torch.from_numpy(np.stack([row[1] for row in chosen]))
-        seconds = time_per_call(lambda: _train_step(net, optimizer, schedule, images, masks, device, settings),
+        seconds = time_per_call(lambda: train_step(net, optimizer, schedule, images, masks, device, settings),
                                 device)
         return net, optimizer, seconds
 

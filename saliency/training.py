@@ -193,7 +193,7 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
     if stream is not None and ctx.distributed:
         raise ConfigError("streamed training runs in one process (each step's batch is drawn whole); "
                           "run it without torchrun")
-    net, optimizer, schedule = _build_training(arch, settings, device)
+    net, optimizer, schedule = build_training(arch, settings, device)
     identity = _run_identity(arch, settings, pairs, data, streamed=stream is not None)
     checkpoint_path, metrics_path = out / CHECKPOINT_NAME, out / METRICS_NAME
     start, seconds_before = 0, 0.0
@@ -214,7 +214,7 @@ def train_unet(data: Path, out: Path, arch: UNetArchitecture, settings: UNetTrai
         model = _data_parallel(net, device, ctx)  # ``net`` itself in one process
         forward = torch.compile(model) if settings.compile else model
         for images, masks in loader:
-            value = _train_step(forward, optimizer, schedule, images, masks, device, settings)
+            value = train_step(forward, optimizer, schedule, images, masks, device, settings)
             step += 1
             if not math.isfinite(value):
                 raise ConfigError(f"the loss became {value} at step {step}; lower `lr`")
@@ -264,7 +264,7 @@ def _open_pairs(data: Path, arch: UNetArchitecture, settings: UNetTrainSettings,
     return pairs, np.arange(split), np.arange(split, len(pairs))
 
 
-def _build_training(arch: UNetArchitecture, settings: UNetTrainSettings, device: torch.device):
+def build_training(arch: UNetArchitecture, settings: UNetTrainSettings, device: torch.device):
     """The U-Net (channels-last on a GPU; its encoder frozen if asked), Adam over what trains,
     and the step schedule."""
     net = build_unet(arch).to(device)  # the module itself; ``model`` may wrap it for data parallelism
@@ -313,7 +313,7 @@ def _step_loader(pairs: SyntheticPairs, train_indices: np.ndarray, settings: UNe
     )
 
 
-def _train_step(forward, optimizer, schedule, images: torch.Tensor, masks: torch.Tensor, device: torch.device,
+def train_step(forward, optimizer, schedule, images: torch.Tensor, masks: torch.Tensor, device: torch.device,
                 settings: UNetTrainSettings) -> float:
     """One optimiser step on a batch; returns its loss."""
     x = to_model_input(images, device)

@@ -73,11 +73,11 @@ def test_precision_auto_plays_the_game_in_bf16_only_where_measured_faster(monkey
                                                                           expected):
     import torch
 
-    from pipelines.discover import DiscoverConfig, _build_game
+    from pipelines.discover import DiscoverConfig, build_game
     from saliency.core import runtime
 
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native_bf16)
-    game = _build_game(DiscoverConfig(generator=generator, device="cpu"), torch.device("cpu"), 1)
+    game = build_game(DiscoverConfig(generator=generator, device="cpu"), torch.device("cpu"), 1)
     assert game.settings.precision == expected
-    forced = _build_game(DiscoverConfig(generator=generator, device="cpu", precision="fp32"), torch.device("cpu"), 1)
+    forced = build_game(DiscoverConfig(generator=generator, device="cpu", precision="fp32"), torch.device("cpu"), 1)
     assert forced.settings.precision == "fp32"

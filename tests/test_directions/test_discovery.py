@@ -304,7 +304,7 @@ def test_no_generator_weight_gets_a_gradient_or_changes(tmp_path, name, prepared
     """The game trains A and R through G, never G itself: no weight gets a gradient, and no
     weight or batch-norm statistic changes (as built, G still has its batch norms; folded, as
     discover runs it, they are in the convolutions)."""
-    from directions.discovery import _optimizers, play_step
+    from directions.discovery import game_optimizers, play_step
     from directions.prepared_models import prepare_frozen_generator, prepare_reconstructor
 
     generator = _weighted_generator(name, tmp_path)
@@ -318,7 +318,7 @@ def test_no_generator_weight_gets_a_gradient_or_changes(tmp_path, name, prepared
     a_before = deformator.directions().detach().clone()
     r_before = [p.detach().clone() for p in reconstructor.parameters()]
     settings = TrainSettings(batch_size=4, lr=1e-2)
-    optimizers = _optimizers(deformator, reconstructor, settings)
+    optimizers = game_optimizers(deformator, reconstructor, settings)
     rng = torch.Generator().manual_seed(0)
     for _ in range(2):
         play_step(generator, deformator, reconstructor, optimizers, rng, 4, settings)
