@@ -367,10 +367,7 @@ def check_inputs(config: PipelineConfig, profile: PipelineProfile, data_root: Pa
            log=log)
     open_dataset("ecssd", data_root, "all")  # stage 2 votes on its train split, stage 4 scores it
     if vote_needed:
-        name = config.classifier
-        if name is None:
-            name, why = default_classifier(profile.generator)
-            log(f"[synthesize] class vote with {name}: {why}")
+        name = config.classifier or default_classifier(profile.generator)[0]  # stage 2 says which, and why
         build_classifier(name, config.classifier_weights)  # loads the weights now: a bad file fails here
     if not unet_done:
         converted_encoder_weights(architecture)

@@ -20,5 +20,5 @@ def report(**options) -> None:
     from pipelines.report import write_report
 
     started = time.perf_counter()
-    path = write_report(**options)
+    path = write_report(**options, progress=True)  # a bar: a page of 128 charts takes a while on a CPU
     click.echo(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB, {time.perf_counter() - started:.1f} s)")
