@@ -37,16 +37,21 @@ def parse_bg_direction(text: str, signed: bool = False) -> tuple[int, float | No
     the magnitude None where the text gives none. Unsigned (``discover``), the magnitude must be
     > 0 and ``INDEX:`` gives none; ``signed`` (``import-run``), a negative magnitude flips the
     direction, any finite non-zero one is taken, and ``INDEX:`` is refused."""
-    index_text, sep, magnitude_text = text.partition(":")
+    index_text, colon, magnitude_text = text.partition(":")
+    form = "INDEX[:MAGNITUDE]" if signed else "INDEX or INDEX:MAGNITUDE"
+    given = colon if signed else magnitude_text  # signed: "3:" is a magnitude left out by mistake
     try:
         index = int(index_text)
-        magnitude = float(magnitude_text) if (sep if signed else magnitude_text) else None
+        magnitude = float(magnitude_text) if given else None
     except ValueError as exc:
-        form = "INDEX[:MAGNITUDE]" if signed else "INDEX or INDEX:MAGNITUDE"
         raise ConfigError(f"`bg_direction` takes {form}, got {text!r}") from exc
-    size = magnitude if magnitude is None or not signed else abs(magnitude)
-    if index < 0 or (size is not None and not (size > 0 and math.isfinite(size))):
-        wanted = "a non-zero magnitude" if signed else "a magnitude > 0"
+    if signed:
+        bad_magnitude = magnitude is not None and not (magnitude != 0 and math.isfinite(magnitude))
+        wanted = "a non-zero magnitude"
+    else:
+        bad_magnitude = magnitude is not None and not (magnitude > 0 and math.isfinite(magnitude))
+        wanted = "a magnitude > 0"
+    if index < 0 or bad_magnitude:
         raise ConfigError(f"`bg_direction` needs an index >= 0 and {wanted}, got {text!r}")
     return index, magnitude
 

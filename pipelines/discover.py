@@ -27,7 +27,6 @@ from directions import background as bg
 from directions.charts import direction_strip, save_direction_charts
 from directions.deformators import build_deformator
 from directions.effects import direction_effects
-from directions.background import parse_bg_direction
 from directions.discovery import CHECKPOINT_NAME, TrainSettings, rca_batches, reconstructor_accuracy, train
 from directions.generators import Generator, build_generator
 from directions.ground_truth import background_report, factor_table, has_ground_truth
@@ -133,7 +132,7 @@ class DiscoverConfig:
         check_ranges(self)
         limits.RESOLUTION.check("resolution", self.generator_options.get("resolution"))
         if self.bg_direction is not None:
-            parse_bg_direction(self.bg_direction)
+            bg.parse_bg_direction(self.bg_direction)
 
 
 def resolved_settings(config: DiscoverConfig, generator: Generator) -> tuple[Profile, TrainSettings]:
@@ -178,7 +177,7 @@ def choose_background(generator: Generator, directions: torch.Tensor, config: Di
     vectors = {k: directions[:, k] for k in range(directions.shape[1])}
 
     if config.bg_direction is not None:
-        index, magnitude = parse_bg_direction(config.bg_direction)
+        index, magnitude = bg.parse_bg_direction(config.bg_direction)
         if index >= directions.shape[1]:
             raise ConfigError(f"`bg_direction` {index}: the run has directions 0..{directions.shape[1] - 1}")
         magnitudes = bg.DEFAULT_MAGNITUDES if magnitude is None else (magnitude,)
@@ -263,7 +262,7 @@ def run_discover(config: DiscoverConfig) -> dict:
                                        "settings": asdict(game.settings),
                                        "command": asdict(config) | {"out": ".", "generator_options": recorded_options(
                                            config.generator_options, out)}})
-    if config.bg_direction is not None and parse_bg_direction(config.bg_direction)[0] >= game.profile.num_directions:
+    if config.bg_direction is not None and bg.parse_bg_direction(config.bg_direction)[0] >= game.profile.num_directions:
         raise ConfigError(f"`bg_direction` {config.bg_direction}: the run has directions "
                         f"0..{game.profile.num_directions - 1}")
 

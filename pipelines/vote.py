@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Callable
 
 from saliency.core import limits
-from saliency.core.errors import UserError
-from saliency.core.fields import bounded
+from saliency.core.errors import ConfigError, UserError
+from saliency.core.fields import bounded, check_ranges
 
 
 @dataclass
@@ -37,6 +37,9 @@ def run_vote(config: VoteConfig, log: Callable[[str], None] = print) -> dict:
     from saliency.datasets import get_spec, open_dataset, resolve_data_root
     from saliency.downloads.prefetch import classifier_weights as weights_of, dataset_need, ensure, weights_need
 
+    check_ranges(config)
+    if Path(config.out).is_dir():
+        raise ConfigError(f"`out` {config.out} is a folder; give a file name (classes.json)")
     if config.classifier not in CLASSIFIERS:  # the options first, then what is missing
         raise UserError(f"unknown classifier {config.classifier!r}; known: {', '.join(sorted(CLASSIFIERS))}")
     refuse_output_in_inputs(config.out, {

@@ -78,7 +78,7 @@ def load_scenes_classifier(weights: str | Path | None = None) -> Classifier:
     meta_path, tensor_path = folder / "model.json", folder / "model.safetensors"
     for path in (meta_path, tensor_path):
         if not path.is_file():
-            raise UserError(f"scenes classifier: {path} not found (make it with `python -m tools.scenes_classifier`)")
+            raise UserError(f"scenes classifier: {path} not found (make it from a clone with `python -m tools.scenes_classifier`)")
     meta = read_json(meta_path, {"num_classes": int, "width": int, "input_size": int})
     if not (0 < meta["num_classes"] <= 100_000 and 0 < meta["width"] <= 4096 and 8 <= meta["input_size"] <= 4096):
         raise UserError(f"{meta_path}: num_classes, width or input_size out of range")

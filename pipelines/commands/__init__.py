@@ -5,22 +5,24 @@ A command builds its stage's config from click's keyword arguments by field name
 up (``pipelines/discover.py``, ...), where the work is. ``pipelines/cli.py`` gathers them.
 """
 
-from pipelines.commands.discover import discover
+from pipelines.commands.discover import discover_command
 from pipelines.commands.eval import eval_command
-from pipelines.commands.export import export
-from pipelines.commands.fetch_data import fetch_data
-from pipelines.commands.fetch_weights import fetch_weights
-from pipelines.commands.generators import generators
-from pipelines.commands.import_run import import_run
-from pipelines.commands.pipeline import pipeline
-from pipelines.commands.predict import predict
-from pipelines.commands.report import report
-from pipelines.commands.sample import sample
-from pipelines.commands.serve import serve
-from pipelines.commands.sweep import sweep
-from pipelines.commands.synthesize import synthesize
-from pipelines.commands.train_unet import train_unet
-from pipelines.commands.vote import vote
+from pipelines.commands.export import export_command
+from pipelines.commands.fetch_data import fetch_data_command
+from pipelines.commands.fetch_weights import fetch_weights_command
+from pipelines.commands.generators import generators_command
+from pipelines.commands.import_run import import_run_command
+from pipelines.commands.pipeline import pipeline_command
+from pipelines.commands.predict import predict_command
+from pipelines.commands.report import report_command
+from pipelines.commands.sample import sample_command
+from pipelines.commands.serve import serve_command
+from pipelines.commands.sweep import sweep_command
+from pipelines.commands.synthesize import synthesize_command
+from pipelines.commands.train_unet import train_unet_command
+from pipelines.commands.vote import vote_command
 
-COMMANDS = (discover, eval_command, export, fetch_data, fetch_weights, generators, import_run, pipeline, predict,
-            report, sample, serve, sweep, synthesize, train_unet, vote)
+
+COMMANDS = (discover_command, eval_command, export_command, fetch_data_command, fetch_weights_command,
+            generators_command, import_run_command, pipeline_command, predict_command, report_command,
+            sample_command, serve_command, sweep_command, synthesize_command, train_unet_command, vote_command)

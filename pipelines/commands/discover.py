@@ -61,7 +61,7 @@ from pipelines.options import config_from, device_option, generator_option, opti
 @precision_option
 @click.option("--compile", is_flag=True,
               help="torch.compile G and R for the game (pays off on long runs; costs a compile per process).")
-def discover(**options) -> None:
+def discover_command(**options) -> None:
     """Stage 1: learn K latent directions and find the background-removal direction h_bg."""
     from pipelines.discover import DiscoverConfig, run_discover
 

@@ -14,7 +14,7 @@ from pipelines.options import MODEL_HELP, option_range
 @click.option("--model", required=True, help=MODEL_HELP)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The .onnx file to write.")
 @click.option("--opset", type=option_range(L.OPSET), default=18, show_default=True, help="ONNX opset version.")
-def export(**options) -> None:
+def export_command(**options) -> None:
     """Export a trained model to ONNX (dynamic batch, height and width; needs the `onnx` extra).
 
     The graph takes float32 RGB in [0, 1], (n, 3, H, W) with H and W multiples of the model's

@@ -20,7 +20,7 @@ from pipelines.options import config_from, data_root_option
 @click.option("--force", is_flag=True, help="Replace the dataset if it is already there.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Check the unpacked files against the known content checksum.")
-def fetch_data(**options) -> None:
+def fetch_data_command(**options) -> None:
     """Download a saliency benchmark's official archives, verify them, unpack them safely."""
     from pipelines.fetch_data import FetchDataConfig, run_fetch_data
 

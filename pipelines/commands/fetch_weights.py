@@ -15,7 +15,7 @@ from pipelines.options import config_from
               help="Install a copy already on disk instead of downloading (same checks; one NAME).")
 @click.option("--url", default=None, help="Another address of the same file (a mirror; one NAME).")
 @click.option("--force", is_flag=True, help="Install again even if the weights are in the cache.")
-def fetch_weights(**options) -> None:
+def fetch_weights_command(**options) -> None:
     """Download named third-party weights, check their SHA-256, convert where needed.
 
     NAMES: mobilenet-v2-imagenet (Google's quantised TFLite MobileNetV2, converted to

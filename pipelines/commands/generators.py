@@ -6,7 +6,7 @@ import click
 
 
 @click.command("generators")
-def generators() -> None:
+def generators_command() -> None:
     """List the registered generators."""
     from directions.generators import available_generators
     from directions.generators.registry import get_factory

@@ -47,7 +47,7 @@ from pipelines.options import (config_from, data_root_option, device_option, int
               help="Measure instead of run: build every stage at its real sizes on --device, time a few steps of "
                    "each, print the projected time, memory and disk per stage and write OUT/plan.json (nothing "
                    "else; nothing is downloaded).")
-def pipeline(**options) -> None:
+def pipeline_command(**options) -> None:
     """The main job: discover, synthesize, train, evaluate; each stage skipped when already complete."""
     from pipelines.pipeline import PipelineConfig, run_pipeline
 

@@ -30,7 +30,7 @@ from pipelines.options import (MODEL_HELP, as_list, config_from, device_option, 
 @click.option("--overwrite", is_flag=True, help="Redo images whose outputs already exist (default: skip them).")
 @device_option
 @precision_option
-def predict(**options) -> None:
+def predict_command(**options) -> None:
     """Saliency maps for your own images: files, folders (recursive) and globs.
 
     Images that cannot be read are skipped with a warning and counted; the exit status is then 1.

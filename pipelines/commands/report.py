@@ -11,7 +11,7 @@ import click
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The page to write (default: RUN_DIR/report.html).")
-def report(**options) -> None:
+def report_command(**options) -> None:
     """One HTML page of a run folder of any stage, or of a whole pipeline folder: numbers,
     curves, pictures and a slider along every direction. Opens from the file system; nothing
     to install, no network."""
@@ -20,5 +20,5 @@ def report(**options) -> None:
     from pipelines.report import write_report
 
     started = time.perf_counter()
-    path = write_report(**options, progress=True)  # a bar: a page of 128 charts takes a while on a CPU
+    path = write_report(**options)
     click.echo(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB, {time.perf_counter() - started:.1f} s)")

@@ -28,7 +28,7 @@ from pipelines.options import config_from, device_option, generator_option, int_
               help="Truncation (biggan-deep-128: default 0.4; biggan-128: a normal cut at +-T, default none).")
 @click.option("--latent-space", type=click.Choice(["w", "z"]), default=None,
               help="stylegan2: shift and sample in W (default, as the paper's code) or in Z.")
-def sample(**options) -> None:
+def sample_command(**options) -> None:
     """Render a grid of samples from a generator."""
     from pipelines.sample import SampleConfig, run_sample
 

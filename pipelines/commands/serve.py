@@ -38,7 +38,7 @@ from pipelines.options import MODEL_HELP, device_option, option_range, precision
 @click.option("--warm-up/--no-warm-up", default=True, show_default=True,
               help="Before serving, run a pass at each batch size of the common padded shapes (photos up to "
                    "2:1), so kernels are built at start-up, not under the first clients.")
-def serve(**options) -> None:
+def serve_command(**options) -> None:
     """Serve a trained model over HTTP: an API (POST /api/predict) and a web page at /.
 
     Concurrent requests share forward passes; every refusal is a JSON line with its status.

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from saliency.core.errors import UserError
-from pipelines.commands.discover import discover
+from pipelines.commands.discover import discover_command
 from pipelines.options import DEVICE_HELP
 
 
@@ -31,14 +31,14 @@ def seed_list(ctx: click.Context, param: click.Parameter, text: str) -> list[int
 @click.option("--device", default=None, help=DEVICE_HELP + " Under torchrun: each process's own GPU.")
 @click.option("--plan", "plan_only", is_flag=True, help="List the cells and their state, run nothing.")
 @click.pass_context
-def sweep(ctx, device, plan_only, **options) -> None:
+def sweep_command(ctx, device, plan_only, **options) -> None:
     """Run discover over a grid of settings (resumable), then tabulate and chart RCA.
 
     Any other option is passed to every cell's discover, e.g. --steps 2000 --batch 64.
     """
     from pipelines.sweep import cell_state, plan_sweep, run_sweep
 
-    plan = plan_sweep(**options, forwarded=list(ctx.args), discover=discover)
+    plan = plan_sweep(**options, forwarded=list(ctx.args), discover=discover_command)
     if plan_only:
         for cell in plan.cells:
             click.echo(f"{cell_state(cell):12s} {cell.folder}")

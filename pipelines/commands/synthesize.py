@@ -50,7 +50,7 @@ from pipelines.options import (config_from, data_root_option, device_option, int
 @click.option("--generator", default=None,
               help="Only for a run of your own package.module:factory: the same spec, to trust it (a run folder "
                    "names code to run only by registered name).")
-def synthesize(**options) -> None:
+def synthesize_command(**options) -> None:
     """Stage 2: vote for classes, then write N (image, mask) pairs made with h_bg."""
     from pipelines.synthesize import SynthesizeConfig, run_synthesize
 

@@ -48,7 +48,7 @@ from pipelines.options import config_from, device_option, option_range, precisio
 @click.option("--stream", is_flag=True,
               help="Train on fresh pairs drawn from the generator at every step, with --data's synthesis settings (the "
                    "paper's way: 15,000 x 128 distinct pairs); --data's stored pairs then only score the model.")
-def train_unet(**options) -> None:
+def train_unet_command(**options) -> None:
     """Stage 3: train a U-Net on the synthetic (image, mask) pairs."""
     from pipelines.train_unet import TrainUNetConfig, run_train_unet
 

@@ -21,7 +21,7 @@ from pipelines.options import config_from, data_root_option, device_option, opti
 @click.option("--class-fraction", type=option_range(L.FRACTION), default=0.25, show_default=True,
               help="Fraction of all classes kept, the most voted first.")
 @device_option
-def vote(**options) -> None:
+def vote_command(**options) -> None:
     """The class vote of stage 2 on its own: which classes a long synthesis would draw."""
     from pipelines.vote import VoteConfig, run_vote
 

@@ -142,7 +142,7 @@ def test_recorded_paths_are_relative_to_the_recording_folder_and_absolute_ones_s
 
 def test_a_sweep_records_the_generator_weights_relative_to_its_folder(tmp_path):
     from pipelines import sweep
-    from pipelines.commands.discover import discover
+    from pipelines.commands.discover import discover_command as discover
     from saliency.core.errors import UserError
 
     weights = tmp_path / "G.pth"

@@ -140,7 +140,7 @@ def test_cells_are_dealt_out_to_torchrun_processes(tmp_path, monkeypatch):
     """Under torchrun each process runs its own share of the cells, alone; the process that
     finishes the last cell writes the table."""
     from pipelines import sweep
-    from pipelines.commands.discover import discover
+    from pipelines.commands.discover import discover_command as discover
 
     plan = sweep.plan_sweep(tmp_path / "d", ["directions=4,6"], [0, 1], TINY, "scenes", discover)
     ran = {}
