@@ -42,6 +42,17 @@ NOT_IN_SPEC = {"out", "resume", "seed", "device"}
 
 
 @dataclass
+class SweepConfig:
+    """``saliency sweep``'s own options; every other option is discover's, forwarded to each cell."""
+    out: Path
+    vary: tuple[str, ...] = ()  # KEY=V1,V2,... once for a line, twice for a grid
+    seeds: list[int] = field(default_factory=lambda: [0])
+    generator: str | None = None  # every cell's (default: discover's)
+    device: str | None = None  # every cell's; under torchrun each process's own GPU
+    plan: bool = False  # list the cells and their state, run nothing
+
+
+@dataclass
 class Axis:
     key: str  # the discover option's parameter name (num_directions, shift_loss_weight, ...)
     flag: str  # as the user wrote it, without dashes (directions, shift-loss-weight, ...)
@@ -248,6 +259,16 @@ def run_cell(cell: Cell, plan: SweepPlan, device: str, progress: bool) -> dict:
     config.progress = progress
     with distributed.single_process():
         return run_discover(config)
+
+
+def sweep(config: SweepConfig, forwarded: list[str], discover: click.Command,
+          log: Callable[[str], None] = print) -> dict:
+    """Check every cell, then list them (``plan``) or run them; ``forwarded`` are the command
+    line's other options, for discover (the CLI's command, which knows their types)."""
+    plan = plan_sweep(config.out, list(config.vary), config.seeds, forwarded, config.generator, discover)
+    if config.plan:
+        return {"listing": [(cell_state(cell), cell.folder) for cell in plan.cells], "finished": False}
+    return run_sweep(plan, device=config.device, log=log)
 
 
 def run_sweep(plan: SweepPlan, device: str | None = None, progress: bool = True,

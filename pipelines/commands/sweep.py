@@ -8,7 +8,7 @@ import click
 
 from saliency.core.errors import UserError
 from pipelines.commands.discover import discover_command
-from pipelines.options import DEVICE_HELP
+from pipelines.options import DEVICE_HELP, config_from
 
 
 def seed_list(ctx: click.Context, param: click.Parameter, text: str) -> list[int]:
@@ -29,21 +29,18 @@ def seed_list(ctx: click.Context, param: click.Parameter, text: str) -> list[int
 @click.option("--seeds", default="0", show_default=True, callback=seed_list,
               help="Comma-separated seeds: one cell per seed and setting.")
 @click.option("--device", default=None, help=DEVICE_HELP + " Under torchrun: each process's own GPU.")
-@click.option("--plan", "plan_only", is_flag=True, help="List the cells and their state, run nothing.")
+@click.option("--plan", is_flag=True, help="List the cells and their state, run nothing.")
 @click.pass_context
-def sweep_command(ctx, device, plan_only, **options) -> None:
+def sweep_command(ctx, **options) -> None:
     """Run discover over a grid of settings (resumable), then tabulate and chart RCA.
 
     Any other option is passed to every cell's discover, e.g. --steps 2000 --batch 64.
     """
-    from pipelines.sweep import cell_state, plan_sweep, run_sweep
+    from pipelines.sweep import SweepConfig, sweep
 
-    plan = plan_sweep(**options, forwarded=list(ctx.args), discover=discover_command)
-    if plan_only:
-        for cell in plan.cells:
-            click.echo(f"{cell_state(cell):12s} {cell.folder}")
-        return
-    result = run_sweep(plan, device=device, log=click.echo)
+    result = sweep(config_from(SweepConfig, options), list(ctx.args), discover_command, log=click.echo)
+    for state, folder in result.get("listing", []):
+        click.echo(f"{state:12s} {folder}")
     if result["finished"]:
         click.echo(result["table"].rstrip())
         click.echo(f"wrote {Path(options['out']) / 'table.md'}, table.csv, cells.csv, rca.png")

@@ -114,11 +114,12 @@ def _config_of_command():
     from pipelines.fetch_data import FetchDataConfig
     from pipelines.fetch_weights import FetchWeightsConfig
     from pipelines.serve import ServeConfig
+    from pipelines.sweep import SweepConfig
     from pipelines.train_unet import TrainUNetConfig
 
     configs = {name: classes[0] for name, classes in _configs().items()}
     return {**configs, "train-unet": TrainUNetConfig, "fetch-data": FetchDataConfig,
-            "fetch-weights": FetchWeightsConfig, "serve": ServeConfig}
+            "fetch-weights": FetchWeightsConfig, "serve": ServeConfig, "sweep": SweepConfig}
 
 
 @pytest.mark.parametrize("command", sorted(_config_of_command()))
