@@ -189,7 +189,7 @@ def run_pipeline(config: PipelineConfig) -> dict:
         run=discover_dir, count=pairs, out=paths["synthesize"], data_root=data_root, device=config.device,
         classes=config.classes, classifier=config.classifier, classifier_weights=config.classifier_weights,
         progress=config.progress, precision=config.precision, magnitude=_shift(config, profile), bg_vector=profile.bg_vector,
-        strict_area=profile.strict_area, **area)))
+        strict_area=profile.strict_area, log=lambda line: config.log(f"[synthesize] {line}"), **area)))
     stage("unet", complete["unet"], lambda: run_train_unet(TrainUNetConfig(
         data=paths["synthesize"], out=unet_dir, profile=profile.unet_profile, steps=config.unet_steps,
         encoder=config.encoder, encoder_weights=config.encoder_weights, freeze_encoder=config.freeze_encoder,

@@ -25,6 +25,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -93,6 +94,7 @@ class SynthesizeConfig:
     precision: str = "auto"  # bf16 autocast for G on a CUDA GPU
     preview: int = 8
     progress: bool = True
+    log: Callable[[str], None] = print  # what the stage says it does (the class vote's classifier, fetches)
     # The run's generator, when it is the user's own package.module:factory: a run folder names
     # code only by registered name, so an import spec runs only if the user gives it here.
     generator: str | None = None
@@ -194,8 +196,7 @@ def stream_from_manifest(folder: Path, manifest: dict, device: torch.device, see
                          precision=str(manifest.get("precision", "fp32")))
 
 
-def vote_for_classes(config: SynthesizeConfig, generator_name: str, generator: Generator, out: Path,
-                     log=print) -> dict:
+def vote_for_classes(config: SynthesizeConfig, generator_name: str, generator: Generator, out: Path) -> dict:
     """Run (or reuse) the class vote; returns the content of classes.json.
 
     A finished vote is reused when its settings match; without --classifier, whichever
@@ -216,7 +217,7 @@ def vote_for_classes(config: SynthesizeConfig, generator_name: str, generator: G
     # The vote's classifier weights and dataset: fetched now if missing, or one line.
     ensure([weights_need(classifier_weights(config.classifier, generator_name), progress=config.progress)
             if config.classifier_weights is None else None,
-            dataset_need(config.dataset, config.data_root, progress=config.progress)], log=log)
+            dataset_need(config.dataset, config.data_root, progress=config.progress)], log=config.log)
     if config.classifier:
         classifier_name, why = config.classifier, "--classifier"
     else:
@@ -226,8 +227,7 @@ def vote_for_classes(config: SynthesizeConfig, generator_name: str, generator: G
     if classifier.num_classes != generator.num_classes:
         raise UserError(f"classifier {classifier_name} has {classifier.num_classes} classes, "
                         f"{generator_name} has {generator.num_classes}")
-    if config.progress:
-        log(f"class vote with {classifier_name}: {why}")
+    config.log(f"class vote with {classifier_name}: {why}")
     dataset = open_dataset(config.dataset, config.data_root, config.split)
     vote = {"settings": settings, "why": why,
             **run_vote(classifier, dataset, config.top_k, config.class_fraction, generator.device,

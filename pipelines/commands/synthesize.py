@@ -54,7 +54,7 @@ def synthesize_command(**options) -> None:
     """Stage 2: vote for classes, then write N (image, mask) pairs made with h_bg."""
     from pipelines.synthesize import SynthesizeConfig, run_synthesize
 
-    manifest = run_synthesize(config_from(SynthesizeConfig, options))
+    manifest = run_synthesize(config_from(SynthesizeConfig, options, log=click.echo))
     if manifest.get("part"):  # a torchrun worker other than rank 0: rank 0 reports
         return
     if manifest.get("skipped"):
