@@ -75,22 +75,29 @@ def config_from(config_class: type, options: dict[str, Any], **extra: Any):
     return config_class(**values)
 
 
-def parse_int_list(text: str | None) -> list[int] | None:
-    """``"1,5,9"`` -> ``[1, 5, 9]``; None stays None."""
+def parse_int_list(text: str | None, refusal: str = "expected a comma-separated list of integers, got {text!r}",
+                   empty: str | None = "the class list is empty") -> list[int] | None:
+    """``"1,5,9"`` -> ``[1, 5, 9]``; None stays None. ``refusal`` and ``empty`` (None: an empty
+    list is taken) are the one-line errors, in the words of the option that was given."""
     if text is None:
         return None
     try:
         values = [int(part) for part in text.replace(" ", "").split(",") if part]
     except ValueError as exc:
-        raise UserError(f"expected a comma-separated list of integers, got {text!r}") from exc
-    if not values:
-        raise UserError("the class list is empty")
+        raise UserError(refusal.format(text=text)) from exc
+    if not values and empty is not None:
+        raise UserError(empty)
     return values
 
 
 def int_list(ctx: click.Context, param: click.Parameter, text: str | None) -> list[int] | None:
     """click callback: a comma-separated list of class indices, parsed while the command line is."""
     return parse_int_list(text)
+
+
+def seed_list(ctx: click.Context, param: click.Parameter, text: str) -> list[int]:
+    """click callback: ``sweep --seeds``; an empty list is refused later, by the sweep's own checks."""
+    return parse_int_list(text, "--seeds takes a comma-separated list of integers, got {text!r}", empty=None)
 
 
 def word_list(ctx: click.Context, param: click.Parameter, text: str) -> tuple[str, ...]:

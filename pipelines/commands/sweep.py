@@ -6,16 +6,8 @@ from pathlib import Path
 
 import click
 
-from saliency.core.errors import UserError
 from pipelines.commands.discover import discover_command
-from pipelines.options import DEVICE_HELP, config_from
-
-
-def seed_list(ctx: click.Context, param: click.Parameter, text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.replace(" ", "").split(",") if part]
-    except ValueError as exc:
-        raise UserError(f"--seeds takes a comma-separated list of integers, got {text!r}") from exc
+from pipelines.options import DEVICE_HELP, config_from, seed_list
 
 
 @click.command("sweep", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
