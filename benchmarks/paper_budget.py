@@ -3,6 +3,7 @@
     python benchmarks/paper_budget.py status             # where each run got
     python benchmarks/paper_budget.py resume [--slots 3] # start every unfinished run, in the background
     python benchmarks/paper_budget.py resume --device cuda  # the same runs continued on a GPU
+    python benchmarks/paper_budget.py follow [--slots 2] # resume, then start each waiting run as a slot frees
     python benchmarks/paper_budget.py stop               # stop each right after its next checkpoint
     python benchmarks/paper_budget.py seal               # ended runs: keep A, R, metrics; drop the optimizers
 
@@ -19,11 +20,15 @@ writes the bytes an uninterrupted one would (same thread count, same CPU kernels
 ``resume --device cuda`` continues the same runs on a GPU (where one is lent for a while): the
 sample stream stays the CPU's, so the GPU plays the very batches the CPU would have; its
 kernels round differently, and ``segments.json`` records the device of each span of steps.
+``follow`` resumes, then stays (in the foreground: ``nohup ... &`` to leave it) and starts the
+next waiting run each time a run ends, until none is left running; ``stop`` ends it first, so it
+cannot start again what ``stop`` stops. ``--nice 19`` lets the machine's other work go first.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -42,6 +47,7 @@ from saliency.core.runtime import cpu_has_native_bf16, cpu_name  # noqa: E402
 
 CHECKPOINT, METRICS, SUMMARY = "checkpoint.safetensors", "metrics.jsonl", "directions.json"
 PID, LOG, SEGMENTS, COMMAND = "run.pid", "run.log", "segments.json", "command.txt"
+FOLLOWER = "follow.pid"  # in ROOT, while a `follow` runs (not carried)
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -153,7 +159,7 @@ def gpu_name(device: str | None) -> str | None:
     return torch.cuda.get_device_name(torch.device(device))
 
 
-def _start(run: Run, root: Path, device: str | None = None) -> int:
+def _start(run: Run, root: Path, device: str | None = None, nice: int = 0) -> int:
     folder = run.folder(root)
     folder.mkdir(parents=True, exist_ok=True)
     resume = ["--resume"] if (folder / CHECKPOINT).is_file() else []
@@ -173,7 +179,22 @@ def _start(run: Run, root: Path, device: str | None = None) -> int:
                                    env=os.environ | ONE_THREAD, stdin=subprocess.DEVNULL, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
     (folder / PID).write_text(str(process.pid))
+    if nice:
+        _lower_priority(process.pid, nice)
     return process.pid
+
+
+def _lower_priority(pid: int, nice: int) -> None:
+    """Let other work go first: the run's own session is its scheduling group where the kernel
+    groups by session (autogroup), so that group's nice is what counts; the process's too."""
+    try:
+        Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+    except OSError:
+        pass  # no autogroup here
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
+    except OSError:
+        pass
 
 
 def _torch_version() -> str:
@@ -182,23 +203,87 @@ def _torch_version() -> str:
     return torch.__version__
 
 
-def resume(root: Path, slots: int, device: str | None = None) -> list[str]:
+def resume(root: Path, slots: int, device: str | None = None, nice: int = 0,
+           skip: set[str] = frozenset()) -> list[str]:
     """Start unfinished runs, in listed order, until ``slots`` run at once (on ``device``
-    instead of the listed one, if given)."""
+    instead of the listed one, if given), none of those named in ``skip``."""
     runs = load_runs(root)
     done = {run.name for run in runs if ended(run.folder(root))}
     busy = sum(running_pid(run.folder(root)) is not None for run in runs)
     started = []
     for run in runs:
         folder = run.folder(root)
-        if busy >= slots or run.name in done or running_pid(folder) is not None:
+        if busy >= slots or run.name in done or run.name in skip or running_pid(folder) is not None:
             continue
         if any(name not in done for name in run.after):
             continue
-        _start(run, root, device)
+        _start(run, root, device, nice)
         started.append(run.name)
         busy += 1
     return started
+
+
+def follow(root: Path, slots: int, device: str | None = None, nice: int = 0, every: float = 30.0,
+           say=print) -> None:
+    """Resume, then each time a slot frees start the next waiting run, until none runs. A run
+    that dies without ending (killed, crashed) is not started again: that is for a person."""
+    (root / FOLLOWER).write_text(str(os.getpid()))
+    try:
+        runs = load_runs(root)
+        seen = {run.name for run in runs if running_pid(run.folder(root))}  # each run started once at most
+        if seen:
+            say(f"running: {', '.join(run.name for run in runs if run.name in seen)}")
+        reported = {run.name for run in runs if ended(run.folder(root))}
+
+        def report_ended() -> None:
+            now = {run.name for run in runs if ended(run.folder(root))}
+            if now - reported:
+                say(f"ended: {', '.join(sorted(now - reported))}")
+                reported.update(now)
+
+        while True:
+            with _stop_held():
+                started = resume(root, slots, device, nice, skip=seen)
+            seen.update(started)
+            report_ended()  # after resume: a run it started after is reported ended first
+            if started:
+                say(f"started: {', '.join(started)}")
+            if not any(running_pid(run.folder(root)) for run in runs):
+                break
+            time.sleep(every)
+        report_ended()
+        say("none running: follow ends")
+    finally:
+        if _follower_pid(root) == os.getpid():
+            (root / FOLLOWER).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _stop_held():
+    """`stop`'s SIGTERM waits until a run being started has its run.pid (else it would run on,
+    unseen by `stop`)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+def _follower_pid(root: Path) -> int | None:
+    try:
+        pid = int((root / FOLLOWER).read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except (OSError, ValueError):
+        return None
+    return pid if _alive(pid) and "follow" in cmdline and any(a.endswith("paper_budget.py") for a in cmdline) else None
+
+
+def _end_follower(root: Path) -> None:
+    pid = _follower_pid(root)
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        _reap(pid)
+    (root / FOLLOWER).unlink(missing_ok=True)
 
 
 def _close_segment(folder: Path, step: int) -> None:
@@ -210,7 +295,9 @@ def _close_segment(folder: Path, step: int) -> None:
 
 def stop(root: Path, timeout: float = 900.0) -> dict[str, int | None]:
     """Kill every running run just after it writes its next checkpoint (or at ``timeout``),
-    then trim its step log to that checkpoint. Returns the step each one stopped at."""
+    then trim its step log to that checkpoint. Returns the step each one stopped at. A
+    ``follow`` ends first, so that it starts nothing again."""
+    _end_follower(root)
     waiting = {}
     for run in load_runs(root):
         folder = run.folder(root)
@@ -284,16 +371,24 @@ def seal(root: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("status", "resume", "stop", "seal"))
+    parser.add_argument("action", choices=("status", "resume", "follow", "stop", "seal"))
     parser.add_argument("--root", type=Path, default=REPO / "checkpoints" / "paper-budget")
-    parser.add_argument("--slots", type=int, default=3, help="Runs at once (resume); one thread each.")
+    parser.add_argument("--slots", type=int, default=3, help="Runs at once (resume, follow); one thread each.")
+    parser.add_argument("--nice", type=int, default=0, choices=range(20), metavar="0-19",
+                        help="resume, follow: the runs' niceness (19: everything else goes first).")
+    parser.add_argument("--every", type=float, default=30.0, help="follow: seconds between looks.")
     parser.add_argument("--timeout", type=float, default=900.0, help="Seconds stop waits for a checkpoint.")
     parser.add_argument("--device", default=None,
                         help="resume: run on this device instead of the listed one (e.g. cuda on a lent GPU).")
     args = parser.parse_args()
     root = args.root.resolve()
     if args.action == "resume":
-        print("started:", ", ".join(resume(root, args.slots, args.device)) or "nothing (all ended, running or waiting)")
+        print("started:", ", ".join(resume(root, args.slots, args.device, args.nice))
+              or "nothing (all ended, running or waiting)")
+    elif args.action == "follow":
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `stop` ends it: leave through finally
+        follow(root, args.slots, args.device, args.nice, args.every,
+               say=lambda line: print(time.strftime("%H:%M:%S"), line, flush=True))
     elif args.action == "stop":
         for name, step in stop(root, args.timeout).items():
             print(f"{name}: stopped at the checkpoint of step {step}")

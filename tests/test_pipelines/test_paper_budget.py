@@ -118,3 +118,36 @@ def test_a_run_continued_on_another_device_changes_its_device_alone(tmp_path, mo
     assert module.gpu_name("cpu") is None and module.gpu_name(None) is None
     without = module.Run(name="tiny", args=[a for a in TINY if a not in ("--device", "cpu")])
     assert without.command(tmp_path, "cuda")[-4:-2] == ["--device", "cuda"]
+
+
+def test_follow_starts_each_waiting_run_as_its_predecessor_ends(tmp_path):
+    """`follow --slots 1`: "later" waits for "first"; follow starts it when "first" ends, and
+    leaves once nothing runs, its pid file gone."""
+    short = [a if a != str(STEPS) else "20" for a in TINY]
+    (tmp_path / "runs.json").write_text(json.dumps({"runs": [{"name": "first", "args": short},
+                                                             {"name": "later", "args": short, "after": ["first"]}]}))
+    followed = tool(tmp_path, "follow", "--slots", "1", "--every", "0.2", "--nice", "5")
+    lines = [line.split(" ", 1)[1] for line in followed.stdout.splitlines() if line[:2].isdigit()]
+    assert lines == ["started: first", "ended: first", "started: later", "ended: later", "none running: follow ends"]
+    for name in ("first", "later"):
+        assert (tmp_path / name / "directions.json").is_file()
+    assert not (tmp_path / "follow.pid").exists()
+
+
+def test_stop_ends_a_follower_before_it_can_start_the_stopped_run_again(tmp_path):
+    (tmp_path / "runs.json").write_text(json.dumps({"runs": [{"name": "tiny", "args": TINY}]}))
+    follower = subprocess.Popen([sys.executable, "benchmarks/paper_budget.py", "follow", "--slots", "1", "--every",
+                                 "0.1", "--root", str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (tmp_path / "follow.pid").is_file() and _step(tmp_path / "tiny") >= 10)
+        run_pid = int((tmp_path / "tiny" / "run.pid").read_text())
+        os.killpg(run_pid, signal.SIGSTOP)  # mid-run however busy the machine is (as above)
+        stopped = tool(tmp_path, "stop", "--timeout", "1")
+        assert "tiny: stopped at the checkpoint of step" in stopped.stdout
+        assert follower.wait(timeout=30) == 0  # ended by stop, not by the run ending
+        assert not (tmp_path / "follow.pid").exists() and not (tmp_path / "tiny" / "run.pid").exists()
+        assert "| tiny | - | stopped |" in tool(tmp_path, "status").stdout
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+        follower.communicate()
