@@ -567,10 +567,8 @@ SCRIPT = """
 """
 
 
-def render(folder: str | Path, progress=None) -> str:
-    """The page of ``folder`` as HTML; refuses a folder that holds no run. ``progress``: a bar,
-    advanced by one per picture."""
-    folder = Path(folder)
+def sections_of(folder: Path) -> list[tuple[str, Path]]:
+    """``plan(folder)``, or a UserError where there is no run folder to report on."""
     if not folder.exists():
         raise UserError(f"{folder} does not exist")
     if not folder.is_dir():
@@ -580,6 +578,14 @@ def render(folder: str | Path, progress=None) -> str:
     if not sections:
         raise UserError(f"{folder} holds no run of any stage (no directions.json, manifest.json, model.json, "
                         "metrics.json, sweep.json, pipeline.json or predicted maps)")
+    return sections
+
+
+def render(folder: str | Path, progress=None) -> str:
+    """The page of ``folder`` as HTML; refuses a folder that holds no run. ``progress``: a bar,
+    advanced by one per picture."""
+    folder = Path(folder)
+    sections = sections_of(folder)
     page = Page(progress)
     for kind, path in sections:
         title, write = SECTIONS[kind]
@@ -602,12 +608,14 @@ def render(folder: str | Path, progress=None) -> str:
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, progress: bool = False) -> Path:
     """Write ``run_dir``'s page (default ``run_dir/report.html``) atomically; returns its path.
-    ``progress``: a bar counting the pictures as they are encoded."""
-    with progress_bar(None, "report.html", enabled=progress, leave=False, unit="picture") as bar:
-        html = render(run_dir, bar if progress else None)
+    ``progress``: a bar counting the pictures as they are encoded, started once the folder and
+    ``out`` have been checked (a refusal is one line, with no bar before it)."""
     target = Path(out) if out is not None else Path(run_dir) / REPORT_NAME
     if target.is_dir():
         raise ConfigError(f"`out` {target} is a folder; give a file name (report.html)")
+    sections_of(Path(run_dir))
+    with progress_bar(None, target.name, enabled=progress, leave=False, unit="picture") as bar:
+        html = render(run_dir, bar if progress else None)
     with atomic_path(target) as tmp:
         tmp.write_text(html, encoding="utf-8")
     return target

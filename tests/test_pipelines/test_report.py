@@ -91,6 +91,27 @@ def test_a_discovery_page_has_a_slider_per_direction_and_the_rca_curve(runs, tmp
     assert "h_bg: the background direction" in html and 'class="chosen"' in html
 
 
+def test_the_bar_counts_the_pictures_and_starts_only_once_the_folder_is_checked(runs, tmp_path, capsys):
+    from pipelines.report import render, write_report
+    from saliency.core.errors import UserError
+
+    with pytest.raises(UserError, match="holds no run"):
+        write_report(tmp_path, tmp_path / "page.html", progress=True)
+    assert capsys.readouterr().err == ""  # a refusal is its one line: no bar before it
+    write_report(runs["discover"], tmp_path / "page.html", progress=True)
+    assert "page.html: 0picture" in capsys.readouterr().err  # into a file: redrawn every 10 s
+
+    class Counter:
+        n = 0
+
+        def update(self, n: int = 1) -> None:
+            self.n += n
+
+    counter = Counter()
+    render(runs["discover"], counter)
+    assert counter.n > 4  # the charts and a strip per direction, counted as each is encoded
+
+
 def test_a_sweep_and_a_predict_folder_get_their_pages(runs, tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli("sweep", "--generator", "scenes", "--out", str(sweep), "--vary", "directions=3,4", "--seeds",
