@@ -156,7 +156,7 @@ def plan_sweep(out: Path, vary: list[str], seeds: list[int], forwarded: list[str
     try:
         ctx = discover.make_context("discover", args + ["--out", str(out / CELLS_DIR)], resilient_parsing=False)
     except Exception as exc:
-        message = getattr(exc, "format_message", lambda: str(exc))()
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)  # click's own words
         raise UserError(f"options for discover: {message}") from exc
     axes = [_parse_vary(discover, ctx, text) for text in vary]
     if len({a.key for a in axes}) != len(axes):
