@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import REPO, run_cli
 from makers import fixture_dataset
 
 
@@ -128,3 +128,21 @@ def test_the_biggan_plan_without_weights_uses_random_ones_and_lists_the_download
 def test_the_plan_option_is_on_the_command_line(tmp_path):
     result = run_cli("pipeline", "--help")
     assert result.returncode == 0 and "--plan" in result.stdout and "plan.json" in result.stdout
+
+
+@pytest.mark.parametrize("scenes_eval", [True, False])
+def test_every_evaluation_the_profile_runs_has_its_set_up_counted(tmp_path, quick_plan, scenes_eval):
+    """Stage 4's set-up (the model loaded, the tables and pictures written) is timed whether or
+    not the profile evaluates rendered scenes too: once per evaluation it runs."""
+    from dataclasses import replace
+
+    from pipelines.pipeline import PROFILES, PipelineConfig
+
+    profile = replace(PROFILES["embedded"], scenes_eval=scenes_eval)
+    ctx = quick_plan.PlanContext(config=PipelineConfig(out=tmp_path / "pipe", device="cpu"), profile=profile,
+                                 device=torch.device("cpu"), tmp=tmp_path, data_root=fixture_dataset(tmp_path / "root"))
+    rows = {row.phase: row for row in quick_plan.plan_eval(ctx, REPO / "checkpoints" / "pipeline" / "unet")}
+    assert sorted(rows) == (["ECSSD", "rendered scenes", "set-up and outputs"] if scenes_eval
+                            else ["ECSSD", "set-up and outputs"])
+    assert rows["set-up and outputs"].count == (2 if scenes_eval else 1)
+    assert rows["set-up and outputs"].seconds_per_unit > 0
