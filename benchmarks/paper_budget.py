@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from saliency.core.artifacts import trim_step_log, write_json, write_safetensors  # noqa: E402
-from saliency.core.checkpoint import load_checkpoint  # noqa: E402
+from saliency.core.checkpoint import checkpoint_value, load_checkpoint  # noqa: E402
 from saliency.core.runtime import cpu_has_native_bf16, cpu_name  # noqa: E402
 
 CHECKPOINT, METRICS, SUMMARY = "checkpoint.safetensors", "metrics.jsonl", "directions.json"
@@ -102,8 +102,8 @@ def running_pid(folder: Path) -> int | None:
 
 
 def checkpoint_step(folder: Path) -> int | None:
-    path = folder / CHECKPOINT
-    return int(load_checkpoint(path)["step"]) if path.is_file() else None
+    step = checkpoint_value(folder / CHECKPOINT, "step")
+    return int(step) if step is not None else None
 
 
 def rca_records(folder: Path) -> list[tuple[int, float]]:

@@ -38,6 +38,7 @@ from saliency.core import limits
 from saliency.core.errors import UserError
 from saliency.core.json_files import read_json
 from saliency.core.recorded_paths import resolve_recorded
+from saliency.shards import PROGRESS_NAME
 from saliency.core.fields import bounded, check_ranges
 from saliency.synthesis import MaskRule
 from saliency.training import CHECKPOINT_NAME as UNET_CHECKPOINT
@@ -136,16 +137,19 @@ def run_pipeline(config: PipelineConfig) -> dict:
     if config.plan:  # measured, not run: nothing fetched, nothing but plan.json written
         from pipelines.plan import make_plan
 
-        return {"plan": make_plan(config, profile, resolve_data_root(config.data_root), requested_pairs(config, profile),
-                                  AUTHORS_BIGGAN_WEIGHTS, config.log)}
+        pairs = requested_pairs(config, profile)
+        stages = stage_folders(config, profile, pairs)
+        _refuse_changed_or_stale(config, *stages)  # as the run would: the plan is for a run that can go
+        return {"plan": make_plan(config, profile, resolve_data_root(config.data_root), pairs,
+                                  AUTHORS_BIGGAN_WEIGHTS, config.log, done=done_in(stages))}
     if profile.generator == AUTHORS_BIGGAN_GENERATOR and config.weights is None:
         config = replace(config, weights=str(_authors_biggan(config)))
     data_root = resolve_data_root(config.data_root)
     refuse_output_in_inputs(config.out, {"--data-root": data_root / "ECSSD", "--weights": config.weights,
                                          "--classifier-weights": config.classifier_weights})
     out = ensure_writable_dir(config.out)
-    paths = {"discover": out / "discover", "synthesize": out / "synthesize", "unet": out / "unet",
-             "eval-ecssd": out / "eval-ecssd", "eval-scenes": out / "eval-scenes"}
+    pairs = requested_pairs(config, profile)
+    paths, names, complete = stage_folders(config, profile, pairs)
     record_path = out / "pipeline.json"
     record = {"profile": config.profile, "stages": {}}
     if record_path.is_file():  # the earlier calls' record: one line if it is not this tool's
@@ -166,18 +170,12 @@ def run_pipeline(config: PipelineConfig) -> dict:
 
     generator_options = {"weights": config.weights} if config.weights else {}
     discover_dir, unet_dir = paths["discover"], paths["unet"]
-    pairs = requested_pairs(config, profile)
     # The settings this call runs with (the profile's, with the options given), printed and recorded.
     record["settings"] = {**asdict(profile), "pairs": pairs, "precision": config.precision,
                           **({"discover_steps": config.discover_steps} if config.discover_steps else {}),
                           **({"unet_steps": config.unet_steps} if config.unet_steps else {})}
     config.log(f"[pipeline] profile {config.profile}: " + ", ".join(
         f"{k} {v}" for k, v in record["settings"].items() if k != "note" and v is not None))
-    names = [name for name in paths if name != "eval-scenes" or profile.scenes_eval]
-    complete = {"discover": _discovery_complete(discover_dir, config.bg_direction),
-                "synthesize": _synthesis_complete(paths["synthesize"], pairs),
-                "unet": unet_complete(unet_dir),
-                "eval-ecssd": eval_complete(paths["eval-ecssd"]), "eval-scenes": eval_complete(paths["eval-scenes"])}
     _refuse_changed_or_stale(config, paths, names, complete)
     check_inputs(config, profile, data_root, config.log)
     stage("discover", complete["discover"], lambda: run_discover(DiscoverConfig(
@@ -211,6 +209,45 @@ def run_pipeline(config: PipelineConfig) -> dict:
             tables[name] = metrics.read_text(encoding="utf-8")
     return {"record": record, "tables": tables, "paths": {k: str(v) for k, v in paths.items()},
             "report": str(report) if report else None}
+
+
+def stage_folders(config: PipelineConfig, profile: PipelineProfile,
+                  pairs: int) -> tuple[dict[str, Path], list[str], dict[str, bool]]:
+    """Each stage's folder under OUT, the stages this profile runs in order, and which of them
+    OUT already holds finished for this request (those the run skips)."""
+    out = Path(config.out)
+    paths = {"discover": out / "discover", "synthesize": out / "synthesize", "unet": out / "unet",
+             "eval-ecssd": out / "eval-ecssd", "eval-scenes": out / "eval-scenes"}
+    names = [name for name in paths if name != "eval-scenes" or profile.scenes_eval]
+    complete = {"discover": _discovery_complete(paths["discover"], config.bg_direction),
+                "synthesize": _synthesis_complete(paths["synthesize"], pairs),
+                "unet": unet_complete(paths["unet"]),
+                "eval-ecssd": eval_complete(paths["eval-ecssd"]), "eval-scenes": eval_complete(paths["eval-scenes"])}
+    return paths, names, complete
+
+
+def done_in(stages: tuple[dict[str, Path], list[str], dict[str, bool]]) -> dict[str, int | bool]:
+    """What OUT already holds of each stage the run would do: True where the stage is finished
+    (skipped), else the units a resumed stage need not do again (discovery's and the U-Net's
+    steps in their checkpoints, the pairs in synthesis's finished shards), else 0."""
+    from saliency.core.checkpoint import checkpoint_value
+
+    paths, names, complete = stages
+    done: dict[str, int | bool] = {}
+    for name in names:
+        if complete[name]:
+            done[name] = True
+        elif name in ("discover", "unet"):
+            checkpoint = paths[name] / (DISCOVER_CHECKPOINT if name == "discover" else UNET_CHECKPOINT)
+            step = checkpoint_value(checkpoint, "step") if checkpoint.is_file() else None
+            done[name] = step if isinstance(step, int) else 0
+        elif name == "synthesize":
+            shards = _read_json(paths[name] / PROGRESS_NAME).get("shards")
+            done[name] = sum(int(entry.get("count", 0)) for entry in shards if isinstance(entry, dict)) \
+                if isinstance(shards, list) else 0
+        else:
+            done[name] = 0
+    return done
 
 
 AUTHORS_BIGGAN_GENERATOR, AUTHORS_BIGGAN_WEIGHTS = "biggan-128", "biggan-128-authors"

@@ -47,10 +47,16 @@ class PlanRow:
     peak_memory: int | None = None  # bytes: GPU memory allocated on CUDA, resident memory on a CPU
     disk: int = 0  # bytes the phase's outputs take
     note: str = ""
+    done: int = 0  # units OUT already holds (a finished stage: all; a checkpoint: its steps)
+
+    @property
+    def left(self) -> int:
+        return max(0, self.count - self.done)
 
     @property
     def seconds(self) -> float | None:
-        return None if self.seconds_per_unit is None else self.seconds_per_unit * self.count
+        """The time of the units left to do."""
+        return None if self.seconds_per_unit is None else self.seconds_per_unit * self.left
 
     def as_dict(self) -> dict:
         return {**asdict(self), "seconds": None if self.seconds is None else round(self.seconds, 3),
@@ -640,10 +646,47 @@ def plan_eval(ctx: PlanContext, model: Path) -> list[PlanRow]:
 # the plan
 
 
+EVALUATIONS = {"ECSSD": "eval-ecssd", "rendered scenes": "eval-scenes"}  # a stage-4 row -> its folder
+RESUMED_PHASES = {"discover": "training", "synthesize": "pairs", "unet": "training"}  # what a checkpoint carries
+
+
+def mark_done(rows: list[PlanRow], done: dict[str, int | bool]) -> None:
+    """Set each row's ``done`` from what OUT holds (``pipeline.done_in``): a finished stage's
+    rows are done; a resumed stage's steps or pairs count from its checkpoint; each finished
+    evaluation takes one of stage 4's set-ups."""
+    for row in rows:
+        if row.stage == "eval":
+            if row.phase in EVALUATIONS:
+                row.done = row.count if done.get(EVALUATIONS[row.phase]) is True else 0
+            else:
+                row.done = sum(done.get(name) is True for name in EVALUATIONS.values() if name in done)
+            continue
+        state = done.get(row.stage, 0)
+        if state is True:
+            row.done = row.count
+        elif row.phase == RESUMED_PHASES.get(row.stage):
+            row.done = min(int(state), row.count)
+
+
+def done_lines(done: dict[str, int | bool], rows: list[PlanRow]) -> list[str]:
+    """What the run will skip or resume, in words, for the table."""
+    units = {row.stage: (row.unit, row.count) for row in rows if row.phase == RESUMED_PHASES.get(row.stage)}
+    parts = []
+    for name, state in done.items():
+        if state is True:
+            parts.append(f"{name} finished (skipped)")
+        elif state and name in units:
+            unit, count = units[name]
+            parts.append(f"{name} resumes at {unit} {state:,} of {count:,}" if unit == "step"
+                         else f"{name} holds {state:,} of {count:,} {unit}s (kept)")
+    return parts
+
+
 def make_plan(config, profile, data_root: Path, pairs: int, authors_weights: str,
-              log: Callable[[str], None] = print) -> dict:
+              log: Callable[[str], None] = print, done: dict[str, int | bool] | None = None) -> dict:
     """Measure every stage of ``config``'s run (``pairs`` pairs) and write OUT/plan.json;
-    returns the plan."""
+    returns the plan. ``done``: what OUT already holds of each stage (``pipeline.done_in``):
+    the projected time, memory and disk are those of the work left."""
     from contextlib import nullcontext
 
     from directions.generators.registry import substituted
@@ -675,12 +718,15 @@ def make_plan(config, profile, data_root: Path, pairs: int, authors_weights: str
             rows += plan_eval(ctx, model)
         fetch = downloads(ctx, ctx.vote_needed, resolve_architecture(profile.unet_profile, config.encoder,
                                                                      config.encoder_weights))
+    done = done or {}
+    mark_done(rows, done)
     stages = {}
     for row in rows:
         entry = stages.setdefault(row.stage, {"seconds": 0.0, "peak_memory": 0, "disk": 0})
         entry["seconds"] = round(entry["seconds"] + (row.seconds or 0.0), 1)
-        entry["peak_memory"] = max(entry["peak_memory"], row.peak_memory or 0)
-        entry["disk"] += row.disk
+        if row.left:  # a phase with nothing left takes no memory and writes nothing
+            entry["peak_memory"] = max(entry["peak_memory"], row.peak_memory or 0)
+            entry["disk"] += round(row.disk * row.left / row.count)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     plan = {
         "profile": config.profile, "device": str(device), "device_name": name, "precision": config.precision,
@@ -690,7 +736,7 @@ def make_plan(config, profile, data_root: Path, pairs: int, authors_weights: str
         "peak_memory": max(s["peak_memory"] for s in stages.values()),
         "disk": sum(s["disk"] for s in stages.values()),
         "random_weights": ctx.random_weights, "downloads": fetch, "notes": ctx.notes,
-        "out_of_memory": [asdict(o) for o in ctx.out_of_memory],
+        "out_of_memory": [asdict(o) for o in ctx.out_of_memory], "done": done_lines(done, rows),
         "memory_kind": "GPU memory allocated" if device.type == "cuda" else "resident memory of the process",
         "plan_seconds": round(time.perf_counter() - started, 1),
     }
@@ -728,7 +774,9 @@ def plan_table(plan: dict) -> str:
              "|---|---|---:|---:|---:|---:|---:|"]
     for row in plan["rows"]:
         per = f"{duration(row['seconds_per_unit'])} / {row['unit']}"
-        count = f"{row['count']:,}" + (f" (batch {row['batch']})" if row["batch"] else "")
+        done = row.get("done", 0)
+        count = ("done" if done >= row["count"] else f"{row['count'] - done:,} of {row['count']:,} left" if done
+                 else f"{row['count']:,}") + (f" (batch {row['batch']})" if row["batch"] else "")
         lines.append(f"| {row['stage']} | {row['phase']} | {per} | {count} | {duration(row['seconds'])} | "
                      f"{size(row['peak_memory'])} | {size(row['disk'])} |")
     for stage, entry in plan["stages"].items():
@@ -737,6 +785,8 @@ def plan_table(plan: dict) -> str:
     lines.append(f"| **total** | | | | **{duration(plan['total_seconds'])}** | {size(plan['peak_memory'])} | "
                  f"{size(plan['disk'])} |")
     lines.append("")
+    if plan.get("done"):
+        lines.append(f"Already in the output folder: {'; '.join(plan['done'])}. The projection is the work left.")
     for o in plan["out_of_memory"]:
         lines.append(f"Out of memory: {o['stage']} at batch {o['batch']}; batch {o['fits']} fits.")
     if plan["random_weights"]:

@@ -45,8 +45,8 @@ from pipelines.options import (config_from, data_root_option, device_option, int
 @precision_option
 @click.option("--plan", is_flag=True,
               help="Measure instead of run: build every stage at its real sizes on --device, time a few steps of "
-                   "each, print the projected time, memory and disk per stage and write OUT/plan.json (nothing "
-                   "else; nothing is downloaded).")
+                   "each, print the projected time, memory and disk per stage (of the work left, where OUT holds "
+                   "some) and write OUT/plan.json (nothing else; nothing is downloaded).")
 def pipeline_command(**options) -> None:
     """The main job: discover, synthesize, train, evaluate; each stage skipped when already complete."""
     from pipelines.pipeline import PipelineConfig, run_pipeline

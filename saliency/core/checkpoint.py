@@ -90,6 +90,22 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(f"checkpoint {path} is corrupted or truncated ({type(exc).__name__})") from exc
 
 
+def checkpoint_value(path: str | Path, key: str) -> Any:
+    """One top-level value of a checkpoint that is not a tensor (its step), from the file's
+    header alone: no tensor is read. None where the file is not a checkpoint or lacks it."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            info = json.loads((handle.metadata() or {}).get(METADATA_KEY, "null"))
+    except (SafetensorError, OSError, ValueError, json.JSONDecodeError):
+        return None
+    if not isinstance(info, dict) or info.get("format") != FORMAT or not isinstance(info.get("state"), dict):
+        return None
+    for name, value in info["state"].get("__dict__", []):
+        if name == key:
+            return None if isinstance(value, (dict, list)) else value
+    return None
+
+
 RESUME_REFUSAL = "cannot resume {where}: it was made with other settings ({detail})"
 
 

@@ -146,3 +146,39 @@ def test_every_evaluation_the_profile_runs_has_its_set_up_counted(tmp_path, quic
                             else ["ECSSD", "set-up and outputs"])
     assert rows["set-up and outputs"].count == (2 if scenes_eval else 1)
     assert rows["set-up and outputs"].seconds_per_unit > 0
+
+
+def test_a_plan_for_a_folder_partly_done_projects_the_work_left(tmp_path, quick_plan):
+    """The plan counts what OUT already holds as the run would: a finished discovery is skipped
+    (its rows done, no time, memory or disk), a checkpoint's steps are not played again."""
+    from directions.discovery import CHECKPOINT_NAME
+    from directions.generators.scenes import ScenesGenerator
+    from directions.ground_truth import whiteness_direction
+    from directions.run_folder import write_known_direction_run
+    from pipelines.pipeline import PipelineConfig, run_pipeline
+    from saliency.core.checkpoint import save_checkpoint
+
+    root = fixture_dataset(tmp_path / "root")
+    finished, resumed = tmp_path / "finished", tmp_path / "resumed"
+    write_known_direction_run(finished / "discover", "scenes", whiteness_direction(ScenesGenerator()), magnitude=6.0)
+    (resumed / "discover").mkdir(parents=True)
+    save_checkpoint(resumed / "discover" / CHECKPOINT_NAME, {"step": 300, "deformator": {"w": torch.zeros(2)}})
+
+    plans = {out.name: run_pipeline(PipelineConfig(out=out, data_root=root, device="cpu", plan=True,
+                                                   log=lambda line: None))["plan"] for out in (finished, resumed)}
+    rows = {name: {(r["stage"], r["phase"]): r for r in plan["rows"]} for name, plan in plans.items()}
+    discover_rows = [r for r in plans["finished"]["rows"] if r["stage"] == "discover"]
+    assert discover_rows and all(r["done"] == r["count"] and r["seconds"] == 0 for r in discover_rows)
+    assert plans["finished"]["stages"]["discover"] == {"seconds": 0.0, "peak_memory": 0, "disk": 0}
+    assert plans["finished"]["done"] == ["discover finished (skipped)"]
+    assert plans["finished"]["total_seconds"] == pytest.approx(
+        sum(s["seconds"] for k, s in plans["finished"]["stages"].items() if k != "discover"), abs=0.5)
+
+    training = rows["resumed"]["discover", "training"]
+    assert training["done"] == 300 and training["seconds"] == pytest.approx(training["seconds_per_unit"] * 900, rel=1e-3)
+    assert plans["resumed"]["done"] == ["discover resumes at step 300 of 1,200"]
+    assert rows["resumed"]["discover", "charts"]["done"] == 0  # what follows the training is all left
+    table = quick_plan.plan_table(plans["resumed"])
+    assert "| discover | training |" in table and "900 of 1,200 left (batch 256)" in table
+    assert "Already in the output folder: discover resumes at step 300 of 1,200." in table
+    assert "| done |" not in table and "done" in quick_plan.plan_table(plans["finished"])

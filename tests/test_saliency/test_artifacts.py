@@ -41,3 +41,17 @@ def test_an_os_error_in_the_block_is_one_line_and_a_killed_writers_temporary_is_
     stale = tmp_path / ".a.bin.abc123.tmp"  # what a process killed mid-write leaves
     stale.write_bytes(b"partial")
     assert remove_stale_temporaries(tmp_path) == 1 and not stale.exists()
+
+
+def test_a_checkpoints_step_is_read_from_its_header_alone(tmp_path):
+    import torch
+
+    from saliency.core.checkpoint import checkpoint_value, load_checkpoint, save_checkpoint
+
+    path = save_checkpoint(tmp_path / "c.safetensors", {"step": 1234, "model": {"w": torch.ones(3)}, "name": "x"})
+    assert checkpoint_value(path, "step") == 1234 == load_checkpoint(path)["step"]
+    assert checkpoint_value(path, "name") == "x"
+    assert checkpoint_value(path, "model") is None and checkpoint_value(path, "absent") is None  # no tensors read
+    (tmp_path / "torn.safetensors").write_bytes(path.read_bytes()[:20])
+    assert checkpoint_value(tmp_path / "torn.safetensors", "step") is None
+    assert checkpoint_value(tmp_path / "missing.safetensors", "step") is None
