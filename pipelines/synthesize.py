@@ -287,16 +287,14 @@ def run_synthesize(config: SynthesizeConfig) -> dict:
     manifest_path = job.out / MANIFEST_NAME
     if _finished(manifest_path, config.count, fingerprint, job.ctx.world):
         return _skipped(manifest_path)
-    work, part_count, part_fingerprint, previous = _claim_part(config, job, fingerprint, manifest_path)
-    shift = job.shift
-    shards, totals = _synthesize_part(job.generator, work, part_fingerprint, previous, part_count, config, job.classes,
-                                      shift, job.rule, job.with_truth, job.batch_size, job.ctx, job.precision)
+    part = _claim_part(config, job, fingerprint, manifest_path)
+    shards, totals = _synthesize_part(config, job, part)
     distributed.barrier()
     if not job.ctx.is_main:
-        return {"count": part_count, "rank": job.ctx.rank, "part": True}
+        return {"count": part.count, "rank": job.ctx.rank, "part": True}
     if job.ctx.distributed:
         shards, totals = _merge_parts(job.out, job.ctx.world)
-    return _write_manifest(config, job, fingerprint, shards, totals, shift, manifest_path, started)
+    return _write_manifest(config, job, fingerprint, shards, totals, job.shift, manifest_path, started)
 
 
 def _resolve_job(config: SynthesizeConfig) -> _Job:
@@ -388,10 +386,19 @@ def _skipped(manifest_path: Path) -> dict:
     return manifest
 
 
-def _claim_part(config: SynthesizeConfig, job: _Job, fingerprint: dict,
-                manifest_path: Path) -> tuple[Path, int, dict, list[dict]]:
-    """(folder, count, fingerprint, verified shards) of this process's part; the old manifest
-    goes only once every rank has checked its part."""
+@dataclass
+class _Part:
+    """This process's share of the request: all of OUT alone, else OUT/rank-RR."""
+
+    folder: Path
+    count: int
+    fingerprint: dict
+    shards: list[dict]  # the shards it already holds, verified
+
+
+def _claim_part(config: SynthesizeConfig, job: _Job, fingerprint: dict, manifest_path: Path) -> _Part:
+    """This process's part, with the shards it holds; the old manifest goes only once every
+    rank has checked its part."""
     ctx = job.ctx
     # Each process fills its own part: all of OUT alone, else OUT/rank-RR with its share of n
     # and every world-th batch, so the parts hold disjoint latents and add up to exactly n.
@@ -408,7 +415,7 @@ def _claim_part(config: SynthesizeConfig, job: _Job, fingerprint: dict,
     distributed.barrier()
     if ctx.is_main:
         manifest_path.unlink(missing_ok=True)
-    return work, part_count, part_fingerprint, previous
+    return _Part(work, part_count, part_fingerprint, previous)
 
 
 def _write_manifest(config: SynthesizeConfig, job: _Job, fingerprint: dict, shards: list[dict], totals: dict,
@@ -454,26 +461,28 @@ def _too_few_kept(totals: dict) -> str:
             "--min-area and --max-area")
 
 
-def _synthesize_part(generator: Generator, out: Path, fingerprint: dict, shards: list[dict], count: int,
-                     config: SynthesizeConfig, classes, shift, rule: MaskRule, with_truth: bool, batch_size: int,
-                     ctx: distributed.Context, precision: str = "fp32") -> tuple[list[dict], dict]:
-    """Fill ``out`` with ``count`` pairs, continuing from its verified ``shards``; returns (shards, totals)."""
+def _synthesize_part(config: SynthesizeConfig, job: _Job, part: _Part) -> tuple[list[dict], dict]:
+    """Fill the part's folder with its count of pairs, continuing from its verified shards;
+    returns (shards, totals)."""
+    generator, ctx, batch_size, shards, count = job.generator, job.ctx, job.batch_size, part.shards, part.count
+    shift = job.shift
     done = sum(int(e["count"]) for e in shards)
-    discard_unlisted_shards(out, shards)
+    discard_unlisted_shards(part.folder, shards)
     # A shard that was the last of a smaller run is complete but short; from here on the
     # run extends it like any other, so positions and totals continue from its snapshot.
     totals = json.loads(json.dumps(shards[-1]["totals"])) if shards else empty_totals()
     batch, row = (shards[-1]["position"]["batch"], shards[-1]["position"]["row"]) if shards else (0, 0)
     if done == count:
         return shards, totals
-    filler = _ShardFiller(ShardWriter(out, fingerprint, shards), totals, done, count, config.shard_size)
+    filler = _ShardFiller(ShardWriter(part.folder, part.fingerprint, shards), totals, done, count, config.shard_size)
     desc = "synthesize" if not ctx.distributed else f"synthesize [rank {ctx.rank}]"
     with filler.writer, progress_bar(count, desc, enabled=config.progress and ctx.is_main, initial=done,
                                      unit="pair") as bar:
         while filler.collected < count:
             global_batch = batch * ctx.world + ctx.rank  # disjoint seeds across processes
-            z, c = batch_latents(generator, config.seed, global_batch, batch_size, classes)
-            pairs = synthesize_batch(generator, z, c, shift, rule, with_truth=with_truth, precision=precision)
+            z, c = batch_latents(generator, config.seed, global_batch, batch_size, job.classes)
+            pairs = synthesize_batch(generator, z, c, shift, job.rule, with_truth=job.with_truth,
+                                     precision=job.precision)
             _fill_from_batch(filler, pairs, z, c, (batch, row), global_batch, batch_size, bar)
             batch, row = batch + 1, 0
             bar.set_postfix(acceptance=f"{totals['kept'] / max(1, totals['candidates']):.2f}", refresh=False)
