@@ -17,7 +17,8 @@ from pipelines.options import config_from, device_option, generator_option, opti
 @click.option("--deformator", type=click.Choice(["ortho", "unit", "random", "identity"]), default=None,
               help="Direction matrix A: learned orthonormal or unit-norm columns, or a frozen "
                    "random / coordinate baseline. Default: the generator's profile.")
-@click.option("--directions", "num_directions", type=option_range(L.DIRECTIONS), default=None, help="K, the number of directions.")
+@click.option("--directions", "num_directions", type=option_range(L.DIRECTIONS), default=None,
+              help="K, the number of directions.")
 @click.option("--reconstructor", type=click.Choice(["lenet", "lenet5", "resnet18"]), default=None,
               help="Reconstructor R (lenet5: the reference code's for MNIST). Default: the generator's profile.")
 @click.option("--steps", type=option_range(L.STEPS), default=None, help="Training steps (total, also when resuming).")
@@ -28,15 +29,18 @@ from pipelines.options import config_from, device_option, generator_option, opti
 @click.option("--seed", type=option_range(L.SEED), default=0, show_default=True)
 @device_option
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--checkpoint-every", type=option_range(L.COUNT), default=250, show_default=True, help="Steps between checkpoints.")
+@click.option("--checkpoint-every", type=option_range(L.COUNT), default=250, show_default=True,
+              help="Steps between checkpoints.")
 @click.option("--refine-bg/--no-refine-bg", default=True, show_default=True,
               help="Refine the best h_bg candidate on the image criterion; kept only if it scores higher.")
-@click.option("--refine-steps", type=option_range(L.REFINE_STEPS), default=300, show_default=True, help="Steps of the h_bg refinement.")
+@click.option("--refine-steps", type=option_range(L.REFINE_STEPS), default=300, show_default=True,
+              help="Steps of the h_bg refinement.")
 @click.option("--bg-search/--no-bg-search", default=None,
               help="Search the directions for h_bg. Default: the generator's profile (off for sngan-mnist).")
 @click.option("--bg-direction", default=None, metavar="INDEX[:MAGNITUDE]",
               help="Use this direction as h_bg instead of the automatic choice.")
-@click.option("--bg-samples", type=option_range(L.BG_SAMPLES), default=128, show_default=True, help="Samples for scoring h_bg candidates.")
+@click.option("--bg-samples", type=option_range(L.BG_SAMPLES), default=128, show_default=True,
+              help="Samples for scoring h_bg candidates.")
 @click.option("--rca-samples", type=option_range(L.RCA_SAMPLES), default=2048, show_default=True,
               help="Fresh samples each RCA is measured on.")
 @click.option("--rca-every", type=option_range(L.NON_NEGATIVE_COUNT), default=0, show_default=True,
@@ -49,7 +53,8 @@ from pipelines.options import config_from, device_option, generator_option, opti
 @click.option("--charts/--no-charts", default=True, show_default=True, help="Write a chart per direction.")
 @click.option("--effects/--no-effects", default=True, show_default=True,
               help="Measure what the directions do in image space (mean |cos|, diversity; directions/effects.py).")
-@click.option("--log-every", type=option_range(L.COUNT), default=50, show_default=True, help="Steps between metrics.jsonl lines.")
+@click.option("--log-every", type=option_range(L.COUNT), default=50, show_default=True,
+              help="Steps between metrics.jsonl lines.")
 @click.option("--resolution", type=option_range(L.RESOLUTION), default=None,
               help="Image size, for generators that take one (scenes).")
 @click.option("--train-resolution", type=option_range(L.RESOLUTION), default=None,

@@ -12,13 +12,15 @@ from pipelines.options import (config_from, data_root_option, device_option, low
 
 
 @click.command("eval")
-@click.option("--dataset", required=True, callback=lowercase, help="ecssd (or another named benchmark), or scenes (rendered, exact masks).")
+@click.option("--dataset", required=True, callback=lowercase,
+              help="ecssd (or another named benchmark), or scenes (rendered, exact masks).")
 @click.option("--model", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="A model folder from `saliency train-unet`.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder: metrics.json, metrics.md, predictions.png.")
 @data_root_option
-@click.option("--size", type=option_range(L.INFERENCE_SIDE), default=None, help="Shorter side at inference (default 128; scenes: its resolution).")
+@click.option("--size", type=option_range(L.INFERENCE_SIDE), default=None,
+              help="Shorter side at inference (default 128; scenes: its resolution).")
 @click.option("--protocol", type=click.Choice(["standard", "paper"]), default="standard", show_default=True,
               help="paper: also score the reference code's own evaluation (sigmoid of the foreground logit, through "
                    "uint8, resized back), its MAE by the paper's formula.")

@@ -13,7 +13,8 @@ from pipelines.options import config_from, data_root_option
 @click.argument("dataset")
 @data_root_option
 @click.option("--mirror", default=None,
-              help="Base URL that serves the same archive names (default: $SALIENCY_DATA_MIRROR, else the official site).")
+              help="Base URL that serves the same archive names (default: $SALIENCY_DATA_MIRROR, else the "
+                   "official site).")
 @click.option("--from", "source", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="A folder on disk instead of the network: the published archives, or the unpacked dataset "
                    "(the same checks).")

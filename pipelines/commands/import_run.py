@@ -19,9 +19,12 @@ from pipelines.options import option_range
                    "Default: the direction human_annotation.txt names as background removal.")
 @click.option("--generator", default=None,
               help="Our generator for the run (default: from its gan_type: BigGAN -> biggan-128, ...).")
-@click.option("--step", type=option_range(L.NON_NEGATIVE_COUNT), default=None, help="Which models/deformator_STEP.pt (default: the last).")
-@click.option("--weights", default=None, help="The generator's weights: recorded for later stages, and the latent size checked.")
-@click.option("--latent-dim", type=option_range(L.LATENT_DIM), default=None, help="Latent size, for an id deformator without --weights.")
+@click.option("--step", type=option_range(L.NON_NEGATIVE_COUNT), default=None,
+              help="Which models/deformator_STEP.pt (default: the last).")
+@click.option("--weights", default=None,
+              help="The generator's weights: recorded for later stages, and the latent size checked.")
+@click.option("--latent-dim", type=option_range(L.LATENT_DIM), default=None,
+              help="Latent size, for an id deformator without --weights.")
 def import_run_command(**options) -> None:
     """Convert a run of the paper's reference code (args.json, models/deformator_N.pt) into a discovery run."""
     from pipelines.import_run import import_run as run_import

@@ -23,24 +23,30 @@ from pipelines.options import (config_from, data_root_option, device_option, int
 @click.option("--weights", default=None,
               help="Generator weights (paper profile: the authors' G_ema.pth, needed; biggan profile: a folder, "
                    "default the hub cache).")
-@click.option("--pairs", type=option_range(L.PAIRS), default=None, help="Synthetic pairs (default: embedded 10,000, biggan 100,000).")
+@click.option("--pairs", type=option_range(L.PAIRS), default=None,
+              help="Synthetic pairs (default: embedded 10,000, biggan 100,000).")
 @click.option("--unet-steps", type=option_range(L.STEPS), default=None, help="U-Net steps (default: the profile's).")
 @click.option("--discover-steps", type=option_range(L.STEPS), default=None,
               help="Discovery steps (default: embedded 1,200; otherwise the generator's profile).")
-@click.option("--classes", default=None, callback=int_list, help="Stage 2: comma-separated class indices instead of the vote.")
+@click.option("--classes", default=None, callback=int_list,
+              help="Stage 2: comma-separated class indices instead of the vote.")
 @click.option("--classifier", default=None,
               help="Stage 2's voting classifier (default: the generator's; for BigGAN ResNet-18 when its weights "
                    "are on disk, else MobileNetV2).")
-@click.option("--classifier-weights", default=None, help="Stage 2: the classifier's weights file instead of the default.")
-@click.option("--min-area", type=option_range(L.FRACTION), default=None, help="Stage 2: smallest kept mask area (default 0.05).")
-@click.option("--max-area", type=option_range(L.FRACTION), default=None, help="Stage 2: largest kept mask area (default 0.5).")
+@click.option("--classifier-weights", default=None,
+              help="Stage 2: the classifier's weights file instead of the default.")
+@click.option("--min-area", type=option_range(L.FRACTION), default=None,
+              help="Stage 2: smallest kept mask area (default 0.05).")
+@click.option("--max-area", type=option_range(L.FRACTION), default=None,
+              help="Stage 2: largest kept mask area (default 0.5).")
 @click.option("--encoder", default=None, help="Stage 3: the U-Net encoder (default: the profile's).")
 @click.option("--encoder-weights", type=click.Choice(["imagenet", "none"]), default=None,
               help="Stage 3: the encoder's starting weights (default: the profile's; none trains it from scratch).")
 @click.option("--freeze-encoder/--train-encoder", default=None, help="Stage 3: train the decoder only, or all.")
 @click.option("--bg-direction", default=None, metavar="INDEX[:MAGNITUDE]",
               help="Stage 1: use this direction as h_bg instead of the search's choice (after looking at the "
-                   "charts, as the paper did); on a finished discovery, training is not repeated (h_bg, scores and charts are).")
+                   "charts, as the paper did); on a finished discovery, training is not repeated (h_bg, scores "
+                   "and charts are).")
 @device_option
 @precision_option
 @click.option("--plan", is_flag=True,

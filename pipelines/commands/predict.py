@@ -22,11 +22,13 @@ from pipelines.options import (MODEL_HELP, as_list, config_from, device_option, 
                    "background transparent), overlay (the map over the image).")
 @click.option("--threshold", type=option_range(L.OPEN_FRACTION), default=0.5,
               show_default=True, help="Where a map becomes a mask.")
-@click.option("--size", type=option_range(L.INFERENCE_SIDE), default=None, help="Shorter side at inference (default 128, as eval).")
+@click.option("--size", type=option_range(L.INFERENCE_SIDE), default=None,
+              help="Shorter side at inference (default 128, as eval).")
 @click.option("--batch", "batch_size", type=option_range(L.PREDICT_BATCH), default=8, show_default=True,
               help="Images a forward pass (batched by padded size).")
 @click.option("--workers", type=option_range(L.WORKERS), default=None,
-              help="Processes that decode images while the model runs (default: 1 per 4 cores, at most 4; 0 decodes in the main process).")
+              help="Processes that decode images while the model runs (default: 1 per 4 cores, at most 4; "
+                   "0 decodes in the main process).")
 @click.option("--overwrite", is_flag=True, help="Redo images whose outputs already exist (default: skip them).")
 @device_option
 @precision_option

@@ -17,9 +17,11 @@ from pipelines.options import config_from, device_option, generator_option, int_
               help="PNG file to write the grid to.")
 @click.option("--classes", default=None, callback=int_list,
               help="Comma-separated class indices, cycled over the images (conditional generators).")
-@click.option("--seed", type=option_range(L.SEED), default=0, show_default=True, help="Seed of the latents and classes.")
+@click.option("--seed", type=option_range(L.SEED), default=0, show_default=True,
+              help="Seed of the latents and classes.")
 @device_option
-@click.option("--nrow", type=option_range(L.GRID_IMAGES), default=None, help="Images per grid row (default: about square).")
+@click.option("--nrow", type=option_range(L.GRID_IMAGES), default=None,
+              help="Images per grid row (default: about square).")
 @click.option("--resolution", type=option_range(L.RESOLUTION), default=None,
               help="Image size, for generators that take one (scenes).")
 @click.option("--weights", default=None,

@@ -18,7 +18,8 @@ from pipelines.options import MODEL_HELP, device_option, option_range, precision
 @click.option("--port", type=option_range(L.PORT), default=7860, show_default=True, help="Port (0: any free one).")
 @device_option
 @precision_option
-@click.option("--size", type=option_range(L.INFERENCE_SIDE), default=None, help="Shorter side at inference (default 128, as predict).")
+@click.option("--size", type=option_range(L.INFERENCE_SIDE), default=None,
+              help="Shorter side at inference (default 128, as predict).")
 @click.option("--threshold", type=option_range(L.OPEN_FRACTION), default=0.5, show_default=True,
               help="Where a map becomes a mask (kind=mask).")
 @click.option("--max-batch", type=option_range(L.PREDICT_BATCH), default=8, show_default=True,

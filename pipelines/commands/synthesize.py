@@ -20,7 +20,8 @@ from pipelines.options import (config_from, data_root_option, device_option, int
               help="Output folder: shards, manifest.json, preview.png. Rerun the same command to resume.")
 @data_root_option
 @click.option("--dataset", default="ecssd", show_default=True, help="Dataset whose train images vote for classes.")
-@click.option("--classes", default=None, callback=int_list, help="Comma-separated class indices to use instead of voting.")
+@click.option("--classes", default=None, callback=int_list,
+              help="Comma-separated class indices to use instead of voting.")
 @click.option("--classifier", default=None,
               help="Voting classifier: resnet18-imagenet, mobilenet-v2-imagenet or scenes-shapes "
                    "(default: the generator's; for BigGAN ResNet-18 when its weights are on disk, else MobileNetV2).")
@@ -28,20 +29,28 @@ from pipelines.options import (config_from, data_root_option, device_option, int
 @click.option("--top-k", type=option_range(L.TOP_K), default=5, show_default=True, help="Classes each image votes for.")
 @click.option("--class-fraction", type=option_range(L.POSITIVE_FRACTION), default=0.25, show_default=True,
               help="Fraction of all classes kept, the most voted first.")
-@click.option("--threshold", type=option_range(L.POSITIVE_FRACTION), default=None, help="Whiteness threshold (default: the run's, 0.95).")
-@click.option("--shift", "magnitude", type=option_range(L.POSITIVE), default=None, help="Shift along h_bg (default: the run's magnitude).")
-@click.option("--min-area", type=option_range(L.FRACTION), default=0.05, show_default=True, help="Smallest kept mask area (fraction).")
-@click.option("--max-area", type=option_range(L.FRACTION), default=0.5, show_default=True, help="Largest kept mask area (fraction).")
-@click.option("--strict-area", is_flag=True, help="Keep min < area < max, the bounds themselves out (the reference code's rule).")
+@click.option("--threshold", type=option_range(L.POSITIVE_FRACTION), default=None,
+              help="Whiteness threshold (default: the run's, 0.95).")
+@click.option("--shift", "magnitude", type=option_range(L.POSITIVE), default=None,
+              help="Shift along h_bg (default: the run's magnitude).")
+@click.option("--min-area", type=option_range(L.FRACTION), default=0.05, show_default=True,
+              help="Smallest kept mask area (fraction).")
+@click.option("--max-area", type=option_range(L.FRACTION), default=0.5, show_default=True,
+              help="Largest kept mask area (fraction).")
+@click.option("--strict-area", is_flag=True,
+              help="Keep min < area < max, the bounds themselves out (the reference code's rule).")
 @click.option("--bg-vector", type=click.Choice(["run", "column"]), default="run", show_default=True,
               help="run: the run's h_bg as chosen (possibly refined); column: the unit column of A it is, or was "
                    "refined from (the paper's shift, with --shift 26).")
 @click.option("--component-filter", "component_fraction", type=option_range(L.POSITIVE_FRACTION), default=None,
-              help="Drop mask components smaller than this fraction of the largest (follow-up work: 0.2). Off by default.")
+              help="Drop mask components smaller than this fraction of the largest (follow-up work: 0.2). "
+                   "Off by default.")
 @click.option("--bimodal-filter/--no-bimodal-filter", "bimodal", default=False, show_default=True,
               help="Reject pairs whose shifted image is not bimodal (Otsu separability < 0.8).")
-@click.option("--batch", "batch_size", type=option_range(L.GAME_BATCH), default=None, help="Latents per batch (default 256; BigGAN 32).")
-@click.option("--shard-size", type=option_range(L.SHARD_SIZE), default=1024, show_default=True, help="Pairs per shard file.")
+@click.option("--batch", "batch_size", type=option_range(L.GAME_BATCH), default=None,
+              help="Latents per batch (default 256; BigGAN 32).")
+@click.option("--shard-size", type=option_range(L.SHARD_SIZE), default=1024, show_default=True,
+              help="Pairs per shard file.")
 @click.option("--seed", type=option_range(L.SEED), default=0, show_default=True)
 @device_option
 @click.option("--ground-truth/--no-ground-truth", default=True, show_default=True,

@@ -30,16 +30,22 @@ from pipelines.options import config_from, device_option, option_range, precisio
 @click.option("--steps", type=option_range(L.STEPS), default=None, help="Training steps (total, also when resuming).")
 @click.option("--batch", "batch_size", type=option_range(L.TRAIN_BATCH), default=None, help="Batch size (paper: 128).")
 @click.option("--lr", type=option_range(L.POSITIVE), default=None, help="Adam learning rate (paper: 0.005).")
-@click.option("--lr-step", type=option_range(L.COUNT), default=None, help="Multiply the rate by --lr-gamma every this many steps.")
-@click.option("--lr-gamma", type=option_range(L.POSITIVE_FRACTION), default=None, help="Learning-rate factor (paper: 0.2).")
-@click.option("--temperature", type=option_range(L.POSITIVE), default=None, help="Logits are divided by this in the loss (paper: 10).")
-@click.option("--val-count", type=option_range(L.VAL_COUNT), default=None, help="Pairs held out for validation (the last ones).")
+@click.option("--lr-step", type=option_range(L.COUNT), default=None,
+              help="Multiply the rate by --lr-gamma every this many steps.")
+@click.option("--lr-gamma", type=option_range(L.POSITIVE_FRACTION), default=None,
+              help="Learning-rate factor (paper: 0.2).")
+@click.option("--temperature", type=option_range(L.POSITIVE), default=None,
+              help="Logits are divided by this in the loss (paper: 10).")
+@click.option("--val-count", type=option_range(L.VAL_COUNT), default=None,
+              help="Pairs held out for validation (the last ones).")
 @click.option("--val-every", type=option_range(L.COUNT), default=None, help="Steps between validations.")
 @click.option("--checkpoint-every", type=option_range(L.COUNT), default=None, help="Steps between checkpoints.")
 @click.option("--workers", type=option_range(L.WORKERS), default=None, help="DataLoader worker processes.")
 @click.option("--hflip", type=option_range(L.FRACTION), default=None, help="Horizontal flip probability (default 0.5).")
-@click.option("--scale-min", type=option_range(L.POSITIVE_FRACTION), default=None, help="Random resized crop: smallest kept area (1 = off).")
-@click.option("--color-jitter", type=option_range(L.FRACTION), default=None, help="Colour jitter probability (0 = off).")
+@click.option("--scale-min", type=option_range(L.POSITIVE_FRACTION), default=None,
+              help="Random resized crop: smallest kept area (1 = off).")
+@click.option("--color-jitter", type=option_range(L.FRACTION), default=None,
+              help="Colour jitter probability (0 = off).")
 @click.option("--seed", type=option_range(L.SEED), default=0, show_default=True)
 @device_option
 @click.option("--resume", is_flag=True, help="Continue the training in --out from its last checkpoint.")
@@ -56,6 +62,7 @@ def train_unet_command(**options) -> None:
     if summary.get("part"):  # a torchrun worker other than rank 0
         return
     val = summary["validation"]
-    click.echo(f"{summary['steps']} steps in {summary['seconds']:.0f} s; held-out MAE {val.get('val_mae', float('nan')):.4f}, "
+    click.echo(f"{summary['steps']} steps in {summary['seconds']:.0f} s; held-out MAE "
+               f"{val.get('val_mae', float('nan')):.4f}, "
                f"IoU {val.get('val_iou', float('nan')):.3f}")
     click.echo(f"wrote {Path(options['out']) / 'model.json'}")
