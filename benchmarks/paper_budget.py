@@ -121,6 +121,29 @@ def rca_records(folder: Path) -> list[tuple[int, float]]:
     return records
 
 
+def pace(folder: Path, window: int = 1000) -> tuple[float, int] | None:
+    """(steps an hour, over how many steps) of the run's latest ``window`` steps, from its
+    step log's running seconds (the time it ran, not the time it lay stopped)."""
+    path = folder / METRICS
+    if not path.is_file():
+        return None
+    timed = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "seconds" in record and "loss" in record:
+            timed.append((record["step"], record["seconds"]))
+    if len(timed) < 2:
+        return None
+    last_step, last_seconds = timed[-1]
+    first_step, first_seconds = next((t for t in timed if t[0] >= last_step - window), timed[0])
+    if last_step <= first_step or last_seconds <= first_seconds:
+        return None
+    return 3600 * (last_step - first_step) / (last_seconds - first_seconds), last_step - first_step
+
+
 def _segments(folder: Path) -> list[dict]:
     path = folder / SEGMENTS
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
@@ -416,6 +439,17 @@ def main() -> None:
         paper = f"{row['paper']:.2f}" if row["paper"] is not None else "-"
         print(f"| {row['run']} | {paper} | {row['state']} | {row['step']:,} | {latest} | {final} | "
               f"{row['precision']} | {row['cpus']} |")
+    for run in load_runs(root):  # the unfinished ones: how fast they went lately, and so how long is left
+        folder = run.folder(root)
+        speed = None if ended(folder) else pace(folder)
+        if speed is None:
+            continue
+        per_hour, over = speed
+        line = f"{run.name}: {per_hour:,.0f} steps an hour over its last {over:,} steps"
+        if "--steps" in run.args:
+            left = int(run.args[run.args.index("--steps") + 1]) - (checkpoint_step(folder) or 0)
+            line += f"; {left:,} steps left: {left / per_hour:.1f} h at that pace, less if the plateau rule ends it"
+        print(line)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -73,7 +74,10 @@ def test_a_run_carried_in_git_resumes_elsewhere_to_the_uninterrupted_bytes(tmp_p
     assert f"tiny: stopped at the checkpoint of step {step}" in stopped.stdout and 50 <= step < STEPS
     assert not (run_a / "directions.json").exists()
     assert max(r["step"] for r in _records(run_a)) == step  # the log trimmed to the checkpoint
-    assert "| tiny | - | stopped | %s |" % f"{step:,}" in tool(machine_a, "status").stdout
+    shown = tool(machine_a, "status").stdout
+    assert "| tiny | - | stopped | %s |" % f"{step:,}" in shown
+    pace = re.search(r"^tiny: ([\d,]+) steps an hour over its last ([\d,]+) steps; ([\d,]+) steps left", shown, re.M)
+    assert pace and int(pace[1].replace(",", "")) > 0 and int(pace[3].replace(",", "")) == STEPS - step
 
     (machine_b / "tiny").mkdir()
     for name in CARRIED:  # a clone on another machine holds these and nothing else
