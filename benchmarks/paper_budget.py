@@ -161,7 +161,8 @@ def status(root: Path) -> list[dict]:
             step = summary["steps"]
         else:
             step = checkpoint_step(folder)
-            state = "running" if running_pid(folder) else ("stopped" if step is not None else "not started")
+            state = ("running" if running_pid(folder) else "checkpoint unreadable" if unreadable_checkpoint(folder)
+                     else "stopped" if step is not None else "not started")
         precision = run.args[run.args.index("--precision") + 1] if "--precision" in run.args else "auto"
         cpus = sorted({segment.get("gpu") or segment["cpu"] for segment in _segments(folder)})
         rows.append({"run": run.name, "note": run.note, "paper": run.paper, "state": state, "step": step or 0,
@@ -223,11 +224,19 @@ def _wait_for_command_line(process: subprocess.Popen, timeout: float = 10.0) -> 
 
 def _lower_priority(pid: int, nice: int) -> None:
     """Let other work go first: the run's own session is its scheduling group where the kernel
-    groups by session (autogroup), so that group's nice is what counts; the process's too."""
-    try:
-        Path(f"/proc/{pid}/autogroup").write_text(str(nice))
-    except OSError:
-        pass  # no autogroup here
+    groups by session (autogroup), so that group's nice is what counts; the process's too.
+    Linux lets a user other than root set one autogroup's nice per 100 ms: a refusal is tried
+    again for a second, then said."""
+    for _ in range(10):
+        try:
+            Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+            break
+        except BlockingIOError:
+            time.sleep(0.11)
+        except OSError:
+            break  # no autogroup here: the process's own nice is what counts
+    else:
+        print(f"paper_budget: warning: could not set the nice of run {pid}'s scheduling group", file=sys.stderr)
     try:
         os.setpriority(os.PRIO_PROCESS, pid, nice)
     except OSError:
@@ -245,28 +254,52 @@ def resume(root: Path, slots: int, device: str | None = None, nice: int = 0,
     """Start unfinished runs, in listed order, until ``slots`` run at once (on ``device``
     instead of the listed one, if given), none of those named in ``skip``."""
     runs = load_runs(root)
-    done = {run.name for run in runs if ended(run.folder(root))}
-    busy = sum(running_pid(run.folder(root)) is not None for run in runs)
-    started = []
-    for run in runs:
-        folder = run.folder(root)
-        if busy >= slots or run.name in done or run.name in skip or running_pid(folder) is not None:
-            continue
-        if any(name not in done for name in run.after):
-            continue
-        _start(run, root, device, nice)
-        started.append(run.name)
-        busy += 1
+    with _starting(root):  # one starter at a time: two would start one run twice into one folder
+        done = {run.name for run in runs if ended(run.folder(root))}
+        busy = sum(running_pid(run.folder(root)) is not None for run in runs)
+        started = []
+        for run in runs:
+            folder = run.folder(root)
+            if busy >= slots or run.name in done or run.name in skip or running_pid(folder) is not None:
+                continue
+            if any(name not in done for name in run.after):
+                continue
+            if unreadable_checkpoint(folder):
+                print(f"paper_budget: {run.name}: its checkpoint cannot be read; not started", file=sys.stderr)
+                continue
+            _start(run, root, device, nice)
+            started.append(run.name)
+            busy += 1
     return started
+
+
+@contextlib.contextmanager
+def _starting(root: Path):
+    """Held while runs are started or stopped (an advisory lock on ROOT/.starting.lock)."""
+    import fcntl
+
+    with open(root / ".starting.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def unreadable_checkpoint(folder: Path) -> bool:
+    return (folder / CHECKPOINT).is_file() and checkpoint_step(folder) is None
 
 
 def follow(root: Path, slots: int, device: str | None = None, nice: int = 0, every: float = 30.0,
            say=print) -> None:
     """Resume, then each time a slot frees start the next waiting run, until none runs. A run
     that dies without ending (killed, crashed) is not started again: that is for a person."""
+    runs = load_runs(root)
+    other = _follower_pid(root)
+    if other is not None and other != os.getpid():
+        sys.exit(f"paper_budget: another follow (pid {other}) is following {root}")
     (root / FOLLOWER).write_text(str(os.getpid()))
     try:
-        runs = load_runs(root)
         seen = {run.name for run in runs if running_pid(run.folder(root))}  # each run started once at most
         if seen:
             say(f"running: {', '.join(run.name for run in runs if run.name in seen)}")
@@ -276,19 +309,24 @@ def follow(root: Path, slots: int, device: str | None = None, nice: int = 0, eve
             now = {run.name for run in runs if ended(run.folder(root))}
             if now - reported:
                 say(f"ended: {', '.join(sorted(now - reported))}")
-                reported.update(now)
+            gone = sorted(name for name in seen - now - reported
+                          if running_pid(root / name) is None)
+            if gone:
+                say(f"gone without ending: {', '.join(gone)} (see run.log; not started again)")
+            reported.update(now, gone)
 
         while True:
+            # what ran before resume looked: a run that ends in between is then seen ended by it
+            was_running = any(running_pid(run.folder(root)) for run in load_runs(root))
             with _stop_held():
                 started = resume(root, slots, device, nice, skip=seen)
             seen.update(started)
             report_ended()  # after resume: a run it started after is reported ended first
             if started:
                 say(f"started: {', '.join(started)}")
-            if not any(running_pid(run.folder(root)) for run in runs):
+            if not was_running and not started:
                 break
             time.sleep(every)
-        report_ended()
         say("none running: follow ends")
     finally:
         if _follower_pid(root) == os.getpid():
@@ -315,11 +353,20 @@ def _follower_pid(root: Path) -> int | None:
     return pid if _alive(pid) and "follow" in cmdline and any(a.endswith("paper_budget.py") for a in cmdline) else None
 
 
-def _end_follower(root: Path) -> None:
+def _end_follower(root: Path, timeout: float = 600.0) -> None:
+    """End a `follow`: it leaves once the run it may be starting has its run.pid."""
     pid = _follower_pid(root)
     if pid is not None:
         os.kill(pid, signal.SIGTERM)
-        _reap(pid)
+        deadline = time.monotonic() + timeout
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                sys.exit(f"paper_budget: the follow (pid {pid}) did not end; end it (kill {pid}) and stop again")
+            try:
+                os.waitpid(pid, os.WNOHANG)  # our own child (a test's): reap it
+            except ChildProcessError:
+                pass
+            time.sleep(0.05)
     (root / FOLLOWER).unlink(missing_ok=True)
 
 
@@ -336,11 +383,12 @@ def stop(root: Path, timeout: float = 900.0) -> dict[str, int | None]:
     ``follow`` ends first, so that it starts nothing again."""
     _end_follower(root)
     waiting = {}
-    for run in load_runs(root):
-        folder = run.folder(root)
-        pid = running_pid(folder)
-        if pid is not None:
-            waiting[run.name] = (folder, pid, _file_token(folder / CHECKPOINT))
+    with _starting(root):  # a resume under way has started its runs first
+        for run in load_runs(root):
+            folder = run.folder(root)
+            pid = running_pid(folder)
+            if pid is not None:
+                waiting[run.name] = (folder, pid, _file_token(folder / CHECKPOINT))
     deadline = time.monotonic() + timeout
     stopped = {}
     while waiting:
@@ -416,7 +464,7 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=30.0, help="follow: seconds between looks.")
     parser.add_argument("--timeout", type=float, default=900.0, help="Seconds stop waits for a checkpoint.")
     parser.add_argument("--device", default=None,
-                        help="resume: run on this device instead of the listed one (e.g. cuda on a lent GPU).")
+                        help="resume, follow: run on this device instead of the listed one (e.g. cuda on a lent GPU).")
     args = parser.parse_args()
     root = args.root.resolve()
     if args.action == "resume":
