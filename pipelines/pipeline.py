@@ -29,7 +29,7 @@ from directions.background import parse_bg_direction
 from directions.run_folder import SUMMARY_NAME
 from pipelines.evaluate import EvalConfig, run_eval
 from pipelines.evaluate import is_complete as eval_complete
-from pipelines.synthesize import SynthesizeConfig, run_synthesize
+from pipelines.synthesize import CLASSES_NAME, SynthesizeConfig, run_synthesize
 from pipelines.train_unet import TrainUNetConfig, run_train_unet
 from pipelines.train_unet import is_complete as unet_complete
 from saliency.core.artifacts import ensure_writable_dir, refuse_output_in_inputs, write_json
@@ -140,8 +140,12 @@ def run_pipeline(config: PipelineConfig) -> dict:
         pairs = requested_pairs(config, profile)
         stages = stage_folders(config, profile, pairs)
         _refuse_changed_or_stale(config, *stages)  # as the run would: the plan is for a run that can go
+        done = done_in(stages)
+        if done.get("synthesize") is not True and done.get("synthesize", 0) > pairs:
+            raise UserError(f"{stages[0]['synthesize']} already holds {done['synthesize']:,} pairs, more than --pairs "
+                            f"{pairs:,}: the run would refuse it; remove it or use another --out")
         return {"plan": make_plan(config, profile, resolve_data_root(config.data_root), pairs,
-                                  AUTHORS_BIGGAN_WEIGHTS, config.log, done=done_in(stages))}
+                                  AUTHORS_BIGGAN_WEIGHTS, config.log, done=done)}
     if profile.generator == AUTHORS_BIGGAN_GENERATOR and config.weights is None:
         config = replace(config, weights=str(_authors_biggan(config)))
     data_root = resolve_data_root(config.data_root)
@@ -229,7 +233,9 @@ def stage_folders(config: PipelineConfig, profile: PipelineProfile,
 def done_in(stages: tuple[dict[str, Path], list[str], dict[str, bool]]) -> dict[str, int | bool]:
     """What OUT already holds of each stage the run would do: True where the stage is finished
     (skipped), else the units a resumed stage need not do again (discovery's and the U-Net's
-    steps in their checkpoints, the pairs in synthesis's finished shards), else 0."""
+    steps in their checkpoints, the pairs in synthesis's finished shards), else 0; and
+    ``class-vote``: whether stage 2's class vote is on record (the run does not hold it again).
+    Whether a checkpoint or a shard fits these options is for the run to check when it resumes."""
     from saliency.core.checkpoint import checkpoint_value
 
     paths, names, complete = stages
@@ -240,13 +246,14 @@ def done_in(stages: tuple[dict[str, Path], list[str], dict[str, bool]]) -> dict[
         elif name in ("discover", "unet"):
             checkpoint = paths[name] / (DISCOVER_CHECKPOINT if name == "discover" else UNET_CHECKPOINT)
             step = checkpoint_value(checkpoint, "step") if checkpoint.is_file() else None
-            done[name] = step if isinstance(step, int) else 0
+            done[name] = step if isinstance(step, int) and not isinstance(step, bool) and step > 0 else 0
         elif name == "synthesize":
             shards = _read_json(paths[name] / PROGRESS_NAME).get("shards")
-            done[name] = sum(int(entry.get("count", 0)) for entry in shards if isinstance(entry, dict)) \
-                if isinstance(shards, list) else 0
+            counts = [entry.get("count") for entry in shards if isinstance(entry, dict)] if isinstance(shards, list) else []
+            done[name] = sum(c for c in counts if isinstance(c, int) and not isinstance(c, bool) and c > 0)
         else:
             done[name] = 0
+    done["class-vote"] = complete["synthesize"] or (paths["synthesize"] / CLASSES_NAME).is_file()
     return done
 
 

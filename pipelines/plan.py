@@ -58,9 +58,18 @@ class PlanRow:
         """The time of the units left to do."""
         return None if self.seconds_per_unit is None else self.seconds_per_unit * self.left
 
+    @property
+    def disk_left(self) -> int:
+        """What is still to be written: nothing for a phase done; the pairs' share still to come
+        (shards grow with the count); else all of it (a checkpoint, a model, charts)."""
+        if not self.left:
+            return 0
+        return round(self.disk * self.left / self.count) if self.phase == "pairs" else self.disk
+
     def as_dict(self) -> dict:
         return {**asdict(self), "seconds": None if self.seconds is None else round(self.seconds, 3),
-                "seconds_per_unit": None if self.seconds_per_unit is None else round(self.seconds_per_unit, 6)}
+                "seconds_per_unit": None if self.seconds_per_unit is None else round(self.seconds_per_unit, 6),
+                "disk_left": self.disk_left}
 
 
 @dataclass
@@ -314,15 +323,16 @@ def random_biggan128(weights: str | None = None, truncation: float | None = None
     return BigGAN128(truncation=truncation)
 
 
-def downloads(ctx: PlanContext, vote_needed: bool, architecture) -> list[dict]:
-    """What the run would fetch before stage 1 (nothing is fetched here)."""
+def downloads(ctx: PlanContext, vote_needed: bool, architecture, encoder: bool = True) -> list[dict]:
+    """What the run would fetch before stage 1 (nothing is fetched here); ``encoder``: whether
+    the U-Net is still to train (a finished one needs no encoder weights)."""
     from saliency.downloads.prefetch import classifier_weights, dataset_need, encoder_weights, weights_need
 
     config, profile = ctx.config, ctx.profile
     needs = [dataset_need("ecssd", ctx.data_root, progress=False),
              weights_need(classifier_weights(config.classifier, profile.generator), progress=False)
              if vote_needed and config.classifier_weights is None else None,
-             weights_need(encoder_weights(architecture), progress=False)]
+             weights_need(encoder_weights(architecture), progress=False) if encoder else None]
     found = [{"what": n.what, "from": n.url or "a local mirror", "into": n.where.name} for n in needs if n]
     if "BigGAN-deep-128 (the generator)" in ctx.random_weights:
         from directions.generators.biggan import HUB_REPO
@@ -650,22 +660,32 @@ EVALUATIONS = {"ECSSD": "eval-ecssd", "rendered scenes": "eval-scenes"}  # a sta
 RESUMED_PHASES = {"discover": "training", "synthesize": "pairs", "unet": "training"}  # what a checkpoint carries
 
 
-def mark_done(rows: list[PlanRow], done: dict[str, int | bool]) -> None:
+def mark_done(rows: list[PlanRow], done: dict[str, int | bool], out: Path) -> None:
     """Set each row's ``done`` from what OUT holds (``pipeline.done_in``): a finished stage's
-    rows are done; a resumed stage's steps or pairs count from its checkpoint; each finished
-    evaluation takes one of stage 4's set-ups."""
+    rows are done; a resumed stage's steps or pairs count from its checkpoint (the U-Net's
+    held-out scorings in step with its steps); a vote on record is not held again; each
+    finished evaluation takes one of stage 4's set-ups. A U-Net checkpoint past the steps asked
+    is refused, as the run refuses it."""
+    trained = {row.stage: row for row in rows if row.phase == RESUMED_PHASES.get(row.stage)}
+    unet_step = done.get("unet", 0)
+    if unet_step is not True and "unet" in trained and unet_step > trained["unet"].count:
+        raise UserError(f"{out / 'unet'} is at step {unet_step:,}, past the {trained['unet'].count:,} steps asked "
+                        "(--unet-steps): the run would refuse it; remove it or use another --out")
     for row in rows:
+        state = done.get(row.stage, 0)
         if row.stage == "eval":
             if row.phase in EVALUATIONS:
                 row.done = row.count if done.get(EVALUATIONS[row.phase]) is True else 0
             else:
                 row.done = sum(done.get(name) is True for name in EVALUATIONS.values() if name in done)
-            continue
-        state = done.get(row.stage, 0)
-        if state is True:
+        elif state is True:
             row.done = row.count
         elif row.phase == RESUMED_PHASES.get(row.stage):
             row.done = min(int(state), row.count)
+        elif row.stage == "unet" and row.phase == "held-out scoring" and "unet" in trained:
+            row.done = row.count * min(int(state), trained["unet"].count) // trained["unet"].count
+        elif row.stage == "synthesize" and row.phase.startswith("class vote") and done.get("class-vote"):
+            row.done = row.count
 
 
 def done_lines(done: dict[str, int | bool], rows: list[PlanRow]) -> list[str]:
@@ -673,12 +693,19 @@ def done_lines(done: dict[str, int | bool], rows: list[PlanRow]) -> list[str]:
     units = {row.stage: (row.unit, row.count) for row in rows if row.phase == RESUMED_PHASES.get(row.stage)}
     parts = []
     for name, state in done.items():
+        if name == "class-vote":
+            continue
         if state is True:
             parts.append(f"{name} finished (skipped)")
         elif state and name in units:
             unit, count = units[name]
-            parts.append(f"{name} resumes at {unit} {state:,} of {count:,}" if unit == "step"
-                         else f"{name} holds {state:,} of {count:,} {unit}s (kept)")
+            if unit == "step" and state >= count:
+                parts.append(f"{name}'s training is done (step {state:,}); what follows it is left")
+            else:
+                parts.append(f"{name} resumes at {unit} {state:,} of {count:,}" if unit == "step"
+                             else f"{name} holds {state:,} of {count:,} {unit}s (kept)")
+    if done.get("class-vote") and done.get("synthesize") is not True:
+        parts.append("the class vote is on record (not held again)")
     return parts
 
 
@@ -694,6 +721,7 @@ def make_plan(config, profile, data_root: Path, pairs: int, authors_weights: str
     from saliency.core.device import resolve_device
     from saliency.core.runtime import configure_device, cpu_name
 
+    done = done or {}
     device = resolve_device(config.device)
     configure_device(device)
     out = ensure_writable_dir(config.out)
@@ -716,17 +744,21 @@ def make_plan(config, profile, data_root: Path, pairs: int, authors_weights: str
             rows += unet_rows
             log("[plan] stage 4: eval")
             rows += plan_eval(ctx, model)
-        fetch = downloads(ctx, ctx.vote_needed, resolve_architecture(profile.unet_profile, config.encoder,
-                                                                     config.encoder_weights))
-    done = done or {}
-    mark_done(rows, done)
+        # nothing is fetched for a vote on record or a U-Net already trained
+        fetch = downloads(ctx, ctx.vote_needed and not done.get("class-vote"),
+                          resolve_architecture(profile.unet_profile, config.encoder, config.encoder_weights),
+                          encoder=done.get("unet") is not True)
+    mark_done(rows, done, Path(config.out))
     stages = {}
     for row in rows:
         entry = stages.setdefault(row.stage, {"seconds": 0.0, "peak_memory": 0, "disk": 0})
         entry["seconds"] = round(entry["seconds"] + (row.seconds or 0.0), 1)
         if row.left:  # a phase with nothing left takes no memory and writes nothing
             entry["peak_memory"] = max(entry["peak_memory"], row.peak_memory or 0)
-            entry["disk"] += round(row.disk * row.left / row.count)
+        entry["disk"] += row.disk_left
+    finished = {row.stage for row in rows} - {row.stage for row in rows if row.left}
+    # a batch that does not fit matters only where there is work left
+    ctx.out_of_memory = [o for o in ctx.out_of_memory if o.stage not in finished]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     plan = {
         "profile": config.profile, "device": str(device), "device_name": name, "precision": config.precision,
@@ -777,8 +809,11 @@ def plan_table(plan: dict) -> str:
         done = row.get("done", 0)
         count = ("done" if done >= row["count"] else f"{row['count'] - done:,} of {row['count']:,} left" if done
                  else f"{row['count']:,}") + (f" (batch {row['batch']})" if row["batch"] else "")
+        if done >= row["count"]:  # nothing left of it: no time, memory or disk
+            lines.append(f"| {row['stage']} | {row['phase']} | {per} | {count} | - | - | - |")
+            continue
         lines.append(f"| {row['stage']} | {row['phase']} | {per} | {count} | {duration(row['seconds'])} | "
-                     f"{size(row['peak_memory'])} | {size(row['disk'])} |")
+                     f"{size(row['peak_memory'])} | {size(row.get('disk_left', row['disk']))} |")
     for stage, entry in plan["stages"].items():
         lines.append(f"| **{stage}** | | | | **{duration(entry['seconds'])}** | {size(entry['peak_memory'])} | "
                      f"{size(entry['disk'])} |")

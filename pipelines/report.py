@@ -614,8 +614,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, progress: b
     if target.is_dir():
         raise ConfigError(f"`out` {target} is a folder; give a file name (report.html)")
     sections_of(Path(run_dir))
-    with progress_bar(None, target.name, enabled=progress, leave=False, unit="picture") as bar:
-        html = render(run_dir, bar if progress else None)
-    with atomic_path(target) as tmp:
+    with atomic_path(target) as tmp:  # its temporary made first: a place that cannot be written is said now
+        with progress_bar(None, target.name, enabled=progress, leave=False, unit="picture") as bar:
+            html = render(run_dir, bar if progress else None)
         tmp.write_text(html, encoding="utf-8")
     return target

@@ -100,9 +100,10 @@ def checkpoint_value(path: str | Path, key: str) -> Any:
         return None
     if not isinstance(info, dict) or info.get("format") != FORMAT or not isinstance(info.get("state"), dict):
         return None
-    for name, value in info["state"].get("__dict__", []):
-        if name == key:
-            return None if isinstance(value, (dict, list)) else value
+    entries = info["state"].get("__dict__")
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, list) and len(entry) == 2 and entry[0] == key:
+            return None if isinstance(entry[1], (dict, list)) else entry[1]
     return None
 
 

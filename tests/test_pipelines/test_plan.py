@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 
 import pytest
 import torch
@@ -181,4 +183,50 @@ def test_a_plan_for_a_folder_partly_done_projects_the_work_left(tmp_path, quick_
     table = quick_plan.plan_table(plans["resumed"])
     assert "| discover | training |" in table and "900 of 1,200 left (batch 256)" in table
     assert "Already in the output folder: discover resumes at step 300 of 1,200." in table
-    assert "| done |" not in table and "done" in quick_plan.plan_table(plans["finished"])
+    assert "| done |" not in table
+    assert "| discover | training |" in (finished_table := quick_plan.plan_table(plans["finished"]))
+    assert re.search(r"\| discover \| training \| [^|]+ \| done \(batch 256\) \| - \| - \| - \|", finished_table)
+
+
+def _shipped_stages(out, names):
+    """OUT holding the shipped pipeline's finished stages ``names`` (linked: the plan only reads them)."""
+    out.mkdir()
+    for name in names:
+        (out / name).symlink_to(REPO / "checkpoints" / "pipeline" / name, target_is_directory=True)
+    return out
+
+
+def test_a_plan_refuses_what_the_run_would_refuse(tmp_path, quick_plan):
+    """More pairs held than --pairs asks (refused before anything is measured), and a U-Net
+    checkpoint past the steps asked: the run's refusals, said by the plan."""
+    from pipelines.pipeline import PipelineConfig, run_pipeline
+    from saliency.core.checkpoint import save_checkpoint
+    from saliency.core.errors import UserError
+    from saliency.training import CHECKPOINT_NAME
+
+    root = fixture_dataset(tmp_path / "root")
+    more = _shipped_stages(tmp_path / "more", ["discover", "synthesize"])
+    started = time.perf_counter()
+    with pytest.raises(UserError, match=r"already holds 10,000 pairs, more than --pairs 100: the run would refuse it"):
+        run_pipeline(PipelineConfig(out=more, data_root=root, device="cpu", plan=True, pairs=100, log=lambda line: None))
+    assert time.perf_counter() - started < 10 and not (more / "plan.json").exists()  # nothing measured
+
+    past = _shipped_stages(tmp_path / "past", ["discover", "synthesize"])
+    (past / "unet").mkdir()
+    save_checkpoint(past / "unet" / CHECKPOINT_NAME, {"step": 5000, "model": {"w": torch.zeros(2)}})
+    with pytest.raises(UserError, match=r"unet is at step 5,000, past the 900 steps asked \(--unet-steps\)"):
+        run_pipeline(PipelineConfig(out=past, data_root=root, device="cpu", plan=True, log=lambda line: None))
+
+
+def test_what_a_folder_holds_is_read_without_trusting_its_files(tmp_path):
+    """A hand-edited progress.json or a checkpoint that is not one counts as nothing done:
+    the plan goes on (the run will say what is wrong with them when it resumes)."""
+    from pipelines.pipeline import PROFILES, PipelineConfig, done_in, stage_folders
+
+    out = tmp_path / "out"
+    (out / "synthesize").mkdir(parents=True)
+    (out / "synthesize" / "progress.json").write_text(json.dumps({"shards": [{"count": "abc"}, {"count": True}, 7]}))
+    (out / "unet").mkdir()
+    (out / "unet" / "checkpoint.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00" + b'{"__metadata__":1}')
+    done = done_in(stage_folders(PipelineConfig(out=out), PROFILES["embedded"], 100))
+    assert done == {"discover": 0, "synthesize": 0, "unet": 0, "eval-ecssd": 0, "eval-scenes": 0, "class-vote": False}

@@ -98,6 +98,10 @@ def test_the_bar_counts_the_pictures_and_starts_only_once_the_folder_is_checked(
     with pytest.raises(UserError, match="holds no run"):
         write_report(tmp_path, tmp_path / "page.html", progress=True)
     assert capsys.readouterr().err == ""  # a refusal is its one line: no bar before it
+    if Path("/proc/self").is_dir():  # a place nothing can be written in, said before the page is made
+        with pytest.raises(UserError, match="cannot write in /proc"):
+            write_report(runs["discover"], "/proc/page.html", progress=True)
+        assert capsys.readouterr().err == ""
     write_report(runs["discover"], tmp_path / "page.html", progress=True)
     assert "page.html: 0picture" in capsys.readouterr().err  # into a file: redrawn every 10 s
 
