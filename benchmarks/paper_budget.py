@@ -106,35 +106,29 @@ def checkpoint_step(folder: Path) -> int | None:
     return int(step) if step is not None else None
 
 
-def rca_records(folder: Path) -> list[tuple[int, float]]:
+def _step_log(folder: Path) -> list[dict]:
+    """The run's metrics.jsonl records (a line cut short by a kill is passed over)."""
     path = folder / METRICS
     if not path.is_file():
         return []
     records = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            record = json.loads(line)
+            records.append(json.loads(line))
         except json.JSONDecodeError:
             continue
-        if "rca" in record:
-            records.append((record["step"], record["rca"]))
     return records
+
+
+def rca_records(folder: Path) -> list[tuple[int, float]]:
+    return [(record["step"], record["rca"]) for record in _step_log(folder) if "rca" in record]
 
 
 def pace(folder: Path, window: int = 1000) -> tuple[float, int] | None:
     """(steps an hour, over how many steps) of the run's latest ``window`` steps, from its
     step log's running seconds (the time it ran, not the time it lay stopped)."""
-    path = folder / METRICS
-    if not path.is_file():
-        return None
-    timed = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if "seconds" in record and "loss" in record:
-            timed.append((record["step"], record["seconds"]))
+    timed = [(record["step"], record["seconds"]) for record in _step_log(folder)
+             if "seconds" in record and "loss" in record]
     if len(timed) < 2:
         return None
     last_step, last_seconds = timed[-1]
