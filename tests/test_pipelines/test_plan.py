@@ -9,8 +9,8 @@ import time
 import pytest
 import torch
 
-from conftest import REPO, run_cli
-from makers import fixture_dataset
+from conftest import run_cli
+from makers import fixture_dataset, known_direction_run, random_model, synthesize_pairs
 
 
 @pytest.fixture
@@ -143,7 +143,7 @@ def test_every_evaluation_the_profile_runs_has_its_set_up_counted(tmp_path, quic
     profile = replace(PROFILES["embedded"], scenes_eval=scenes_eval)
     ctx = quick_plan.PlanContext(config=PipelineConfig(out=tmp_path / "pipe", device="cpu"), profile=profile,
                                  device=torch.device("cpu"), tmp=tmp_path, data_root=fixture_dataset(tmp_path / "root"))
-    rows = {row.phase: row for row in quick_plan.plan_eval(ctx, REPO / "checkpoints" / "pipeline" / "unet")}
+    rows = {row.phase: row for row in quick_plan.plan_eval(ctx, random_model(tmp_path / "model"))}
     assert sorted(rows) == (["ECSSD", "rendered scenes", "set-up and outputs"] if scenes_eval
                             else ["ECSSD", "set-up and outputs"])
     assert rows["set-up and outputs"].count == (2 if scenes_eval else 1)
@@ -188,11 +188,10 @@ def test_a_plan_for_a_folder_partly_done_projects_the_work_left(tmp_path, quick_
     assert re.search(r"\| discover \| training \| [^|]+ \| done \(batch 256\) \| - \| - \| - \|", finished_table)
 
 
-def _shipped_stages(out, names):
-    """OUT holding the shipped pipeline's finished stages ``names`` (linked: the plan only reads them)."""
-    out.mkdir()
-    for name in names:
-        (out / name).symlink_to(REPO / "checkpoints" / "pipeline" / name, target_is_directory=True)
+def _discovered_and_synthesized(out, pairs):
+    """OUT holding a finished discovery (the true whiteness direction) and ``pairs`` pairs."""
+    known_direction_run(out / "discover")
+    synthesize_pairs(out / "discover", out / "synthesize", pairs)
     return out
 
 
@@ -205,17 +204,17 @@ def test_a_plan_refuses_what_the_run_would_refuse(tmp_path, quick_plan):
     from saliency.training import CHECKPOINT_NAME
 
     root = fixture_dataset(tmp_path / "root")
-    more = _shipped_stages(tmp_path / "more", ["discover", "synthesize"])
+    made = _discovered_and_synthesized(tmp_path / "made", 64)
     started = time.perf_counter()
-    with pytest.raises(UserError, match=r"already holds 10,000 pairs, more than --pairs 100: the run would refuse it"):
-        run_pipeline(PipelineConfig(out=more, data_root=root, device="cpu", plan=True, pairs=100, log=lambda line: None))
-    assert time.perf_counter() - started < 10 and not (more / "plan.json").exists()  # nothing measured
+    with pytest.raises(UserError, match=r"already holds 64 pairs, more than --pairs 32: the run would refuse it"):
+        run_pipeline(PipelineConfig(out=made, data_root=root, device="cpu", plan=True, pairs=32, log=lambda line: None))
+    assert time.perf_counter() - started < 10 and not (made / "plan.json").exists()  # nothing measured
 
-    past = _shipped_stages(tmp_path / "past", ["discover", "synthesize"])
+    past = made  # the 64 pairs asked for: synthesis finished, then a U-Net checkpoint past the steps
     (past / "unet").mkdir()
     save_checkpoint(past / "unet" / CHECKPOINT_NAME, {"step": 5000, "model": {"w": torch.zeros(2)}})
     with pytest.raises(UserError, match=r"unet is at step 5,000, past the 900 steps asked \(--unet-steps\)"):
-        run_pipeline(PipelineConfig(out=past, data_root=root, device="cpu", plan=True, log=lambda line: None))
+        run_pipeline(PipelineConfig(out=past, data_root=root, device="cpu", plan=True, pairs=64, log=lambda line: None))
 
 
 def test_what_a_folder_holds_is_read_without_trusting_its_files(tmp_path):
