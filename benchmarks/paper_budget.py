@@ -62,6 +62,10 @@ class Run:
     def folder(self, root: Path) -> Path:
         return root / self.name
 
+    def arg(self, option: str, default: str | None = None) -> str | None:
+        """The value the listed arguments give ``option`` (e.g. ``--steps``)."""
+        return self.args[self.args.index(option) + 1] if option in self.args else default
+
     def command(self, root: Path, device: str | None = None) -> list[str]:
         """The discover command, run from the repository's root: a folder inside it is named
         relative to it (so command.txt and config.json name no machine's paths). ``device``
@@ -155,14 +159,16 @@ def status(root: Path) -> list[dict]:
             step = summary["steps"]
         else:
             step = checkpoint_step(folder)
-            state = ("running" if running_pid(folder) else "checkpoint unreadable" if unreadable_checkpoint(folder)
-                     else "stopped" if step is not None else "not started")
-        precision = run.args[run.args.index("--precision") + 1] if "--precision" in run.args else "auto"
+            state = ("running" if running_pid(folder) else
+                     "checkpoint unreadable" if step is None and (folder / CHECKPOINT).is_file() else
+                     "stopped" if step is not None else "not started")
         cpus = sorted({segment.get("gpu") or segment["cpu"] for segment in _segments(folder)})
+        total = run.arg("--steps")
         rows.append({"run": run.name, "note": run.note, "paper": run.paper, "state": state, "step": step or 0,
                      "latest_rca": curve[-1] if curve else None,
-                     "final_rca": summary.get("rca") if summary else None, "precision": precision,
-                     "cpus": ", ".join(cpus) or "-"})
+                     "final_rca": summary.get("rca") if summary else None, "precision": run.arg("--precision", "auto"),
+                     "cpus": ", ".join(cpus) or "-", "pace": None if summary is not None else pace(folder),
+                     "steps_left": int(total) - (step or 0) if total is not None else None})
     return rows
 
 
@@ -352,15 +358,8 @@ def _end_follower(root: Path, timeout: float = 600.0) -> None:
     pid = _follower_pid(root)
     if pid is not None:
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _alive(pid):
-            if time.monotonic() > deadline:
-                sys.exit(f"paper_budget: the follow (pid {pid}) did not end; end it (kill {pid}) and stop again")
-            try:
-                os.waitpid(pid, os.WNOHANG)  # our own child (a test's): reap it
-            except ChildProcessError:
-                pass
-            time.sleep(0.05)
+        if not _reap(pid, timeout):
+            sys.exit(f"paper_budget: the follow (pid {pid}) did not end; end it (kill {pid}) and stop again")
     (root / FOLLOWER).unlink(missing_ok=True)
 
 
@@ -411,14 +410,18 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _reap(pid: int) -> None:
-    for _ in range(200):
+def _reap(pid: int, timeout: float = 10.0) -> bool:
+    """Wait up to ``timeout`` seconds for ``pid`` to end; True once it has."""
+    deadline = time.monotonic() + timeout
+    while True:
         try:
             os.waitpid(pid, os.WNOHANG)  # our own child (a test's): reap it
         except ChildProcessError:
             pass
         if not _alive(pid):
-            return
+            return True
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.05)
 
 
@@ -475,22 +478,21 @@ def main() -> None:
         print("sealed:", ", ".join(seal(root)) or "nothing")
     print("| run | the paper | state | step | latest RCA (step) | final RCA | precision | CPU or GPU |")
     print("|---|---:|---|---:|---:|---:|---|---|")
-    for row in status(root):
+    rows = status(root)
+    for row in rows:
         latest = f"{row['latest_rca'][1]:.3f} ({row['latest_rca'][0]:,})" if row["latest_rca"] else "-"
         final = f"{row['final_rca']:.3f}" if row["final_rca"] is not None else "-"
         paper = f"{row['paper']:.2f}" if row["paper"] is not None else "-"
         print(f"| {row['run']} | {paper} | {row['state']} | {row['step']:,} | {latest} | {final} | "
               f"{row['precision']} | {row['cpus']} |")
-    for run in load_runs(root):  # the unfinished ones: how fast they went lately, and so how long is left
-        folder = run.folder(root)
-        speed = None if ended(folder) else pace(folder)
-        if speed is None:
+    for row in rows:  # the unfinished ones: how fast they went lately, and so how long is left
+        if row["pace"] is None:
             continue
-        per_hour, over = speed
-        line = f"{run.name}: {per_hour:,.0f} steps an hour over its last {over:,} steps"
-        if "--steps" in run.args:
-            left = int(run.args[run.args.index("--steps") + 1]) - (checkpoint_step(folder) or 0)
-            line += f"; {left:,} steps left: {left / per_hour:.1f} h at that pace, less if the plateau rule ends it"
+        per_hour, over = row["pace"]
+        line = f"{row['run']}: {per_hour:,.0f} steps an hour over its last {over:,} steps"
+        if row["steps_left"] is not None:
+            line += (f"; {row['steps_left']:,} steps left: {row['steps_left'] / per_hour:.1f} h at that pace, "
+                     "less if the plateau rule ends it")
         print(line)
 
 

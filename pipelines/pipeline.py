@@ -245,16 +245,25 @@ def done_in(stages: tuple[dict[str, Path], list[str], dict[str, bool]]) -> dict[
             done[name] = True
         elif name in ("discover", "unet"):
             checkpoint = paths[name] / (DISCOVER_CHECKPOINT if name == "discover" else UNET_CHECKPOINT)
-            step = checkpoint_value(checkpoint, "step") if checkpoint.is_file() else None
-            done[name] = step if isinstance(step, int) and not isinstance(step, bool) and step > 0 else 0
+            done[name] = _count(checkpoint_value(checkpoint, "step") if checkpoint.is_file() else None)
         elif name == "synthesize":
             shards = _read_json(paths[name] / PROGRESS_NAME).get("shards")
-            counts = [entry.get("count") for entry in shards if isinstance(entry, dict)] if isinstance(shards, list) else []
-            done[name] = sum(c for c in counts if isinstance(c, int) and not isinstance(c, bool) and c > 0)
+            done[name] = sum(_count(entry.get("count")) for entry in shards if isinstance(entry, dict)) \
+                if isinstance(shards, list) else 0
         else:
             done[name] = 0
-    done["class-vote"] = complete["synthesize"] or (paths["synthesize"] / CLASSES_NAME).is_file()
+    done["class-vote"] = _vote_on_record(paths["synthesize"], complete["synthesize"])
     return done
+
+
+def _count(value) -> int:
+    """A count read from a file a hand may have edited: a positive int, else 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _vote_on_record(folder: Path, synthesis_complete: bool) -> bool:
+    """Whether stage 2's class vote is on record in ``folder``: the run does not hold it again."""
+    return synthesis_complete or (folder / CLASSES_NAME).is_file()
 
 
 AUTHORS_BIGGAN_GENERATOR, AUTHORS_BIGGAN_WEIGHTS = "biggan-128", "biggan-128-authors"
@@ -389,8 +398,8 @@ def check_inputs(config: PipelineConfig, profile: PipelineProfile, data_root: Pa
     from saliency.unet import converted_encoder_weights
 
     out = Path(config.out)
-    voted = (out / "synthesize" / "classes.json").is_file() or _synthesis_complete(
-        out / "synthesize", requested_pairs(config, profile))
+    voted = _vote_on_record(out / "synthesize",
+                            _synthesis_complete(out / "synthesize", requested_pairs(config, profile)))
     vote_needed = config.classes is None and not voted
     unet_done = unet_complete(out / "unet")
     architecture = resolve_architecture(profile.unet_profile, config.encoder, config.encoder_weights)

@@ -807,11 +807,11 @@ def plan_table(plan: dict) -> str:
     for row in plan["rows"]:
         per = f"{duration(row['seconds_per_unit'])} / {row['unit']}"
         done = row.get("done", 0)
-        count = ("done" if done >= row["count"] else f"{row['count'] - done:,} of {row['count']:,} left" if done
-                 else f"{row['count']:,}") + (f" (batch {row['batch']})" if row["batch"] else "")
+        batch = f" (batch {row['batch']})" if row["batch"] else ""
         if done >= row["count"]:  # nothing left of it: no time, memory or disk
-            lines.append(f"| {row['stage']} | {row['phase']} | {per} | {count} | - | - | - |")
+            lines.append(f"| {row['stage']} | {row['phase']} | {per} | done{batch} | - | - | - |")
             continue
+        count = (f"{row['count'] - done:,} of {row['count']:,} left" if done else f"{row['count']:,}") + batch
         lines.append(f"| {row['stage']} | {row['phase']} | {per} | {count} | {duration(row['seconds'])} | "
                      f"{size(row['peak_memory'])} | {size(row.get('disk_left', row['disk']))} |")
     for stage, entry in plan["stages"].items():
