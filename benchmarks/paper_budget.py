@@ -290,6 +290,10 @@ def unreadable_checkpoint(folder: Path) -> bool:
     return (folder / CHECKPOINT).is_file() and checkpoint_step(folder) is None
 
 
+class FollowStopped(Exception):
+    """`stop` ended a `follow` (its SIGTERM handler raises this), so the log says why it left."""
+
+
 def follow(root: Path, slots: int, device: str | None = None, nice: int = 0, every: float = 30.0,
            say=print) -> None:
     """Resume, then each time a slot frees start the next waiting run, until none runs. A run
@@ -328,6 +332,8 @@ def follow(root: Path, slots: int, device: str | None = None, nice: int = 0, eve
                 break
             time.sleep(every)
         say("none running: follow ends")
+    except FollowStopped:
+        say("stopped (paper_budget.py stop): follow ends")
     finally:
         if _follower_pid(root) == os.getpid():
             (root / FOLLOWER).unlink(missing_ok=True)
@@ -451,6 +457,10 @@ def seal(root: Path) -> list[str]:
     return sealed
 
 
+def _raise_stopped(*_) -> None:
+    raise FollowStopped
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("status", "resume", "follow", "stop", "seal"))
@@ -468,7 +478,7 @@ def main() -> None:
         print("started:", ", ".join(resume(root, args.slots, args.device, args.nice))
               or "nothing (all ended, running or waiting)")
     elif args.action == "follow":
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `stop` ends it: leave through finally
+        signal.signal(signal.SIGTERM, _raise_stopped)  # `stop` ends it: say so, leave through finally
         follow(root, args.slots, args.device, args.nice, args.every,
                say=lambda line: print(time.strftime("%H:%M:%S"), line, flush=True))
     elif args.action == "stop":

@@ -150,6 +150,8 @@ def test_stop_ends_a_follower_before_it_can_start_the_stopped_run_again(tmp_path
         stopped = tool(tmp_path, "stop", "--timeout", "1")
         assert "tiny: stopped at the checkpoint of step" in stopped.stdout
         assert follower.wait(timeout=30) == 0  # ended by stop, not by the run ending
+        said = [line.split(" ", 1)[1] for line in follower.stdout.read().splitlines() if line[:2].isdigit()]
+        assert said[-1] == "stopped (paper_budget.py stop): follow ends"  # the log says why it left
         assert not (tmp_path / "follow.pid").exists() and not (tmp_path / "tiny" / "run.pid").exists()
         assert "| tiny | - | stopped |" in tool(tmp_path, "status").stdout
     finally:
