@@ -20,6 +20,8 @@ writes the bytes an uninterrupted one would (same thread count, same CPU kernels
 ``resume --device cuda`` continues the same runs on a GPU (where one is lent for a while): the
 sample stream stays the CPU's, so the GPU plays the very batches the CPU would have; its
 kernels round differently, and ``segments.json`` records the device of each span of steps.
+A run listed at bf16 plays fp32 on a CPU without native bf16 (autocast is emulated there, many
+times slower); ``segments.json`` records each span's precision (``--precision`` overrides).
 ``follow`` resumes, then stays (in the foreground: ``nohup ... &`` to leave it) and starts the
 next waiting run each time a run ends, until none is left running; ``stop`` ends it first, so it
 cannot start again what ``stop`` stops. ``--nice 19`` lets the machine's other work go first.
@@ -66,17 +68,33 @@ class Run:
         """The value the listed arguments give ``option`` (e.g. ``--steps``)."""
         return self.args[self.args.index(option) + 1] if option in self.args else default
 
-    def command(self, root: Path, device: str | None = None) -> list[str]:
+    def command(self, root: Path, device: str | None = None, precision: str | None = None) -> list[str]:
         """The discover command, run from the repository's root: a folder inside it is named
-        relative to it (so command.txt and config.json name no machine's paths). ``device``
-        replaces the listed ``--device`` (the run's identity does not include it)."""
+        relative to it (so command.txt and config.json name no machine's paths). ``device`` and
+        ``precision`` replace the listed ones (the run's identity includes neither)."""
         args = list(self.args)
-        if device is not None:
-            if "--device" in args:
-                args[args.index("--device") + 1] = device
+        for option, value in (("--device", device), ("--precision", precision)):
+            if value is None:
+                continue
+            if option in args:
+                args[args.index(option) + 1] = value
             else:
-                args += ["--device", device]
+                args += [option, value]
         return ["saliency", "discover", *args, "--out", out_argument(self.folder(root))]
+
+    def span_precision(self, device: str | None = None, precision: str | None = None,
+                       native_bf16: bool | None = None) -> str:
+        """The precision a span of this run plays at here: ``precision`` if given, else the listed
+        one, except bf16 on a CPU without native bf16, where autocast is emulated (measured 13.6x
+        slower than fp32 on a 2-core AMD EPYC with AVX2 alone: docs/benchmarks.md) and the span
+        plays fp32. The listed bf16 was chosen by its RCA matching fp32's (docs/benchmarks.md)."""
+        if precision is not None:
+            return precision
+        listed = self.arg("--precision", "auto")
+        on_cpu = (device or self.arg("--device", "cpu")) == "cpu"
+        if listed == "bf16" and on_cpu and not (cpu_has_native_bf16() if native_bf16 is None else native_bf16):
+            return "fp32"
+        return listed
 
 
 def out_argument(folder: Path) -> str:
@@ -162,11 +180,14 @@ def status(root: Path) -> list[dict]:
             state = ("running" if running_pid(folder) else
                      "checkpoint unreadable" if step is None and (folder / CHECKPOINT).is_file() else
                      "stopped" if step is not None else "not started")
-        cpus = sorted({segment.get("gpu") or segment["cpu"] for segment in _segments(folder)})
+        segments = _segments(folder)
+        cpus = sorted({segment.get("gpu") or segment["cpu"] for segment in segments})
+        listed = run.arg("--precision", "auto")  # what a span that names none played at
+        precisions = list(dict.fromkeys(segment.get("precision", listed) for segment in segments)) or [listed]
         total = run.arg("--steps")
         rows.append({"run": run.name, "note": run.note, "paper": run.paper, "state": state, "step": step or 0,
                      "latest_rca": curve[-1] if curve else None,
-                     "final_rca": summary.get("rca") if summary else None, "precision": run.arg("--precision", "auto"),
+                     "final_rca": summary.get("rca") if summary else None, "precision": ", ".join(precisions),
                      "cpus": ", ".join(cpus) or "-", "pace": None if summary is not None else pace(folder),
                      "steps_left": int(total) - (step or 0) if total is not None else None})
     return rows
@@ -183,16 +204,20 @@ def gpu_name(device: str | None) -> str | None:
     return torch.cuda.get_device_name(torch.device(device))
 
 
-def _start(run: Run, root: Path, device: str | None = None, nice: int = 0) -> int:
+def _start(run: Run, root: Path, device: str | None = None, nice: int = 0, precision: str | None = None) -> int:
     folder = run.folder(root)
     folder.mkdir(parents=True, exist_ok=True)
     resume = ["--resume"] if (folder / CHECKPOINT).is_file() else []
-    command = run.command(root, device)
+    played, listed = run.span_precision(device, precision), run.arg("--precision", "auto")
+    if precision is None and played != listed:
+        print(f"paper_budget: {run.name}: this CPU has no native bf16 (autocast would be emulated, far slower): "
+              f"this span plays {played} (segments.json says so; --precision bf16 insists)", file=sys.stderr)
+    command = run.command(root, device, played if played != listed else None)
     if not (folder / COMMAND).is_file():
         (folder / COMMAND).write_text(" ".join(run.command(root)) + "\n", encoding="utf-8")
     segments = _segments(folder)
     segment = {"from_step": checkpoint_step(folder) or 0, "cpu": cpu_name(),
-               "native_bf16": cpu_has_native_bf16(), "threads": 1}
+               "native_bf16": cpu_has_native_bf16(), "threads": 1, "precision": played}
     gpu = gpu_name(device)
     if gpu is not None:  # the game's kernels ran there; the CPU drew the samples
         segment |= {"gpu": gpu, "torch": _torch_version()}
@@ -250,7 +275,7 @@ def _torch_version() -> str:
 
 
 def resume(root: Path, slots: int, device: str | None = None, nice: int = 0,
-           skip: set[str] = frozenset()) -> list[str]:
+           skip: set[str] = frozenset(), precision: str | None = None) -> list[str]:
     """Start unfinished runs, in listed order, until ``slots`` run at once (on ``device``
     instead of the listed one, if given), none of those named in ``skip``."""
     runs = load_runs(root)
@@ -267,7 +292,7 @@ def resume(root: Path, slots: int, device: str | None = None, nice: int = 0,
             if unreadable_checkpoint(folder):
                 print(f"paper_budget: {run.name}: its checkpoint cannot be read; not started", file=sys.stderr)
                 continue
-            _start(run, root, device, nice)
+            _start(run, root, device, nice, precision)
             started.append(run.name)
             busy += 1
     return started
@@ -295,7 +320,7 @@ class FollowStopped(Exception):
 
 
 def follow(root: Path, slots: int, device: str | None = None, nice: int = 0, every: float = 30.0,
-           say=print) -> None:
+           say=print, precision: str | None = None) -> None:
     """Resume, then each time a slot frees start the next waiting run, until none runs. A run
     that dies without ending (killed, crashed) is not started again: that is for a person."""
     runs = load_runs(root)
@@ -323,7 +348,7 @@ def follow(root: Path, slots: int, device: str | None = None, nice: int = 0, eve
             # what ran before resume looked: a run that ends in between is then seen ended by it
             was_running = any(running_pid(run.folder(root)) for run in load_runs(root))
             with _stop_held():
-                started = resume(root, slots, device, nice, skip=seen)
+                started = resume(root, slots, device, nice, skip=seen, precision=precision)
             seen.update(started)
             report_ended()  # after resume: a run it started after is reported ended first
             if started:
@@ -472,15 +497,18 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900.0, help="Seconds stop waits for a checkpoint.")
     parser.add_argument("--device", default=None,
                         help="resume, follow: run on this device instead of the listed one (e.g. cuda on a lent GPU).")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                        help="resume, follow: play at this precision instead of the listed one (default: the listed "
+                             "one, but fp32 for bf16 on a CPU without native bf16, where autocast is emulated).")
     args = parser.parse_args()
     root = args.root.resolve()
     if args.action == "resume":
-        print("started:", ", ".join(resume(root, args.slots, args.device, args.nice))
+        print("started:", ", ".join(resume(root, args.slots, args.device, args.nice, precision=args.precision))
               or "nothing (all ended, running or waiting)")
     elif args.action == "follow":
         signal.signal(signal.SIGTERM, _raise_stopped)  # `stop` ends it: say so, leave through finally
         follow(root, args.slots, args.device, args.nice, args.every,
-               say=lambda line: print(time.strftime("%H:%M:%S"), line, flush=True))
+               say=lambda line: print(time.strftime("%H:%M:%S"), line, flush=True), precision=args.precision)
     elif args.action == "stop":
         for name, step in stop(root, args.timeout).items():
             print(f"{name}: stopped at the checkpoint of step {step}")

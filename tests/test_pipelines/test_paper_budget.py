@@ -219,3 +219,32 @@ def test_an_unreadable_checkpoint_is_shown_and_not_started_and_one_follow_at_a_t
     missing = subprocess.run([sys.executable, "benchmarks/paper_budget.py", "follow", "--root", str(tmp_path / "no")],
                              cwd=REPO, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 1 and "runs.json not found" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_a_run_listed_at_bf16_plays_fp32_on_a_cpu_without_native_bf16_and_says_so(tmp_path, monkeypatch):
+    """bf16 autocast is emulated on a CPU without native bf16 (13.6x slower than fp32 there): such
+    a span plays fp32, unless told; the status names every precision the run's spans played."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("paper_budget", REPO / "benchmarks" / "paper_budget.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "paper_budget", module)
+    spec.loader.exec_module(module)
+    run = module.Run(name="tiny", args=TINY + ["--precision", "bf16"])
+    assert run.span_precision(native_bf16=False) == "fp32" and run.span_precision(native_bf16=True) == "bf16"
+    assert run.span_precision("cuda", native_bf16=False) == "bf16"  # a GPU's autocast is its own
+    assert run.span_precision(precision="bf16", native_bf16=False) == "bf16"  # told to
+    assert module.Run(name="t", args=TINY).span_precision(native_bf16=False) == "auto"  # only bf16 is replaced
+    played = run.command(tmp_path, None, "fp32")
+    assert played[played.index("--precision") + 1] == "fp32" and played.count("--precision") == 1
+    assert run.command(tmp_path)[run.command(tmp_path).index("--precision") + 1] == "bf16"  # command.txt's
+
+    (tmp_path / "runs.json").write_text(json.dumps({"runs": [{"name": "tiny", "args": run.args}]}))
+    (tmp_path / "tiny").mkdir()
+    segments = [{"from_step": 0, "cpu": "A", "to_step": 10},  # before spans said: the listed one
+                {"from_step": 10, "cpu": "B", "precision": "fp32", "to_step": 20},
+                {"from_step": 20, "cpu": "A", "precision": "bf16"}]
+    (tmp_path / "tiny" / "segments.json").write_text(json.dumps(segments))
+    assert [row["precision"] for row in module.status(tmp_path)] == ["bf16, fp32"]
+    (tmp_path / "tiny" / "segments.json").write_text(json.dumps(segments[:1]))
+    assert [row["precision"] for row in module.status(tmp_path)] == ["bf16"]
