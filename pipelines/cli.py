@@ -31,11 +31,28 @@ for _command in COMMANDS:
     cli.add_command(_command)
 
 
+def _one_line_warnings(show):
+    """Our own warnings as one line on stderr (``saliency: warning: ...``), not file and line."""
+    from saliency.core.runtime import EmulatedPrecisionWarning
+
+    def shown(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, EmulatedPrecisionWarning):
+            print(f"saliency: warning: {message}", file=sys.stderr if file is None else file)
+        else:
+            show(message, category, filename, lineno, file, line)
+    return shown
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn user errors into one line and exit code 2."""
+    import warnings
+
     from saliency.core.runtime import tune_cpu_allocator
 
     tune_cpu_allocator()
+    if not getattr(warnings.showwarning, "one_line", False):
+        warnings.showwarning = _one_line_warnings(warnings.showwarning)
+        warnings.showwarning.one_line = True
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         cli.main(args=argv, prog_name="saliency", standalone_mode=False)

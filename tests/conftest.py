@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import http.server
 import os
@@ -87,6 +88,7 @@ SHARED_TFLITE = SHARED / "weights" / "mobilenet_v2_1.0_224_quant.tflite"
 _CLOSED = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 _CLOSED.bind(("127.0.0.1", 0))
 CLOSED_URL = f"http://127.0.0.1:{_CLOSED.getsockname()[1]}/"
+atexit.register(_CLOSED.close)  # held for the session, closed at its end (no ResourceWarning)
 _WEIGHTS_MIRROR = os.environ.pop("SALIENCY_WEIGHTS_MIRROR", None)
 os.environ.pop("SALIENCY_DATA", None)
 os.environ["SALIENCY_DATA_MIRROR"] = CLOSED_URL

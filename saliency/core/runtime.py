@@ -81,6 +81,10 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
+class EmulatedPrecisionWarning(UserWarning):
+    """bf16 asked for on a CPU without native bf16: torch emulates it, many times slower."""
+
+
 def resolve_precision(spec: str, device: "torch.device", cpu_bf16: bool = False) -> str:
     """``auto``: bf16 autocast on a CUDA GPU that supports it; on a CPU, bf16 only where the
     caller measured it faster (``cpu_bf16``) and the CPU has native bf16, else fp32.
@@ -95,6 +99,12 @@ def resolve_precision(spec: str, device: "torch.device", cpu_bf16: bool = False)
 
     if spec not in PRECISIONS:
         raise ConfigError(f"`precision` must be one of {', '.join(PRECISIONS)}, got {spec!r}")
+    if spec == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        import warnings
+
+        warnings.warn(EmulatedPrecisionWarning(
+            "bf16 on a CPU without native bf16 is emulated, many times slower than fp32 (the MNIST game: "
+            "13.6x, docs/benchmarks.md); `--precision auto` picks fp32 here"), stacklevel=2)
     if spec != "auto":
         return spec
     if device.type == "cuda" and torch.cuda.is_bf16_supported():

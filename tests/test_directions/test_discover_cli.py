@@ -81,3 +81,26 @@ def test_precision_auto_plays_the_game_in_bf16_only_where_measured_faster(monkey
     assert game.settings.precision == expected
     forced = build_game(DiscoverConfig(generator=generator, device="cpu", precision="fp32"), torch.device("cpu"), 1)
     assert forced.settings.precision == "fp32"
+
+
+@pytest.mark.parametrize("native_bf16, spec, warned", [(False, "bf16", True), (True, "bf16", False),
+                                                      (False, "auto", False), (False, "fp32", False)])
+def test_bf16_asked_for_on_a_cpu_that_emulates_it_is_warned_in_one_line(monkeypatch, capsys, native_bf16, spec,
+                                                                        warned):
+    import warnings
+
+    import torch
+
+    from pipelines import cli
+    from saliency.core import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native_bf16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert runtime.resolve_precision(spec, torch.device("cpu"), cpu_bf16=True) == (
+            spec if spec != "auto" else "fp32")
+    assert [w.category for w in caught] == ([runtime.EmulatedPrecisionWarning] if warned else [])
+    if warned:  # as the command line shows it: one line, no file and line number
+        cli._one_line_warnings(warnings.showwarning)(caught[0].message, caught[0].category, caught[0].filename,
+                                                     caught[0].lineno)
+        assert capsys.readouterr().err.splitlines() == [f"saliency: warning: {caught[0].message}"]
