@@ -180,9 +180,10 @@ def rca_during_training(generator: Generator, deformator: Deformator, reconstruc
 
 def _resume(checkpoint_path: Path, identity: dict, run_dir: Path, deformator: Deformator,
             reconstructor: Reconstructor, optimizers: dict, rng: torch.Generator, settings: TrainSettings,
-            ctx) -> tuple[int, float, list[list], dict | None]:
+            ctx) -> tuple[int, float, list[list], dict | None, list[dict]]:
     """Load a checkpoint of the same run into A, R, their optimizers and the sample stream;
-    returns (step, seconds so far, the RCA history, the early stop if the rule still holds)."""
+    returns (step, seconds so far, the RCA history, the early stop if the rule still holds,
+    the spans played so far)."""
     state = load_checkpoint(checkpoint_path)
     check_identity(state.get("identity", {}), identity, run_dir)
     try:
@@ -205,9 +206,10 @@ def _resume(checkpoint_path: Path, identity: dict, run_dir: Path, deformator: De
             stopped_early = state.get("stopped_early")
         if ctx.rank > 0:  # the checkpoint holds rank 0's stream; the others start fresh ones
             rng.manual_seed(_process_seed(settings.seed, ctx.rank, step))
+        spans = [{key: span[key] for key in ("from_step", "device", "precision")} for span in state.get("spans", [])]
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         raise UserError(f"checkpoint {checkpoint_path} does not fit this run ({type(exc).__name__})") from exc
-    return step, elapsed, rca_history, stopped_early
+    return step, elapsed, rca_history, stopped_early, spans
 
 
 class _StepLog:
@@ -257,6 +259,21 @@ class _GameState:
     elapsed: float = 0.0  # seconds played before this process started
     rca_history: list = field(default_factory=list)  # [step, rca] of each measurement
     stopped_early: dict | None = None
+    # Where and how each stretch of steps was played: {"from_step", "device", "precision"}, a new
+    # entry only when a resume changes either, so a run resumed in place keeps one entry.
+    spans: list = field(default_factory=list)
+
+
+def open_span(spans: list[dict], step: int, device: torch.device, precision: str) -> list[dict]:
+    """``spans`` with the stretch that starts at ``step`` on ``device`` at ``precision``; a
+    checkpoint written before spans were recorded leaves its earlier steps unrecorded."""
+    spans = [dict(span) for span in spans]
+    if step > 0 and not spans:
+        spans.append({"from_step": 0, "device": None, "precision": None})
+    here = {"from_step": step, "device": device.type, "precision": precision}
+    if not spans or (spans[-1]["device"], spans[-1]["precision"]) != (here["device"], here["precision"]):
+        spans.append(here)
+    return spans
 
 
 def stream_device(device: torch.device, checkpoint_path: Path | None) -> torch.device:
@@ -286,12 +303,13 @@ def _start_game(run_dir: Path, device: torch.device, deformator: Deformator, rec
     if checkpoint_path.exists():
         if not resume:
             raise ConfigError(f"{run_dir} already holds a discovery run: pass `resume` to continue it, or another `out`")
-        state.step, state.elapsed, state.rca_history, state.stopped_early = _resume(
+        state.step, state.elapsed, state.rca_history, state.stopped_early, state.spans = _resume(
             checkpoint_path, identity, run_dir, deformator, reconstructor, state.optimizers, rng, settings, ctx)
         if ctx.is_main:
             trim_step_log(metrics_path, state.step)
     elif metrics_path.exists() and ctx.is_main:
         metrics_path.unlink()  # a log with no checkpoint behind it: start afresh
+    state.spans = open_span(state.spans, state.step, device, settings.precision)
     return state
 
 
@@ -308,6 +326,7 @@ def _save_game(path: Path, state: _GameState, identity: dict, settings: TrainSet
         "rng": state.rng.get_state(),
         "rca_history": state.rca_history,
         "stopped_early": state.stopped_early,
+        "spans": state.spans,
     })
 
 
@@ -387,7 +406,7 @@ def train(
     bar.close()
     distributed.barrier()
     return {"steps": state.step, "seconds": round(time.perf_counter() - log.started, 2),
-            "rca_curve": state.rca_history, "stopped_early": state.stopped_early,
+            "rca_curve": state.rca_history, "stopped_early": state.stopped_early, "spans": state.spans,
             "first_loss": log.first_loss, "final_running_loss": log.running_loss,
             "final_running_accuracy": log.running_acc,
             "batch_norm": distributed.batch_norm_report(generator.device, ctx, settings.batch_size)}

@@ -29,6 +29,14 @@ TENSORS_NAME = "directions.safetensors"
 CONFIG_NAME = "config.json"
 
 
+def describe_spans(spans: list[dict], last_step: int) -> str:
+    """"cpu bf16 for steps 0-51,000; cpu fp32 for 51,000-55,000": how each stretch was played."""
+    ends = [span["from_step"] for span in spans[1:]] + [last_step]
+    return "; ".join(
+        f"{span['device'] or 'unrecorded'} {span['precision'] or ''} for steps {span['from_step']:,}-{end:,}"
+        .replace("  ", " ") for span, end in zip(spans, ends))
+
+
 def report_markdown(summary: dict) -> str:
     """A human-readable page for a finished run: RCA, h_bg, and the ground-truth tables."""
     bg_dir = summary["bg_direction"]
@@ -41,6 +49,9 @@ def report_markdown(summary: dict) -> str:
         f"{', ' + summary['precision'] if summary.get('precision') else ''})",
         f"- RCA (reconstructor accuracy on {summary['rca_samples']} fresh samples): **{summary['rca']:.3f}**",
     ]
+    spans = summary.get("spans") or []
+    if len(spans) > 1:  # resumed on another device or at another precision
+        lines.append("- played: " + describe_spans(spans, summary["steps"]))
     curve = summary.get("rca_curve")
     if curve:
         lines.append("- RCA during the run: " + ", ".join(f"{rca:.3f} (step {step})" for step, rca in curve))

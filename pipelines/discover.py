@@ -447,7 +447,8 @@ def _write_run(config: DiscoverConfig, out: Path, game: Game, history: dict, sta
         "charts": measured.charts,
         "seconds": round(time.perf_counter() - started, 2),
         "device": str(generator.device),
-        "precision": settings.precision,
+        "precision": settings.precision,  # this process's; "spans" holds every resume's
+        "spans": history["spans"],
     }
     write_report(out / "report.md", summary)
     write_json(out / SUMMARY_NAME, summary)

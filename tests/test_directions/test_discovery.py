@@ -13,6 +13,7 @@ from directions.discovery import (TrainSettings, plateaued, reconstructor_accura
                                   stream_device, train)
 from directions.generators import Generator, ScenesGenerator
 from directions.reconstructors import build_reconstructor
+from directions.run_folder import describe_spans, report_markdown
 from saliency.core.checkpoint import load_checkpoint, save_checkpoint
 from saliency.core.errors import UserError
 from toy_generators import PlantedBackground
@@ -118,6 +119,37 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
         assert torch.equal(p, q)
     steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) == list(range(10, 41, 10))
+
+
+def test_spans_record_where_and_how_each_stretch_was_played(tmp_path):
+    """A resume in place adds no span (the checkpoint stays an uninterrupted run's); a resume at another precision opens one, and the report names both stretches."""
+    *_, history = _tiny(tmp_path / "full", steps=40)
+    _tiny(tmp_path / "split", steps=20)
+    *_, split = _tiny(tmp_path / "split", steps=40, resume=True)
+    fp32_span = {"from_step": 0, "device": "cpu", "precision": "fp32"}
+    assert history["spans"] == split["spans"] == [fp32_span]
+    full, resumed = (load_checkpoint(tmp_path / run / "checkpoint.safetensors") for run in ("full", "split"))
+    assert full["spans"] == resumed["spans"] == [fp32_span]
+
+    *_, mixed = _tiny(tmp_path / "split", steps=42, resume=True, precision="bf16")
+    assert mixed["spans"] == [fp32_span, {"from_step": 40, "device": "cpu", "precision": "bf16"}]
+    assert load_checkpoint(tmp_path / "split" / "checkpoint.safetensors")["spans"] == mixed["spans"]
+    summary = {"generator": "scenes", "num_directions": 6, "deformator": "ortho", "reconstructor": "lenet",
+               "batch_size": 16, "steps": 42, "train_seconds": 1.0, "seconds": 2.0, "device": "cpu",
+               "precision": "bf16", "rca_samples": 64, "rca": 0.5, "bg_direction": None, "spans": mixed["spans"]}
+    assert "- played: cpu fp32 for steps 0-40; cpu bf16 for steps 40-42" in report_markdown(summary)
+    assert "played" not in report_markdown(summary | {"spans": [fp32_span]})
+
+
+def test_a_checkpoint_from_before_spans_leaves_its_steps_unrecorded(tmp_path):
+    _tiny(tmp_path, steps=20)
+    checkpoint = tmp_path / "checkpoint.safetensors"
+    old = {key: value for key, value in load_checkpoint(checkpoint).items() if key != "spans"}
+    save_checkpoint(checkpoint, old)
+    *_, history = _tiny(tmp_path, steps=30, resume=True)
+    assert history["spans"] == [{"from_step": 0, "device": None, "precision": None},
+                                {"from_step": 20, "device": "cpu", "precision": "fp32"}]
+    assert describe_spans(history["spans"], 30) == "unrecorded for steps 0-20; cpu fp32 for steps 20-30"
 
 
 def test_a_run_continued_on_a_gpu_keeps_the_cpu_sample_stream(tmp_path):
