@@ -181,7 +181,7 @@ def status(root: Path) -> list[dict]:
                      "checkpoint unreadable" if step is None and (folder / CHECKPOINT).is_file() else
                      "stopped" if step is not None else "not started")
         segments = _segments(folder)
-        cpus = sorted({segment.get("gpu") or segment["cpu"] for segment in segments})
+        cpus = sorted({segment.get("gpu") or machine_label(segment) for segment in segments})
         listed = run.arg("--precision", "auto")  # what a span that names none played at
         precisions = list(dict.fromkeys(segment.get("precision", listed) for segment in segments)) or [listed]
         total = run.arg("--steps")
@@ -191,6 +191,15 @@ def status(root: Path) -> list[dict]:
                      "cpus": ", ".join(cpus) or "-", "pace": None if summary is not None else pace(folder),
                      "steps_left": int(total) - (step or 0) if total is not None else None})
     return rows
+
+
+def machine_label(segment: dict) -> str:
+    """The CPU a span played on, tagged by what decides its pace here: native bf16 or not (the
+    model name alone, "AMD EPYC", covers both kinds)."""
+    if "native_bf16" not in segment:
+        return segment["cpu"]
+    base = segment["cpu"].split(" (")[0]
+    return f"{base} ({'native bf16' if segment['native_bf16'] else 'no native bf16'})"
 
 
 def gpu_name(device: str | None) -> str | None:

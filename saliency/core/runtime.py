@@ -54,18 +54,32 @@ def usable_cores() -> int:
 
 
 def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux), for benchmark output: a speed is
-    only meaningful beside the machine it was measured on."""
+    """The CPU's model name (``/proc/cpuinfo`` on Linux) and its widest vector instructions,
+    for benchmark output: a speed is only meaningful beside the machine it was measured on, and
+    one model name ("AMD EPYC") covers CPUs with and without AVX-512 or native bf16."""
     import platform
 
+    name = ""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if line.startswith("model name") and not name:
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    isa = vector_instructions(set(line.split(":", 1)[1].split()))
+                    return f"{name or platform.machine()} ({isa})" if isa else name or platform.machine()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return name or platform.processor() or platform.machine()
+
+
+def vector_instructions(flags: set[str]) -> str:
+    """The widest of the instruction sets that set a CPU's speed here, from its cpuinfo flags."""
+    for tag, needed in (("AMX", {"amx_bf16"}), ("AVX-512 BF16", {"avx512_bf16"}), ("AVX-512", {"avx512f"}),
+                        ("AVX2", {"avx2"}), ("NEON", {"asimd"})):
+        if needed <= flags:
+            return tag
+    return ""
 
 
 def cpu_has_native_bf16() -> bool:

@@ -248,3 +248,33 @@ def test_a_run_listed_at_bf16_plays_fp32_on_a_cpu_without_native_bf16_and_says_s
     assert [row["precision"] for row in module.status(tmp_path)] == ["bf16, fp32"]
     (tmp_path / "tiny" / "segments.json").write_text(json.dumps(segments[:1]))
     assert [row["precision"] for row in module.status(tmp_path)] == ["bf16"]
+
+
+def test_the_status_tells_two_cpus_of_one_model_name_apart_by_native_bf16(tmp_path, monkeypatch):
+    """"AMD EPYC" named both a CPU with native bf16 and one without (a discovery step in fp32:
+    108.5 ms on one, 552.1 ms on the other): the status tags each span's CPU by what decides its pace."""
+    module = _module(monkeypatch)
+    (tmp_path / "runs.json").write_text(json.dumps({"runs": [{"name": "tiny", "args": TINY}]}))
+    (tmp_path / "tiny").mkdir()
+    segments = [{"from_step": 0, "cpu": "AMD EPYC", "native_bf16": True, "to_step": 10},
+                {"from_step": 10, "cpu": "AMD EPYC (AVX2)", "native_bf16": False, "to_step": 20},
+                {"from_step": 20, "cpu": "AMD EPYC", "native_bf16": False, "to_step": 30},
+                {"from_step": 30, "cpu": "Old", "to_step": 40},  # recorded before native_bf16 was
+                {"from_step": 40, "cpu": "AMD EPYC", "gpu": "NVIDIA H200", "native_bf16": True}]
+    (tmp_path / "tiny" / "segments.json").write_text(json.dumps(segments))
+    assert [row["cpus"] for row in module.status(tmp_path)] == [
+        "AMD EPYC (native bf16), AMD EPYC (no native bf16), NVIDIA H200, Old"]
+
+
+def test_a_cpu_is_named_with_its_widest_vector_instructions():
+    from saliency.core.runtime import cpu_name, vector_instructions
+
+    assert vector_instructions({"avx2", "avx512f", "avx512_bf16", "amx_bf16"}) == "AMX"
+    assert vector_instructions({"avx2", "avx512f", "avx512_bf16"}) == "AVX-512 BF16"
+    assert vector_instructions({"avx2", "avx512f"}) == "AVX-512"
+    assert vector_instructions({"sse4_2", "avx2"}) == "AVX2"
+    assert vector_instructions({"sse4_2"}) == ""
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
+    tag = vector_instructions(set(flags))
+    assert cpu_name().endswith(f"({tag})") == bool(tag)
