@@ -82,6 +82,11 @@ class Run:
                 args += [option, value]
         return ["saliency", "discover", *args, "--out", out_argument(self.folder(root))]
 
+    @property
+    def listed_precision(self) -> str:
+        """The precision runs.json lists: what a span that records none played at."""
+        return self.arg("--precision", "auto")
+
     def span_precision(self, device: str | None = None, precision: str | None = None,
                        native_bf16: bool | None = None) -> str:
         """The precision a span of this run plays at here: ``precision`` if given, else the listed
@@ -90,7 +95,7 @@ class Run:
         plays fp32. The listed bf16 was chosen by its RCA matching fp32's (docs/benchmarks.md)."""
         if precision is not None:
             return precision
-        listed = self.arg("--precision", "auto")
+        listed = self.listed_precision
         on_cpu = (device or self.arg("--device", "cpu")) == "cpu"
         if listed == "bf16" and on_cpu and not (cpu_has_native_bf16() if native_bf16 is None else native_bf16):
             return "fp32"
@@ -182,7 +187,7 @@ def status(root: Path) -> list[dict]:
                      "stopped" if step is not None else "not started")
         segments = _segments(folder)
         cpus = sorted({segment.get("gpu") or machine_label(segment) for segment in segments})
-        listed = run.arg("--precision", "auto")  # what a span that names none played at
+        listed = run.listed_precision
         precisions = list(dict.fromkeys(segment.get("precision", listed) for segment in segments)) or [listed]
         total = run.arg("--steps")
         rows.append({"run": run.name, "note": run.note, "paper": run.paper, "state": state, "step": step or 0,
@@ -217,7 +222,7 @@ def _start(run: Run, root: Path, device: str | None = None, nice: int = 0, preci
     folder = run.folder(root)
     folder.mkdir(parents=True, exist_ok=True)
     resume = ["--resume"] if (folder / CHECKPOINT).is_file() else []
-    played, listed = run.span_precision(device, precision), run.arg("--precision", "auto")
+    played, listed = run.span_precision(device, precision), run.listed_precision
     if precision is None and played != listed:
         print(f"paper_budget: {run.name}: this CPU has no native bf16 (autocast would be emulated, far slower): "
               f"this span plays {played} (segments.json says so; --precision bf16 insists)", file=sys.stderr)
