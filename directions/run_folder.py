@@ -32,9 +32,8 @@ CONFIG_NAME = "config.json"
 def describe_spans(spans: list[dict], last_step: int) -> str:
     """"cpu bf16 for steps 0-51,000; cpu fp32 for 51,000-55,000": how each stretch was played."""
     ends = [span["from_step"] for span in spans[1:]] + [last_step]
-    return "; ".join(
-        f"{span['device'] or 'unrecorded'} {span['precision'] or ''} for steps {span['from_step']:,}-{end:,}"
-        .replace("  ", " ") for span, end in zip(spans, ends))
+    return "; ".join(" ".join(filter(None, (span["device"] or "unrecorded", span["precision"])))
+                     + f" for steps {span['from_step']:,}-{end:,}" for span, end in zip(spans, ends))
 
 
 def report_markdown(summary: dict) -> str:

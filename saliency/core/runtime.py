@@ -53,24 +53,27 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+def _cpuinfo(field: str) -> str | None:
+    """The first ``field`` line's value in ``/proc/cpuinfo`` (Linux), else None."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith(field):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def cpu_name() -> str:
     """The CPU's model name (``/proc/cpuinfo`` on Linux) and its widest vector instructions,
     for benchmark output: a speed is only meaningful beside the machine it was measured on, and
     one model name ("AMD EPYC") covers CPUs with and without AVX-512 or native bf16."""
     import platform
 
-    name = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name") and not name:
-                    name = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    isa = vector_instructions(set(line.split(":", 1)[1].split()))
-                    return f"{name or platform.machine()} ({isa})" if isa else name or platform.machine()
-    except OSError:
-        pass
-    return name or platform.processor() or platform.machine()
+    name = _cpuinfo("model name") or platform.processor() or platform.machine()
+    isa = vector_instructions(set((_cpuinfo("flags") or "").split()))
+    return f"{name} ({isa})" if isa else name
 
 
 def vector_instructions(flags: set[str]) -> str:
@@ -84,15 +87,7 @@ def vector_instructions(flags: set[str]) -> str:
 
 def cpu_has_native_bf16() -> bool:
     """True where the CPU multiplies bf16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
+    return bool(set((_cpuinfo("flags") or "").split()) & {"avx512_bf16", "amx_bf16"})
 
 
 class EmulatedPrecisionWarning(UserWarning):
