@@ -66,7 +66,8 @@ setup(
         # hypothesis: the readers' fuzz runs (tests/contracts/test_fuzz_readers.py, benchmarks/fuzz_readers.py).
         # fastapi/uvicorn/python-multipart: the server's tests; schemathesis fuzzes its API from its
         # OpenAPI schema (tests/test_pipelines/test_serve.py).
-        "test": ["pytest>=7", "hypothesis>=6.100", "onnx>=1.16", "onnxruntime>=1.18", "websocket-client>=1.6",
+        # pytest-xdist: pytest.ini spreads the suite over the cores (tests/conftest.py splits the threads).
+        "test": ["pytest>=7", "pytest-xdist>=3.5", "hypothesis>=6.100", "onnx>=1.16", "onnxruntime>=1.18", "websocket-client>=1.6",
                  *SERVE, "schemathesis>=4,<5",
                  'ai-edge-litert>=2.0; platform_system == "Linux" and platform_machine == "x86_64" '
                  'and python_version < "3.14"'],

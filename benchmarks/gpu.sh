@@ -25,9 +25,10 @@ status=0
 # 1. CUDA correctness through the real CLI, tiny sizes (sample, discover killed and resumed,
 #    synthesize, train-unet eager and --compile, eval, predict, pipeline, two ranks' SyncBatchNorm)
 #    The two-rank SyncBatchNorm check first, with its own limit, so a slow chain cannot crowd it out.
-timeout -s INT -k 10 100 "$python" -m pytest -q -p no:cacheprovider -m cuda tests/gpu/test_cuda.py -k two_processes 2>&1 \
+# -o addopts=: one pytest process (pytest.ini's -n needs pytest-xdist, which the GPU image may lack).
+timeout -s INT -k 10 100 "$python" -m pytest -q -o addopts= -p no:cacheprovider -m cuda tests/gpu/test_cuda.py -k two_processes 2>&1 \
   | tee "$out/cuda_tests_sync.log" || status=1
-timeout -s INT -k 10 220 "$python" -m pytest -q -p no:cacheprovider -m cuda tests/gpu/test_cuda.py -k "not two_processes" \
+timeout -s INT -k 10 220 "$python" -m pytest -q -o addopts= -p no:cacheprovider -m cuda tests/gpu/test_cuda.py -k "not two_processes" \
   --durations=0 2>&1 | tee "$out/cuda_tests.log" || status=1
 # 2. The paper's settings, timed (random weights: speed does not depend on their values): forward
 #    at batch 32 and 256 in fp32 and bf16, the discovery step, synthesis and its ratio to a bare

@@ -23,9 +23,10 @@ device="${PAPER_BUDGET_DEVICE:-cuda}"  # cpu: a dry run of this script on a mach
 budget resume --slots 3 --device "$device"
 status=0
 if [ "${CUDA_TESTS:-1}" = 1 ]; then  # correctness of the GPU path, while the runs play
-  timeout -s INT -k 10 100 "$python" -m pytest -q -p no:cacheprovider -m cuda tests/gpu/test_cuda.py -k two_processes 2>&1 \
+  # -o addopts=: one pytest process (pytest.ini's -n needs pytest-xdist, which the GPU image may lack).
+  timeout -s INT -k 10 100 "$python" -m pytest -q -o addopts= -p no:cacheprovider -m cuda tests/gpu/test_cuda.py -k two_processes 2>&1 \
     | tee "$out/cuda_tests_sync.log" || status=1
-  timeout -s INT -k 10 220 "$python" -m pytest -q -p no:cacheprovider -m cuda tests/gpu/test_cuda.py -k "not two_processes" \
+  timeout -s INT -k 10 220 "$python" -m pytest -q -o addopts= -p no:cacheprovider -m cuda tests/gpu/test_cuda.py -k "not two_processes" \
     --durations=0 2>&1 | tee "$out/cuda_tests.log" || status=1
 fi
 while [ $(( $(date +%s) - began )) -lt "$seconds" ]; do

@@ -72,10 +72,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 PROGRESS_LINE = re.compile(r"^[^:]+: +\d+%\|")  # a tqdm bar: "desc: 42%|###  | 5/12 ..."
 
 
+# pytest.ini spreads the tests over pytest-xdist workers, one a core. Each worker gets its share of
+# the cores, for torch here and, through OMP_NUM_THREADS, for every process a test starts: two
+# 2-thread processes on 2 cores slow each other many times over. A test that sets its own
+# OMP_NUM_THREADS for a child keeps it.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, min(2, os.cpu_count() or 1) // WORKERS)
+if WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
+
+
 @pytest.fixture(autouse=True)
 def _few_threads():
     # Tests run on 2-core machines; keep torch from oversubscribing them.
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(THREADS)
     yield
 
 

@@ -51,7 +51,7 @@ def test_probe_loopback_is_allowed():
     ("in-process", "test_probe_in_process", True), ("child", "test_probe_in_a_child", True),
     ("lookup", "test_probe_a_name_lookup", True), ("loopback", "test_probe_loopback_is_allowed", False)])
 def test_the_guard_fails_a_test_that_reaches_past_loopback(probe, test, fails):
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
                              f"tests/contracts/test_network_guard.py::{test}"],
                             cwd=REPO, env=dict(os.environ, **{PROBE: probe}), capture_output=True, text=True, timeout=300)
     if fails:
