@@ -257,6 +257,7 @@ class _GameState:
     rng: torch.Generator
     step: int = 0
     elapsed: float = 0.0  # seconds played before this process started
+    resumed_from: int = 0  # the step this process started at: 0 for a fresh game
     rca_history: list = field(default_factory=list)  # [step, rca] of each measurement
     stopped_early: dict | None = None
     # Where and how each stretch of steps was played: {"from_step", "device", "precision"}, a new
@@ -305,6 +306,7 @@ def _start_game(run_dir: Path, device: torch.device, deformator: Deformator, rec
             raise ConfigError(f"{run_dir} already holds a discovery run: pass `resume` to continue it, or another `out`")
         state.step, state.elapsed, state.rca_history, state.stopped_early, state.spans = _resume(
             checkpoint_path, identity, run_dir, deformator, reconstructor, state.optimizers, rng, settings, ctx)
+        state.resumed_from = state.step
         if ctx.is_main:
             trim_step_log(metrics_path, state.step)
     elif metrics_path.exists() and ctx.is_main:
@@ -406,7 +408,8 @@ def train(
     bar.close()
     distributed.barrier()
     return {"steps": state.step, "seconds": round(time.perf_counter() - log.started, 2),
-            "rca_curve": state.rca_history, "stopped_early": state.stopped_early, "spans": state.spans,
+            "resumed_from": state.resumed_from, "rca_curve": state.rca_history,
+            "stopped_early": state.stopped_early, "spans": state.spans,
             "first_loss": log.first_loss, "final_running_loss": log.running_loss,
             "final_running_accuracy": log.running_acc,
             "batch_norm": distributed.batch_norm_report(generator.device, ctx, settings.batch_size)}

@@ -36,6 +36,15 @@ def describe_spans(spans: list[dict], last_step: int) -> str:
                      + f" for steps {span['from_step']:,}-{end:,}" for span, end in zip(spans, ends))
 
 
+def _timing(summary: dict) -> str:
+    """"300 s training, 320 s in all"; a resumed run's training counts every process, its
+    command only its own stretch, so the two are named apart."""
+    if summary.get("resumed_from"):
+        return (f"{summary['train_seconds']:.0f} s training in all; this command, resumed at step "
+                f"{summary['resumed_from']:,}, {summary['seconds']:.0f} s")
+    return f"{summary['train_seconds']:.0f} s training, {summary['seconds']:.0f} s in all"
+
+
 def report_markdown(summary: dict) -> str:
     """A human-readable page for a finished run: RCA, h_bg, and the ground-truth tables."""
     bg_dir = summary["bg_direction"]
@@ -43,8 +52,7 @@ def report_markdown(summary: dict) -> str:
         f"# Discovery run: {summary['generator']}",
         "",
         f"- {summary['num_directions']} directions, {summary['deformator']} deformator, {summary['reconstructor']} "
-        f"reconstructor, batch {summary['batch_size']}, {summary['steps']} steps ({summary['train_seconds']:.0f} s "
-        f"training, {summary['seconds']:.0f} s in all, {summary['device']}"
+        f"reconstructor, batch {summary['batch_size']}, {summary['steps']} steps ({_timing(summary)}, {summary['device']}"
         f"{', ' + summary['precision'] if summary.get('precision') else ''})",
         f"- RCA (reconstructor accuracy on {summary['rca_samples']} fresh samples): **{summary['rca']:.3f}**",
     ]

@@ -435,7 +435,8 @@ def _write_run(config: DiscoverConfig, out: Path, game: Game, history: dict, sta
         "shift_loss_weight": settings.shift_loss_weight,
         "train_options": game.train_options,
         "steps": history["steps"],
-        "train_seconds": history["seconds"],
+        "train_seconds": history["seconds"],  # every process's steps together
+        "resumed_from": history["resumed_from"],  # the step this command started at
         "batch_norm": history["batch_norm"],
         "rca": round(measured.rca, 4),
         "rca_samples": config.rca_samples,

@@ -128,6 +128,7 @@ def test_spans_record_where_and_how_each_stretch_was_played(tmp_path):
     *_, split = _tiny(tmp_path / "split", steps=40, resume=True)
     fp32_span = {"from_step": 0, "device": "cpu", "precision": "fp32"}
     assert history["spans"] == split["spans"] == [fp32_span]
+    assert (history["resumed_from"], split["resumed_from"]) == (0, 20)
     full, resumed = (load_checkpoint(tmp_path / run / "checkpoint.safetensors") for run in ("full", "split"))
     assert full["spans"] == resumed["spans"] == [fp32_span]
 
@@ -139,6 +140,10 @@ def test_spans_record_where_and_how_each_stretch_was_played(tmp_path):
                "precision": "bf16", "rca_samples": 64, "rca": 0.5, "bg_direction": None, "spans": mixed["spans"]}
     assert "- played: cpu fp32 for steps 0-40; cpu bf16 for steps 40-42" in report_markdown(summary)
     assert "played" not in report_markdown(summary | {"spans": [fp32_span]})
+    # A resumed run's training time counts every process; its command's time only its own stretch.
+    assert "(1 s training, 2 s in all, cpu, bf16)" in report_markdown(summary)
+    resumed = report_markdown(summary | {"train_seconds": 900.0, "resumed_from": 40})
+    assert "(900 s training in all; this command, resumed at step 40, 2 s, cpu, bf16)" in resumed
 
 
 def test_a_checkpoint_from_before_spans_leaves_its_steps_unrecorded(tmp_path):
