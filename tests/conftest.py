@@ -72,7 +72,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 PROGRESS_LINE = re.compile(r"^[^:]+: +\d+%\|")  # a tqdm bar: "desc: 42%|###  | 5/12 ..."
 
 
-# pytest.ini spreads the tests over pytest-xdist workers, one a core. Each worker gets its share of
+# pytest.ini spreads the tests over pytest-xdist workers, one a logical core. Each gets its share of
 # the cores, for torch here and, through OMP_NUM_THREADS, for every process a test starts: two
 # 2-thread processes on 2 cores slow each other many times over. A test that sets its own
 # OMP_NUM_THREADS for a child keeps it.
