@@ -54,6 +54,32 @@ def _names_used(function) -> set[str]:
     return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
 
 
+def pytest_addoption(parser, pluginmanager):
+    """pytest.ini asks pytest-xdist for workers; without it (a bare `pip install -e .`, or
+    `-p no:xdist`) accept those options and run the tests in this process, rather than refuse."""
+    if pluginmanager.has_plugin("xdist"):
+        return
+    group = parser.getgroup("xdist-absent", "pytest-xdist is not installed: these options are accepted and ignored")
+    # pytest keeps lowercase short options for plugins; xdist registers its -n through this call too.
+    group._addoption("-n", "--numprocesses", dest="numprocesses", default=None, metavar="N")
+    group.addoption("--maxprocesses", dest="maxprocesses", default=None, metavar="N")
+    group.addoption("--dist", dest="dist", default="no", metavar="MODE")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    if not config.pluginmanager.has_plugin("xdist") and config.getoption("numprocesses", None) not in (None, "0"):
+        # Say so once, and leave no trace of the options for plugins that read them (pytest-benchmark).
+        config._saliency_xdist_absent = True
+        config.option.numprocesses, config.option.dist = None, "no"
+
+
+def pytest_report_header(config):
+    if getattr(config, "_saliency_xdist_absent", False):
+        return "pytest-xdist is not installed: the tests run in this one process (pip install -e \".[test]\" adds it)"
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         function = getattr(item, "function", None)
