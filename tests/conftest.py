@@ -66,16 +66,19 @@ def pytest_addoption(parser, pluginmanager):
     group.addoption("--dist", dest="dist", default="no", metavar="MODE")
 
 
+XDIST_ABSENT = pytest.StashKey[bool]()
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
     if not config.pluginmanager.has_plugin("xdist") and config.getoption("numprocesses", None) not in (None, "0"):
         # Say so once, and leave no trace of the options for plugins that read them (pytest-benchmark).
-        config._saliency_xdist_absent = True
+        config.stash[XDIST_ABSENT] = True
         config.option.numprocesses, config.option.dist = None, "no"
 
 
 def pytest_report_header(config):
-    if getattr(config, "_saliency_xdist_absent", False):
+    if config.stash.get(XDIST_ABSENT, False):
         return "pytest-xdist is not installed: the tests run in this one process (pip install -e \".[test]\" adds it)"
     return None
 
